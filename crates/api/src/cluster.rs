@@ -1,0 +1,212 @@
+//! `KvrocksCluster`: shards of kvrocks in cluster mode, topology pushed by the operator.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{AuthSpec, ExporterSpec, PodMetadata, Scheduling, SentinelRef, StorageSpec};
+use crate::config::{MAX_CONFIG_ENTRIES, MAX_CONFIG_VALUE_LEN, check_config, config_rules};
+use crate::slots::{SlotRange, slot_list_rule};
+use crate::standard::default_kvrocks_image;
+
+fn default_shards() -> i32 {
+    3
+}
+fn default_replicas_per_shard() -> i32 {
+    1
+}
+
+/// Largest number of manual slot moves in one spec (bounds the CEL cost).
+pub const MAX_SLOT_MIGRATIONS: u32 = 64;
+/// Largest number of slot strings in one manual move.
+pub const MAX_SLOTS_PER_MIGRATION: u32 = 512;
+
+/// A manual move of slots to a shard.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotMigration {
+    /// Index of the shard that receives the slots.
+    #[schemars(range(min = 0))]
+    pub to_shard: i32,
+    /// Slots to move: `"300"` or `"100-200"` (0 <= A < B <= 16383).
+    #[schemars(length(min = 1, max = MAX_SLOTS_PER_MIGRATION), inner(length(min = 1, max = 11)))]
+    #[x_kube(validation = slot_list_rule())]
+    pub slots: Vec<String>,
+}
+
+/// Shards of kvrocks in cluster mode. Each shard is a master and `replicasPerShard` replicas; the
+/// operator assigns the 16384 slots, pushes the topology with CLUSTERX, fails over and rebalances.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "kvrocks.io",
+    version = "v1alpha1",
+    kind = "KvrocksCluster",
+    plural = "kvrocksclusters",
+    shortname = "kvcluster",
+    category = "kvrocks",
+    namespaced,
+    status = "KvrocksClusterStatus",
+    derive = "PartialEq",
+    doc = "Shards of kvrocks in cluster mode with operator-driven failover and rebalancing.",
+    printcolumn(name = "Shards", type_ = "integer", json_path = ".spec.shards"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicasPerShard"),
+    printcolumn(name = "Topology", type_ = "integer", json_path = ".status.topologyVersion"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = kube::core::Rule::new("!has(self.slotMigrations) || self.slotMigrations.all(m, m.toShard < self.shards)").message("slotMigrations[].toShard must name an existing shard (< shards)"))]
+#[serde(rename_all = "camelCase")]
+pub struct KvrocksClusterSpec {
+    /// Number of shards (at least 1).
+    #[serde(default = "default_shards")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1 && self <= 1024").message("shards must be between 1 and 1024"))]
+    pub shards: i32,
+    /// Replicas in each shard besides its master (0 or more).
+    #[serde(default = "default_replicas_per_shard")]
+    #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 16").message("replicasPerShard must be between 0 and 16"))]
+    pub replicas_per_shard: i32,
+    /// Container image of kvrocks.
+    #[serde(default = "default_kvrocks_image")]
+    pub image: String,
+    /// Optional KvrocksSentinel group: it monitors every shard master, and its +odown wakes the
+    /// operator at once. The operator, not sentinel, decides every failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<SentinelRef>,
+    /// Where the password comes from. One password for the whole cluster.
+    #[serde(default)]
+    pub auth: AuthSpec,
+    /// kvrocks.conf keys and values. Keys the operator owns are refused. `migrate-speed`
+    /// (keys per second, 0 = unlimited) trades slot-migration speed against client latency.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_CONFIG_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": MAX_CONFIG_VALUE_LEN}))]
+    #[x_kube(validation = config_rules()[0].clone(), validation = config_rules()[1].clone(), validation = config_rules()[2].clone())]
+    pub config: BTreeMap<String, String>,
+    /// Persistent storage; an emptyDir when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+    /// Resources of the kvrocks container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Scheduling of the pods.
+    #[serde(flatten)]
+    pub scheduling: Scheduling,
+    /// Extra pod labels and annotations.
+    #[serde(flatten)]
+    pub pod_metadata: PodMetadata,
+    /// The metrics exporter sidecar.
+    #[serde(default)]
+    pub exporter: ExporterSpec,
+    /// Manual slot moves, performed in order and each only once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_SLOT_MIGRATIONS))]
+    pub slot_migrations: Vec<SlotMigration>,
+}
+
+/// One node of a shard.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterNodeStatus {
+    /// Pod name.
+    pub pod: String,
+    /// Pod IP the topology was pushed with.
+    pub ip: String,
+    /// kvrocks port.
+    pub port: i32,
+    /// The node's 40-character cluster node id.
+    pub node_id: String,
+    /// `master` or `replica`.
+    pub role: String,
+    /// Node id of its master, for a replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_id: Option<String>,
+}
+
+/// One shard of a cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStatus {
+    /// Shard index.
+    pub index: i32,
+    /// Slots the shard owns, as `N` or `A-B`.
+    #[serde(default)]
+    pub slots: Vec<String>,
+    /// The shard's nodes.
+    #[serde(default)]
+    pub nodes: Vec<ClusterNodeStatus>,
+}
+
+/// A slot migration in flight, persisted so a restarted operator resumes it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationStatus {
+    /// The slots being moved, as `N` or `A-B`.
+    pub slots: String,
+    /// Source shard.
+    pub from_shard: i32,
+    /// Destination shard.
+    pub to_shard: i32,
+    /// `start`, `success`, `fail` or `none`, as kvrocks last reported it.
+    pub state: String,
+}
+
+/// Observed state of a KvrocksCluster: the operator's persisted truth about the topology.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KvrocksClusterStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Version of the topology last pushed with CLUSTERX SETNODES.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_version: Option<i64>,
+    /// Every shard with its slots and nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardStatus>,
+    /// The slot migration in flight, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationStatus>,
+    /// How many entries of spec.slotMigrations are done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_migrations_done: Option<i32>,
+    /// Ready, Progressing and Degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+impl KvrocksClusterSpec {
+    /// Checks CEL cannot express (or that an object stored before a rule existed may break).
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems: Vec<String> =
+            check_config(&self.config).into_iter().map(|e| e.to_string()).collect();
+        if self.shards < 1 {
+            problems.push(format!("shards is {}; it must be at least 1", self.shards));
+        }
+        if self.replicas_per_shard < 0 {
+            problems.push(format!(
+                "replicasPerShard is {}; it must be 0 or more",
+                self.replicas_per_shard
+            ));
+        }
+        if self.image.trim().is_empty() {
+            problems.push("image is empty".to_string());
+        }
+        for (i, migration) in self.slot_migrations.iter().enumerate() {
+            if migration.to_shard < 0 || migration.to_shard >= self.shards {
+                problems.push(format!(
+                    "slotMigrations[{i}].toShard is {}; shards are 0..{}",
+                    migration.to_shard,
+                    self.shards - 1
+                ));
+            }
+            for slot in &migration.slots {
+                if let Err(e) = slot.parse::<SlotRange>() {
+                    problems.push(format!("slotMigrations[{i}]: {e}"));
+                }
+            }
+        }
+        problems
+    }
+}

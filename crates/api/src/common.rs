@@ -1,0 +1,130 @@
+//! Spec pieces shared by the three kinds.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+/// Where pods are placed. Every field is passed to the pod template as it is.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Scheduling {
+    /// Affinity rules. When absent the operator adds a preferred anti-affinity that spreads the
+    /// pods of one StatefulSet across nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Tolerations for the pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Node labels the pods must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Topology spread constraints for the pods (for example across zones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Priority class of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// Labels and annotations added to every pod.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMetadata {
+    /// Extra labels on every pod. Labels the operator sets itself take precedence.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Extra annotations on every pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+}
+
+/// A reference to the KvrocksSentinel group in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SentinelRef {
+    /// Name of the KvrocksSentinel in the same namespace.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+}
+
+/// Where the password comes from.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Secret in the same namespace whose key `password` holds the password. When absent the
+    /// operator creates `<name>-auth` with a random password. Changing the Secret's value rotates
+    /// the password without breaking replication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+}
+
+fn default_storage_size() -> Quantity {
+    Quantity("10Gi".to_string())
+}
+
+/// Persistent storage for each data pod. When `storage` is absent pods use an emptyDir and lose
+/// their data when they are deleted.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(oldSelf.storageClassName) || (has(self.storageClassName) && self.storageClassName == oldSelf.storageClassName)"
+).message("storage.storageClassName is immutable once set"))]
+pub struct StorageSpec {
+    /// Size of each pod's PersistentVolumeClaim.
+    #[serde(default = "default_storage_size")]
+    pub size: Quantity,
+    /// StorageClass of the claims; the cluster default when absent. Immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Delete the PersistentVolumeClaims when the resource is deleted. By default they are kept,
+    /// so deleting a resource by mistake loses no data.
+    #[serde(default)]
+    pub delete_claims_on_delete: bool,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self { size: default_storage_size(), storage_class_name: None, delete_claims_on_delete: false }
+    }
+}
+
+fn default_exporter_image() -> String {
+    "kvrocks/kvrocks-exporter:latest".to_string()
+}
+
+/// The Prometheus exporter sidecar in each data pod.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExporterSpec {
+    /// Run the exporter sidecar (port 9121, path /metrics).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Image of a kvrocks-aware exporter.
+    #[serde(default = "default_exporter_image")]
+    pub image: String,
+    /// Resources of the exporter container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for ExporterSpec {
+    fn default() -> Self {
+        Self { enabled: false, image: default_exporter_image(), resources: None }
+    }
+}
+
+/// The conditions and generation every status carries.
+pub type Conditions = Vec<Condition>;
+
+/// Condition type: the resource serves as its spec asks.
+pub const CONDITION_READY: &str = "Ready";
+/// Condition type: the operator is changing something.
+pub const CONDITION_PROGRESSING: &str = "Progressing";
+/// Condition type: the resource works with less redundancy or capacity than asked.
+pub const CONDITION_DEGRADED: &str = "Degraded";
+/// Reason used when a spec fails checks CEL cannot express.
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";

@@ -1,0 +1,157 @@
+//! The kvrocks.conf keys the operator owns, and the checks that keep users from setting them.
+//!
+//! One list serves both the CRD's CEL rule (the apiserver refuses the object) and the Rust-side
+//! check (a CR written before a rule existed still gets `InvalidSpec` instead of a broken pod).
+
+use std::collections::BTreeMap;
+
+use kube::core::{Message, Rule};
+
+/// Keys of kvrocks.conf that the operator sets itself and `spec.config` may not set.
+///
+/// - `bind`, `port`, `dir`, `pidfile`, `daemonize`, `supervised`, `unixsocket`, `unixsocketperm`:
+///   the pod's network and filesystem layout, which probes and Services depend on.
+/// - `requirepass`, `masterauth`: come from the auth Secret, never from the CR.
+/// - `slaveof`: replication is driven by the operator (and sentinel), never by static config.
+/// - `cluster-enabled`, `persist-cluster-nodes-enabled`: decided by the kind of resource.
+/// - `log-dir`: logs go to stdout so `kubectl logs` works.
+/// - `rename-command`: renaming CLUSTERX, SLAVEOF or CONFIG would blind the operator.
+pub const OPERATOR_OWNED_KEYS: &[&str] = &[
+    "bind",
+    "port",
+    "dir",
+    "pidfile",
+    "daemonize",
+    "supervised",
+    "unixsocket",
+    "unixsocketperm",
+    "requirepass",
+    "masterauth",
+    "slaveof",
+    "cluster-enabled",
+    "persist-cluster-nodes-enabled",
+    "log-dir",
+    "rename-command",
+];
+
+/// Largest number of entries `spec.config` may hold (bounds the CEL cost).
+pub const MAX_CONFIG_ENTRIES: u32 = 128;
+/// Longest config key accepted.
+pub const MAX_CONFIG_KEY_LEN: usize = 64;
+/// Longest config value accepted.
+pub const MAX_CONFIG_VALUE_LEN: u32 = 1024;
+
+fn owned_list_literal() -> String {
+    let quoted: Vec<String> = OPERATOR_OWNED_KEYS.iter().map(|k| format!("'{k}'")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// The CEL rules placed on `spec.config`.
+pub fn config_rules() -> Vec<Rule> {
+    vec![
+        Rule::new(format!("self.all(k, !(k in {}))", owned_list_literal())).message(Message::Message(format!(
+            "config may not set keys the operator owns: {}",
+            OPERATOR_OWNED_KEYS.join(", ")
+        ))),
+        Rule::new(format!(
+            "self.all(k, size(k) <= {MAX_CONFIG_KEY_LEN} && k.matches('^[a-z0-9][a-z0-9._-]*$'))"
+        ))
+        .message("config keys are lower-case kvrocks.conf keys (letters, digits, '.', '_', '-')"),
+        Rule::new(format!(
+            "self.all(k, size(self[k]) <= {MAX_CONFIG_VALUE_LEN} && !self[k].contains('\\n') && !self[k].contains('\\r'))"
+        ))
+        .message(Message::Message(format!(
+            "config values are single lines of at most {MAX_CONFIG_VALUE_LEN} characters"
+        ))),
+    ]
+}
+
+/// Why a `spec.config` map is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The key is one the operator sets itself.
+    #[error("config key {0:?} is owned by the operator and cannot be set")]
+    Owned(String),
+    /// The key is not a plain lower-case kvrocks.conf key.
+    #[error("config key {0:?} is not a lower-case kvrocks.conf key")]
+    BadKey(String),
+    /// The value would not stay on one line of kvrocks.conf.
+    #[error("config value of {0:?} must be a single line of at most {MAX_CONFIG_VALUE_LEN} characters")]
+    BadValue(String),
+    /// Too many entries.
+    #[error("config has {0} entries, at most {MAX_CONFIG_ENTRIES} are allowed")]
+    TooMany(usize),
+}
+
+fn is_plain_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    first_ok
+        && key.len() <= MAX_CONFIG_KEY_LEN
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-' || c == '_')
+}
+
+/// Checks a `spec.config` map with the same rules as the CRD's CEL; returns every problem.
+pub fn check_config(config: &BTreeMap<String, String>) -> Vec<ConfigError> {
+    let mut problems = Vec::new();
+    if config.len() > MAX_CONFIG_ENTRIES as usize {
+        problems.push(ConfigError::TooMany(config.len()));
+    }
+    for (key, value) in config {
+        if OPERATOR_OWNED_KEYS.contains(&key.as_str()) {
+            problems.push(ConfigError::Owned(key.clone()));
+        } else if !is_plain_key(key) {
+            problems.push(ConfigError::BadKey(key.clone()));
+        }
+        if value.len() > MAX_CONFIG_VALUE_LEN as usize || value.contains('\n') || value.contains('\r') {
+            problems.push(ConfigError::BadValue(key.clone()));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn every_owned_key_is_refused() {
+        for key in OPERATOR_OWNED_KEYS {
+            assert_eq!(
+                check_config(&map(&[(key, "x")])),
+                vec![ConfigError::Owned(key.to_string())]
+            );
+        }
+    }
+
+    #[test]
+    fn ordinary_keys_pass() {
+        assert!(check_config(&map(&[("workers", "8"), ("rocksdb.block_size", "16384")])).is_empty());
+    }
+
+    #[test]
+    fn upper_case_and_multi_line_are_refused() {
+        assert_eq!(
+            check_config(&map(&[("Requirepass", "x")])),
+            vec![ConfigError::BadKey("Requirepass".into())]
+        );
+        assert_eq!(
+            check_config(&map(&[("workers", "8\nrequirepass x")])),
+            vec![ConfigError::BadValue("workers".into())]
+        );
+    }
+
+    #[test]
+    fn the_cel_rule_names_every_owned_key() {
+        let rules = config_rules();
+        for key in OPERATOR_OWNED_KEYS {
+            assert!(rules[0].rule.contains(&format!("'{key}'")), "{key} missing from CEL rule");
+        }
+    }
+}

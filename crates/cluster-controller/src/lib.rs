@@ -1,0 +1,1 @@
+//! kvrocks-cluster-controller

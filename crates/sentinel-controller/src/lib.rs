@@ -1,0 +1,1 @@
+//! kvrocks-sentinel-controller

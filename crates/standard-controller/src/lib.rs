@@ -1,0 +1,1 @@
+//! kvrocks-standard-controller
