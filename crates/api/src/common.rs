@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
@@ -116,15 +115,3 @@ impl Default for ExporterSpec {
         Self { enabled: false, image: default_exporter_image(), resources: None }
     }
 }
-
-/// The conditions and generation every status carries.
-pub type Conditions = Vec<Condition>;
-
-/// Condition type: the resource serves as its spec asks.
-pub const CONDITION_READY: &str = "Ready";
-/// Condition type: the operator is changing something.
-pub const CONDITION_PROGRESSING: &str = "Progressing";
-/// Condition type: the resource works with less redundancy or capacity than asked.
-pub const CONDITION_DEGRADED: &str = "Degraded";
-/// Reason used when a spec fails checks CEL cannot express.
-pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
