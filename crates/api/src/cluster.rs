@@ -52,10 +52,26 @@ pub struct SlotMigration {
     derive = "PartialEq",
     doc = "Shards of kvrocks in cluster mode with operator-driven failover and rebalancing.",
     printcolumn(name = "Shards", type_ = "integer", json_path = ".spec.shards"),
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicasPerShard"),
-    printcolumn(name = "Topology", type_ = "integer", json_path = ".status.topologyVersion"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".spec.replicasPerShard"
+    ),
+    printcolumn(
+        name = "Topology",
+        type_ = "integer",
+        json_path = ".status.topologyVersion"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = kube::core::Rule::new("!has(self.slotMigrations) || self.slotMigrations.all(m, m.toShard < self.shards)").message("slotMigrations[].toShard must name an existing shard (< shards)"))]
 #[serde(rename_all = "camelCase")]
@@ -179,8 +195,10 @@ pub struct KvrocksClusterStatus {
 impl KvrocksClusterSpec {
     /// Checks CEL cannot express (or that an object stored before a rule existed may break).
     pub fn validate(&self) -> Vec<String> {
-        let mut problems: Vec<String> =
-            check_config(&self.config).into_iter().map(|e| e.to_string()).collect();
+        let mut problems: Vec<String> = check_config(&self.config)
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect();
         if self.shards < 1 {
             problems.push(format!("shards is {}; it must be at least 1", self.shards));
         }

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
@@ -87,7 +89,11 @@ pub struct StorageSpec {
 
 impl Default for StorageSpec {
     fn default() -> Self {
-        Self { size: default_storage_size(), storage_class_name: None, delete_claims_on_delete: false }
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+            delete_claims_on_delete: false,
+        }
     }
 }
 
@@ -112,6 +118,10 @@ pub struct ExporterSpec {
 
 impl Default for ExporterSpec {
     fn default() -> Self {
-        Self { enabled: false, image: default_exporter_image(), resources: None }
+        Self {
+            enabled: false,
+            image: default_exporter_image(),
+            resources: None,
+        }
     }
 }

@@ -42,7 +42,10 @@ pub const MAX_CONFIG_KEY_LEN: usize = 64;
 pub const MAX_CONFIG_VALUE_LEN: u32 = 1024;
 
 fn owned_list_literal() -> String {
-    let quoted: Vec<String> = OPERATOR_OWNED_KEYS.iter().map(|k| format!("'{k}'")).collect();
+    let quoted: Vec<String> = OPERATOR_OWNED_KEYS
+        .iter()
+        .map(|k| format!("'{k}'"))
+        .collect();
     format!("[{}]", quoted.join(", "))
 }
 
@@ -76,7 +79,9 @@ pub enum ConfigError {
     #[error("config key {0:?} is not a lower-case kvrocks.conf key")]
     BadKey(String),
     /// The value would not stay on one line of kvrocks.conf.
-    #[error("config value of {0:?} must be a single line of at most {MAX_CONFIG_VALUE_LEN} characters")]
+    #[error(
+        "config value of {0:?} must be a single line of at most {MAX_CONFIG_VALUE_LEN} characters"
+    )]
     BadValue(String),
     /// Too many entries.
     #[error("config has {0} entries, at most {MAX_CONFIG_ENTRIES} are allowed")]
@@ -90,7 +95,9 @@ fn is_plain_key(key: &str) -> bool {
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     first_ok
         && key.len() <= MAX_CONFIG_KEY_LEN
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-' || c == '_')
+        && chars.all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-' || c == '_'
+        })
 }
 
 /// Checks a `spec.config` map with the same rules as the CRD's CEL; returns every problem.
@@ -105,7 +112,10 @@ pub fn check_config(config: &BTreeMap<String, String>) -> Vec<ConfigError> {
         } else if !is_plain_key(key) {
             problems.push(ConfigError::BadKey(key.clone()));
         }
-        if value.len() > MAX_CONFIG_VALUE_LEN as usize || value.contains('\n') || value.contains('\r') {
+        if value.len() > MAX_CONFIG_VALUE_LEN as usize
+            || value.contains('\n')
+            || value.contains('\r')
+        {
             problems.push(ConfigError::BadValue(key.clone()));
         }
     }
@@ -117,7 +127,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -132,7 +145,9 @@ mod tests {
 
     #[test]
     fn ordinary_keys_pass() {
-        assert!(check_config(&map(&[("workers", "8"), ("rocksdb.block_size", "16384")])).is_empty());
+        assert!(
+            check_config(&map(&[("workers", "8"), ("rocksdb.block_size", "16384")])).is_empty()
+        );
     }
 
     #[test]
@@ -151,7 +166,10 @@ mod tests {
     fn the_cel_rule_names_every_owned_key() {
         let rules = config_rules();
         for key in OPERATOR_OWNED_KEYS {
-            assert!(rules[0].rule.contains(&format!("'{key}'")), "{key} missing from CEL rule");
+            assert!(
+                rules[0].rule.contains(&format!("'{key}'")),
+                "{key} missing from CEL rule"
+            );
         }
     }
 }

@@ -48,7 +48,10 @@ impl Component {
 }
 
 /// The labels every object owned by the custom resource `instance` carries.
-pub fn common_labels(instance: &str, component: Component) -> std::collections::BTreeMap<String, String> {
+pub fn common_labels(
+    instance: &str,
+    component: Component,
+) -> std::collections::BTreeMap<String, String> {
     [
         (NAME, APP_NAME),
         (INSTANCE, instance),

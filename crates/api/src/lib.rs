@@ -18,5 +18,9 @@ use kube::CustomResourceExt;
 
 /// The CRDs of the three kinds, in the order they are printed and installed.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![KvrocksSentinel::crd(), KvrocksStandard::crd(), KvrocksCluster::crd()]
+    vec![
+        KvrocksSentinel::crd(),
+        KvrocksStandard::crd(),
+        KvrocksCluster::crd(),
+    ]
 }

@@ -45,8 +45,16 @@ fn default_parallel_syncs() -> i32 {
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "Quorum", type_ = "integer", json_path = ".status.quorum"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct KvrocksSentinelSpec {
@@ -133,7 +141,10 @@ impl KvrocksSentinelSpec {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.replicas < 3 || self.replicas % 2 == 0 {
-            problems.push(format!("replicas is {}; it must be odd and at least 3", self.replicas));
+            problems.push(format!(
+                "replicas is {}; it must be odd and at least 3",
+                self.replicas
+            ));
         }
         if self.image.trim().is_empty() {
             problems.push("image is empty".to_string());

@@ -70,10 +70,19 @@ impl FromStr for SlotRange {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || SlotParseError(s.to_string());
         match s.split_once('-') {
-            None => parse_slot(s).map(|n| SlotRange { start: n, end: n }).ok_or_else(err),
+            None => parse_slot(s)
+                .map(|n| SlotRange { start: n, end: n })
+                .ok_or_else(err),
             Some((a, b)) => {
-                let (a, b) = (parse_slot(a).ok_or_else(err)?, parse_slot(b).ok_or_else(err)?);
-                if a < b { Ok(SlotRange { start: a, end: b }) } else { Err(err()) }
+                let (a, b) = (
+                    parse_slot(a).ok_or_else(err)?,
+                    parse_slot(b).ok_or_else(err)?,
+                );
+                if a < b {
+                    Ok(SlotRange { start: a, end: b })
+                } else {
+                    Err(err())
+                }
             }
         }
     }
@@ -92,8 +101,9 @@ pub fn slot_string_expression(var: &str) -> String {
 
 /// The CEL rule on a list of slot strings.
 pub fn slot_list_rule() -> Rule {
-    Rule::new(format!("self.all(s, {})", slot_string_expression("s")))
-        .message(Message::Message("every slot is N or A-B with 0 <= A < B <= 16383".to_string()))
+    Rule::new(format!("self.all(s, {})", slot_string_expression("s"))).message(Message::Message(
+        "every slot is N or A-B with 0 <= A < B <= 16383".to_string(),
+    ))
 }
 
 #[cfg(test)]
@@ -103,9 +113,23 @@ mod tests {
 
     #[test]
     fn parses_single_and_ranges() {
-        assert_eq!("300".parse(), Ok(SlotRange { start: 300, end: 300 }));
-        assert_eq!("0-16383".parse(), Ok(SlotRange { start: 0, end: 16383 }));
-        for bad in ["", "16384", "5-5", "6-5", "-1", "1-", "a", "1-2-3", "00000016", "+1", " 1"] {
+        assert_eq!(
+            "300".parse(),
+            Ok(SlotRange {
+                start: 300,
+                end: 300
+            })
+        );
+        assert_eq!(
+            "0-16383".parse(),
+            Ok(SlotRange {
+                start: 0,
+                end: 16383
+            })
+        );
+        for bad in [
+            "", "16384", "5-5", "6-5", "-1", "1-", "a", "1-2-3", "00000016", "+1", " 1",
+        ] {
             assert!(bad.parse::<SlotRange>().is_err(), "{bad:?} accepted");
         }
     }

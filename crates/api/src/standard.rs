@@ -40,8 +40,16 @@ pub fn default_kvrocks_image() -> String {
     ),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Master", type_ = "string", json_path = ".status.master.pod"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct KvrocksStandardSpec {
@@ -131,10 +139,15 @@ pub struct KvrocksStandardStatus {
 impl KvrocksStandardSpec {
     /// Checks CEL cannot express (or that an object stored before a rule existed may break).
     pub fn validate(&self) -> Vec<String> {
-        let mut problems: Vec<String> =
-            check_config(&self.config).into_iter().map(|e| e.to_string()).collect();
+        let mut problems: Vec<String> = check_config(&self.config)
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect();
         if self.replicas < 1 {
-            problems.push(format!("replicas is {}; it must be at least 1", self.replicas));
+            problems.push(format!(
+                "replicas is {}; it must be at least 1",
+                self.replicas
+            ));
         }
         if self.image.trim().is_empty() {
             problems.push("image is empty".to_string());

@@ -1,5 +1,7 @@
 //! The files in examples/ parse into the types and pass the Rust-side checks and the CEL rules.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
 use kvrocks_api::{KvrocksCluster, KvrocksSentinel, KvrocksStandard};
@@ -12,9 +14,15 @@ fn example(name: &str) -> String {
 fn cel_ok<K: CustomResourceExt>(yaml: &str) {
     let value: serde_json::Value = serde_saphyr::from_str(yaml).expect("yaml");
     let crd = K::crd();
-    let schema = crd.spec.versions[0].schema.clone().and_then(|s| s.open_api_v3_schema).expect("schema");
+    let schema = crd.spec.versions[0]
+        .schema
+        .clone()
+        .and_then(|s| s.open_api_v3_schema)
+        .expect("schema");
     let schema = serde_json::to_value(schema).expect("schema json");
-    Validator::new().validate(&schema, &value, None).expect("CEL rules accept the example");
+    Validator::new()
+        .validate(&schema, &value, None)
+        .expect("CEL rules accept the example");
 }
 
 #[test]

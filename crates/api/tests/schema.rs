@@ -1,13 +1,22 @@
 //! The generated CRDs: structural schemas, descriptions, subresources and CEL rules evaluated
 //! client-side with the same schema the apiserver gets.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use kube::core::cel::Validator;
 use kvrocks_api::crds;
 use serde_json::{Value, json};
 
 fn schema_of(kind: &str) -> Value {
-    let crd = crds().into_iter().find(|c| c.spec.names.kind == kind).expect("kind exists");
-    let schema = crd.spec.versions[0].schema.clone().and_then(|s| s.open_api_v3_schema).expect("schema");
+    let crd = crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == kind)
+        .expect("kind exists");
+    let schema = crd.spec.versions[0]
+        .schema
+        .clone()
+        .and_then(|s| s.open_api_v3_schema)
+        .expect("schema");
     serde_json::to_value(schema).expect("schema serializes")
 }
 
@@ -17,7 +26,15 @@ fn structural_problems(node: &Value, path: &str, out: &mut Vec<String>) {
         out.push(format!("{path}: not an object"));
         return;
     };
-    for banned in ["anyOf", "oneOf", "allOf", "not", "$ref", "definitions", "$defs"] {
+    for banned in [
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "not",
+        "$ref",
+        "definitions",
+        "$defs",
+    ] {
         if obj.contains_key(banned) {
             out.push(format!("{path}: has {banned}"));
         }
@@ -46,7 +63,10 @@ fn every_schema_is_structural() {
     for kind in ["KvrocksSentinel", "KvrocksStandard", "KvrocksCluster"] {
         let mut problems = Vec::new();
         structural_problems(&schema_of(kind), kind, &mut problems);
-        assert!(problems.is_empty(), "{kind} is not structural: {problems:#?}");
+        assert!(
+            problems.is_empty(),
+            "{kind} is not structural: {problems:#?}"
+        );
     }
 }
 
@@ -75,32 +95,61 @@ fn every_field_is_documented() {
     for kind in ["KvrocksSentinel", "KvrocksStandard", "KvrocksCluster"] {
         let schema = schema_of(kind);
         let mut missing = Vec::new();
-        walk(&schema["properties"]["spec"], &format!("{kind}.spec"), &mut missing);
-        walk(&schema["properties"]["status"], &format!("{kind}.status"), &mut missing);
-        assert!(missing.is_empty(), "fields without a description: {missing:#?}");
+        walk(
+            &schema["properties"]["spec"],
+            &format!("{kind}.spec"),
+            &mut missing,
+        );
+        walk(
+            &schema["properties"]["status"],
+            &format!("{kind}.status"),
+            &mut missing,
+        );
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:#?}"
+        );
     }
 }
 
 #[test]
 fn names_subresources_and_columns() {
     let all = crds();
-    let names: Vec<_> = all.iter().map(|c| c.metadata.name.clone().unwrap_or_default()).collect();
+    let names: Vec<_> = all
+        .iter()
+        .map(|c| c.metadata.name.clone().unwrap_or_default())
+        .collect();
     assert_eq!(
         names,
-        ["kvrockssentinels.kvrocks.io", "kvrocksstandards.kvrocks.io", "kvrocksclusters.kvrocks.io"]
+        [
+            "kvrockssentinels.kvrocks.io",
+            "kvrocksstandards.kvrocks.io",
+            "kvrocksclusters.kvrocks.io"
+        ]
     );
-    for (crd, short, scaled) in
-        [(&all[0], "kvsentinel", true), (&all[1], "kvstandard", true), (&all[2], "kvcluster", false)]
-    {
+    for (crd, short, scaled) in [
+        (&all[0], "kvsentinel", true),
+        (&all[1], "kvstandard", true),
+        (&all[2], "kvcluster", false),
+    ] {
         assert_eq!(crd.spec.scope, "Namespaced");
-        assert_eq!(crd.spec.names.short_names.as_deref(), Some(&[short.to_string()][..]));
+        assert_eq!(
+            crd.spec.names.short_names.as_deref(),
+            Some(&[short.to_string()][..])
+        );
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
         let sub = version.subresources.as_ref().expect("subresources");
         assert!(sub.status.is_some(), "{short}: status subresource");
         assert_eq!(sub.scale.is_some(), scaled, "{short}: scale subresource");
-        let columns = version.additional_printer_columns.as_ref().expect("columns");
-        assert!(columns.iter().any(|c| c.name == "Status"), "{short}: Status column");
+        let columns = version
+            .additional_printer_columns
+            .as_ref()
+            .expect("columns");
+        assert!(
+            columns.iter().any(|c| c.name == "Status"),
+            "{short}: Status column"
+        );
     }
 }
 
@@ -121,14 +170,21 @@ fn check(kind: &str, spec: Value) -> Result<(), String> {
 
 fn check_update(kind: &str, old: Value, new: Value) -> Result<(), String> {
     Validator::new()
-        .validate(&schema_of(kind), &object(kind, new), Some(&object(kind, old)))
+        .validate(
+            &schema_of(kind),
+            &object(kind, new),
+            Some(&object(kind, old)),
+        )
         .map_err(|e| format!("{e:?}"))
 }
 
 #[test]
 fn cel_sentinel_replicas_odd_and_at_least_three() {
     for good in [3, 5, 7] {
-        assert!(check("KvrocksSentinel", json!({"replicas": good})).is_ok(), "{good}");
+        assert!(
+            check("KvrocksSentinel", json!({"replicas": good})).is_ok(),
+            "{good}"
+        );
     }
     for bad in [0, 1, 2, 4, 6] {
         let err = check("KvrocksSentinel", json!({"replicas": bad})).expect_err("refused");
@@ -139,17 +195,48 @@ fn cel_sentinel_replicas_odd_and_at_least_three() {
 #[test]
 fn cel_standard_and_cluster_sizes() {
     let sentinel = json!({"name": "s"});
-    assert!(check("KvrocksStandard", json!({"replicas": 1, "sentinel": sentinel})).is_ok());
-    assert!(check("KvrocksStandard", json!({"replicas": 0, "sentinel": sentinel})).is_err());
-    assert!(check("KvrocksCluster", json!({"shards": 1, "replicasPerShard": 0})).is_ok());
+    assert!(
+        check(
+            "KvrocksStandard",
+            json!({"replicas": 1, "sentinel": sentinel})
+        )
+        .is_ok()
+    );
+    assert!(
+        check(
+            "KvrocksStandard",
+            json!({"replicas": 0, "sentinel": sentinel})
+        )
+        .is_err()
+    );
+    assert!(
+        check(
+            "KvrocksCluster",
+            json!({"shards": 1, "replicasPerShard": 0})
+        )
+        .is_ok()
+    );
     assert!(check("KvrocksCluster", json!({"shards": 0})).is_err());
-    assert!(check("KvrocksCluster", json!({"shards": 3, "replicasPerShard": -1})).is_err());
+    assert!(
+        check(
+            "KvrocksCluster",
+            json!({"shards": 3, "replicasPerShard": -1})
+        )
+        .is_err()
+    );
 }
 
 #[test]
 fn cel_slot_strings() {
-    let spec = |slots: Value| json!({"shards": 3, "slotMigrations": [{"toShard": 1, "slots": slots}]});
-    assert!(check("KvrocksCluster", spec(json!(["0", "1-2", "16383", "100-16383"]))).is_ok());
+    let spec =
+        |slots: Value| json!({"shards": 3, "slotMigrations": [{"toShard": 1, "slots": slots}]});
+    assert!(
+        check(
+            "KvrocksCluster",
+            spec(json!(["0", "1-2", "16383", "100-16383"]))
+        )
+        .is_ok()
+    );
     for bad in ["16384", "5-5", "6-5", "1-16384", "a", "-1", "1-", "99999"] {
         let err = check("KvrocksCluster", spec(json!([bad]))).expect_err(bad);
         assert!(err.contains("0 <= A < B <= 16383"), "{bad}: {err}");
@@ -162,7 +249,11 @@ fn cel_slot_strings() {
         assert!(s.parse::<kvrocks_api::slots::SlotRange>().is_err(), "{s}");
     }
     let out_of_range = json!({"shards": 2, "slotMigrations": [{"toShard": 2, "slots": ["1"]}]});
-    assert!(check("KvrocksCluster", out_of_range).expect_err("toShard").contains("toShard"));
+    assert!(
+        check("KvrocksCluster", out_of_range)
+            .expect_err("toShard")
+            .contains("toShard")
+    );
 }
 
 #[test]
@@ -170,7 +261,10 @@ fn cel_owned_config_keys() {
     for key in kvrocks_api::config::OPERATOR_OWNED_KEYS {
         let spec = json!({"sentinel": {"name": "s"}, "config": {*key: "x"}});
         let err = check("KvrocksStandard", spec).expect_err(key);
-        assert!(err.contains("owned") || err.contains("operator owns"), "{key}: {err}");
+        assert!(
+            err.contains("owned") || err.contains("operator owns"),
+            "{key}: {err}"
+        );
         let err = check("KvrocksCluster", json!({"config": {*key: "x"}})).expect_err(key);
         assert!(err.contains("operator owns"), "{key}: {err}");
     }
@@ -193,7 +287,8 @@ fn cel_storage_class_is_immutable_once_set() {
     };
     assert!(check_update("KvrocksStandard", with(None), with(Some("fast"))).is_ok());
     assert!(check_update("KvrocksStandard", with(Some("fast")), with(Some("fast"))).is_ok());
-    let err = check_update("KvrocksStandard", with(Some("fast")), with(Some("slow"))).expect_err("changed");
+    let err = check_update("KvrocksStandard", with(Some("fast")), with(Some("slow")))
+        .expect_err("changed");
     assert!(err.contains("immutable"), "{err}");
     assert!(check_update("KvrocksStandard", with(Some("fast")), with(None)).is_err());
 }

@@ -1,5 +1,7 @@
 //! Defaults and serde round trips of the three kinds.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use kvrocks_api::{KvrocksCluster, KvrocksSentinel, KvrocksStandard};
 
 #[test]
@@ -25,8 +27,14 @@ fn defaults_fill_a_short_yaml() {
         "apiVersion: kvrocks.io/v1alpha1\nkind: KvrocksCluster\nmetadata: {name: c}\nspec: {storage: {}}\n",
     )
     .expect("parses");
-    assert_eq!((cluster.spec.shards, cluster.spec.replicas_per_shard), (3, 1));
-    assert_eq!(cluster.spec.storage.as_ref().map(|s| s.size.0.as_str()), Some("10Gi"));
+    assert_eq!(
+        (cluster.spec.shards, cluster.spec.replicas_per_shard),
+        (3, 1)
+    );
+    assert_eq!(
+        cluster.spec.storage.as_ref().map(|s| s.size.0.as_str()),
+        Some("10Gi")
+    );
     assert!(cluster.spec.sentinel.is_none());
 }
 
@@ -61,9 +69,29 @@ status:
   migration: {slots: "1-2", fromShard: 0, toShard: 1, state: start}
 "#;
     let cluster: KvrocksCluster = serde_saphyr::from_str(yaml).expect("parses");
-    assert_eq!(cluster.spec.scheduling.node_selector.get("zone").map(String::as_str), Some("a"));
-    assert_eq!(cluster.spec.pod_metadata.pod_labels.get("team").map(String::as_str), Some("x"));
-    assert!(cluster.spec.validate().is_empty(), "{:?}", cluster.spec.validate());
+    assert_eq!(
+        cluster
+            .spec
+            .scheduling
+            .node_selector
+            .get("zone")
+            .map(String::as_str),
+        Some("a")
+    );
+    assert_eq!(
+        cluster
+            .spec
+            .pod_metadata
+            .pod_labels
+            .get("team")
+            .map(String::as_str),
+        Some("x")
+    );
+    assert!(
+        cluster.spec.validate().is_empty(),
+        "{:?}",
+        cluster.spec.validate()
+    );
     let json = serde_json::to_string(&cluster).expect("serializes");
     let back: KvrocksCluster = serde_json::from_str(&json).expect("parses back");
     assert_eq!(back, cluster);

@@ -21,6 +21,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
 }
 
 async fn reconcile(obj: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let existing = obj.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let existing = obj
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     report_not_implemented(&ctx, obj.as_ref(), existing, &obj.spec.validate()).await
 }

@@ -34,7 +34,12 @@ pub enum LogFormat {
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
     /// Namespaces to watch, comma separated; empty means every namespace.
-    #[arg(long, env = "KVROCKS_OPERATOR_NAMESPACES", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long,
+        env = "KVROCKS_OPERATOR_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     pub namespaces: Vec<String>,
     /// Log filter, in tracing's EnvFilter syntax (`info`, `kvrocks=debug,kube=info`).
     #[arg(long, env = "KVROCKS_OPERATOR_LOG_LEVEL", default_value = "info")]
@@ -43,10 +48,18 @@ pub struct RunArgs {
     #[arg(long, env = "KVROCKS_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Address of the /metrics, /healthz and /readyz endpoints.
-    #[arg(long, env = "KVROCKS_OPERATOR_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "KVROCKS_OPERATOR_METRICS_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
     pub metrics_address: SocketAddr,
     /// Name of the Lease that elects the one replica that reconciles.
-    #[arg(long, env = "KVROCKS_OPERATOR_LEASE_NAME", default_value = "kvrocks-operator")]
+    #[arg(
+        long,
+        env = "KVROCKS_OPERATOR_LEASE_NAME",
+        default_value = "kvrocks-operator"
+    )]
     pub lease_name: String,
     /// Namespace of the Lease; the pod's own namespace (POD_NAMESPACE) or `default`.
     #[arg(long, env = "KVROCKS_OPERATOR_LEASE_NAMESPACE")]

@@ -65,7 +65,11 @@ fn router(metrics: Arc<Metrics>, health: Health) -> Router {
 async fn metrics_handler(State(state): State<AppState>) -> Response {
     match state.metrics.encode() {
         Ok(body) => ([(header::CONTENT_TYPE, state.metrics.content_type())], body).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics failed: {e}")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics failed: {e}"),
+        )
+            .into_response(),
     }
 }
 
@@ -102,7 +106,9 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn get(addr: SocketAddr, path: &str) -> String {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.expect("writes");
         let mut response = String::new();
@@ -115,7 +121,9 @@ mod tests {
         let metrics = Arc::new(Metrics::new().expect("metrics"));
         metrics.reconcile_succeeded("sentinel");
         let health = Health::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
         let server = tokio::spawn({
@@ -136,7 +144,9 @@ mod tests {
         let body = get(addr, "/metrics").await;
         assert!(body.starts_with("HTTP/1.1 200"), "{body}");
         assert!(
-            body.contains("kvrocks_operator_reconcile_total{controller=\"sentinel\",result=\"success\"} 1"),
+            body.contains(
+                "kvrocks_operator_reconcile_total{controller=\"sentinel\",result=\"success\"} 1"
+            ),
             "{body}"
         );
 

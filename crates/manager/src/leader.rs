@@ -27,7 +27,7 @@ pub struct Lease {
     task: JoinHandle<Result<kube_lease_manager::LeaseManager, LeaseManagerError>>,
 }
 
-fn identity(args: &RunArgs) -> String {
+pub fn identity(args: &RunArgs) -> String {
     args.identity
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -38,7 +38,9 @@ fn lease_namespace(args: &RunArgs) -> String {
     args.lease_namespace
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .or_else(|| std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "default".to_string())
@@ -66,7 +68,10 @@ impl Election {
     pub async fn acquired(mut self, shutdown: &CancellationToken) -> Option<Lease> {
         loop {
             if *self.state.borrow_and_update() {
-                return Some(Lease { state: self.state, task: self.task });
+                return Some(Lease {
+                    state: self.state,
+                    task: self.task,
+                });
             }
             tokio::select! {
                 () = shutdown.cancelled() => {

@@ -23,7 +23,9 @@ use crate::http::{Health, Phase};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Crd { output_dir: Some(dir) } => crd::write_dir(&dir),
+        Command::Crd {
+            output_dir: Some(dir),
+        } => crd::write_dir(&dir),
         Command::Crd { output_dir: None } => crd::render_all().map(|yaml| print!("{yaml}")),
         Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -49,7 +51,10 @@ async fn run(args: RunArgs) -> Result<()> {
     preflight::ensure_crds(&client, namespaces.as_deref()).await?;
 
     let metrics = Arc::new(Metrics::new().context("creating the metrics registry")?);
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), namespaces.clone()));
+    let ctx = Arc::new(
+        Context::new(client.clone(), metrics.clone(), namespaces.clone())
+            .with_instance(leader::identity(&args)),
+    );
     let health = Health::default();
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -8,7 +8,10 @@ use serde::de::DeserializeOwned;
 
 async fn check<K>(client: &Client, namespace: Option<&str>) -> Result<()>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
     let api: Api<K> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -27,7 +30,9 @@ where
             "not allowed to list {plural}.{group}{scope}: {message}. Bind the operator's \
              ServiceAccount to the ClusterRole in config/rbac/role.yaml",
             group = K::group(&()),
-            scope = namespace.map(|n| format!(" in namespace {n}")).unwrap_or_default(),
+            scope = namespace
+                .map(|n| format!(" in namespace {n}"))
+                .unwrap_or_default(),
             message = status.message
         ),
         Err(e) => Err(anyhow::Error::new(e).context(format!("listing {plural} to check the CRD"))),
