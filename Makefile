@@ -57,11 +57,13 @@ crds-check: ## Fail when config/crd is stale.
 
 .PHONY: unit
 unit: ## Unit, property and client integration tests (real redis-server and redis-sentinel).
-	$(CARGO) test --workspace --locked
+	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
+	$(CARGO) test --workspace --locked 2>&1 | tee "$$log"; \
+	awk '/^test result:/ {p += $$4; f += $$6} /^SKIPPED/ {s++} \
+	  END {printf "\ntests: %d passed, %d failed, %d skipped\n", p, f, s}' "$$log"
 
 .PHONY: test
-test: deps fmt-check clippy crds-check unit ## Everything CI runs.
-	@echo "make test: all checks passed"
+test: deps fmt-check clippy crds-check unit ## Everything CI runs; the last line sums the tests.
 
 .PHONY: e2e
 e2e: ## End-to-end tests on the local testbed.
