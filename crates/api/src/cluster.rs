@@ -1,16 +1,11 @@
 //! `KvrocksCluster`: shards of kvrocks in cluster mode, topology pushed by the operator.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{AuthSpec, ExporterSpec, PodMetadata, Scheduling, SentinelRef, StorageSpec};
-use crate::config::{MAX_CONFIG_ENTRIES, MAX_CONFIG_VALUE_LEN, check_config, config_rules};
-use crate::slots::{SlotRange, slot_list_rule};
-use crate::standard::default_kvrocks_image;
+use crate::common::{KvrocksPodSpec, SentinelRef};
+use crate::slots::{parse_slot_string, slot_list_rule};
 
 fn default_shards() -> i32 {
     3
@@ -84,37 +79,13 @@ pub struct KvrocksClusterSpec {
     #[serde(default = "default_replicas_per_shard")]
     #[x_kube(validation = kube::core::Rule::new("self >= 0 && self <= 16").message("replicasPerShard must be between 0 and 16"))]
     pub replicas_per_shard: i32,
-    /// Container image of kvrocks.
-    #[serde(default = "default_kvrocks_image")]
-    pub image: String,
     /// Optional KvrocksSentinel group: it monitors every shard master, and its +odown wakes the
     /// operator at once. The operator, not sentinel, decides every failover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentinel: Option<SentinelRef>,
-    /// Where the password comes from. One password for the whole cluster.
-    #[serde(default)]
-    pub auth: AuthSpec,
-    /// kvrocks.conf keys and values. Keys the operator owns are refused. `migrate-speed`
-    /// (keys per second, 0 = unlimited) trades slot-migration speed against client latency.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = MAX_CONFIG_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": MAX_CONFIG_VALUE_LEN}))]
-    #[x_kube(validation = config_rules()[0].clone(), validation = config_rules()[1].clone(), validation = config_rules()[2].clone())]
-    pub config: BTreeMap<String, String>,
-    /// Persistent storage; an emptyDir when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage: Option<StorageSpec>,
-    /// Resources of the kvrocks container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
-    /// Scheduling of the pods.
+    /// The kvrocks pods of every shard.
     #[serde(flatten)]
-    pub scheduling: Scheduling,
-    /// Extra pod labels and annotations.
-    #[serde(flatten)]
-    pub pod_metadata: PodMetadata,
-    /// The metrics exporter sidecar.
-    #[serde(default)]
-    pub exporter: ExporterSpec,
+    pub pod: KvrocksPodSpec,
     /// Manual slot moves, performed in order and each only once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_SLOT_MIGRATIONS))]
@@ -195,10 +166,7 @@ pub struct KvrocksClusterStatus {
 impl KvrocksClusterSpec {
     /// Checks CEL cannot express (or that an object stored before a rule existed may break).
     pub fn validate(&self) -> Vec<String> {
-        let mut problems: Vec<String> = check_config(&self.config)
-            .into_iter()
-            .map(|e| e.to_string())
-            .collect();
+        let mut problems = self.pod.validate();
         if self.shards < 1 {
             problems.push(format!("shards is {}; it must be at least 1", self.shards));
         }
@@ -207,9 +175,6 @@ impl KvrocksClusterSpec {
                 "replicasPerShard is {}; it must be 0 or more",
                 self.replicas_per_shard
             ));
-        }
-        if self.image.trim().is_empty() {
-            problems.push("image is empty".to_string());
         }
         for (i, migration) in self.slot_migrations.iter().enumerate() {
             if migration.to_shard < 0 || migration.to_shard >= self.shards {
@@ -220,7 +185,7 @@ impl KvrocksClusterSpec {
                 ));
             }
             for slot in &migration.slots {
-                if let Err(e) = slot.parse::<SlotRange>() {
+                if let Err(e) = parse_slot_string(slot) {
                     problems.push(format!("slotMigrations[{i}]: {e}"));
                 }
             }

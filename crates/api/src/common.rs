@@ -9,6 +9,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::config::{MAX_CONFIG_ENTRIES, MAX_CONFIG_VALUE_LEN, check_config, config_rules};
+
 /// Where pods are placed. Every field is passed to the pod template as it is.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -123,5 +125,59 @@ impl Default for ExporterSpec {
             image: default_exporter_image(),
             resources: None,
         }
+    }
+}
+
+/// Default kvrocks image of Standard and Cluster.
+pub fn default_kvrocks_image() -> String {
+    "apache/kvrocks:2.10.1".to_string()
+}
+
+/// What every kvrocks data pod of a Standard or a Cluster is made of.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KvrocksPodSpec {
+    /// Container image of kvrocks.
+    #[serde(default = "default_kvrocks_image")]
+    pub image: String,
+    /// Where the password comes from. One password per Standard or Cluster.
+    #[serde(default)]
+    pub auth: AuthSpec,
+    /// kvrocks.conf keys and values. Keys the operator owns (bind, port, dir, requirepass, ...)
+    /// are refused. Keys kvrocks changes live are applied with CONFIG SET; others roll the pods.
+    /// In a Cluster, `migrate-speed` (keys per second, 0 = unlimited) trades slot-migration speed
+    /// against client latency.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_CONFIG_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": MAX_CONFIG_VALUE_LEN}))]
+    #[x_kube(validation = config_rules()[0].clone(), validation = config_rules()[1].clone(), validation = config_rules()[2].clone())]
+    pub config: BTreeMap<String, String>,
+    /// Persistent storage; an emptyDir when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+    /// Resources of the kvrocks container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Scheduling of the pods.
+    #[serde(flatten)]
+    pub scheduling: Scheduling,
+    /// Extra pod labels and annotations.
+    #[serde(flatten)]
+    pub pod_metadata: PodMetadata,
+    /// The metrics exporter sidecar.
+    #[serde(default)]
+    pub exporter: ExporterSpec,
+}
+
+impl KvrocksPodSpec {
+    /// Problems with the pod spec that the Rust-side checks find.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems: Vec<String> = check_config(&self.config)
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect();
+        if self.image.trim().is_empty() {
+            problems.push("image is empty".to_string());
+        }
+        problems
     }
 }

@@ -1,7 +1,7 @@
-//! Slot ranges as written in `spec.slotMigrations`: `"300"` or `"1-2"`.
-
-use std::fmt;
-use std::str::FromStr;
+//! Slot strings as written in `spec.slotMigrations`: `"300"` or `"1-2"`.
+//!
+//! This module only says which strings are valid, in Rust and in CEL alike; the slot-range
+//! type the controllers compute with is `kvrocks_client::SlotRange`.
 
 use kube::core::{Message, Rule};
 
@@ -9,48 +9,6 @@ use kube::core::{Message, Rule};
 pub const SLOT_COUNT: u16 = 16384;
 /// The highest slot number.
 pub const MAX_SLOT: u16 = SLOT_COUNT - 1;
-
-/// An inclusive range of slots; a single slot has `start == end`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SlotRange {
-    /// First slot of the range.
-    pub start: u16,
-    /// Last slot of the range (inclusive).
-    pub end: u16,
-}
-
-impl SlotRange {
-    /// A range from `start` to `end` inclusive, if it is ordered and inside 0..=16383.
-    pub fn new(start: u16, end: u16) -> Option<Self> {
-        (start <= end && end <= MAX_SLOT).then_some(Self { start, end })
-    }
-
-    /// Number of slots in the range.
-    pub fn len(&self) -> u32 {
-        u32::from(self.end) - u32::from(self.start) + 1
-    }
-
-    /// Always false: a range holds at least one slot.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    /// Whether the range contains `slot`.
-    pub fn contains(&self, slot: u16) -> bool {
-        self.start <= slot && slot <= self.end
-    }
-}
-
-impl fmt::Display for SlotRange {
-    /// A single slot is written `5`, never `5-5` (kvrocks refuses the latter).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.start == self.end {
-            write!(f, "{}", self.start)
-        } else {
-            write!(f, "{}-{}", self.start, self.end)
-        }
-    }
-}
 
 /// Why a slot string is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,32 +22,23 @@ fn parse_slot(s: &str) -> Option<u16> {
     s.parse::<u16>().ok().filter(|n| *n <= MAX_SLOT)
 }
 
-impl FromStr for SlotRange {
-    type Err = SlotParseError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || SlotParseError(s.to_string());
-        match s.split_once('-') {
-            None => parse_slot(s)
-                .map(|n| SlotRange { start: n, end: n })
-                .ok_or_else(err),
-            Some((a, b)) => {
-                let (a, b) = (
-                    parse_slot(a).ok_or_else(err)?,
-                    parse_slot(b).ok_or_else(err)?,
-                );
-                if a < b {
-                    Ok(SlotRange { start: a, end: b })
-                } else {
-                    Err(err())
-                }
-            }
+/// Parses a slot string into its inclusive bounds (`"300"` gives `(300, 300)`).
+pub fn parse_slot_string(s: &str) -> Result<(u16, u16), SlotParseError> {
+    let err = || SlotParseError(s.to_string());
+    match s.split_once('-') {
+        None => parse_slot(s).map(|n| (n, n)).ok_or_else(err),
+        Some((a, b)) => {
+            let (a, b) = (
+                parse_slot(a).ok_or_else(err)?,
+                parse_slot(b).ok_or_else(err)?,
+            );
+            if a < b { Ok((a, b)) } else { Err(err()) }
         }
     }
 }
 
 /// The CEL expression that is true when the string variable `var` is a valid slot string; it
-/// says exactly what [`SlotRange::from_str`] accepts.
+/// accepts exactly what [`parse_slot_string`] accepts.
 pub fn slot_string_expression(var: &str) -> String {
     format!(
         "{var}.matches('^[0-9]{{1,5}}(-[0-9]{{1,5}})?$') && \
@@ -112,46 +61,26 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn parses_single_and_ranges() {
-        assert_eq!(
-            "300".parse(),
-            Ok(SlotRange {
-                start: 300,
-                end: 300
-            })
-        );
-        assert_eq!(
-            "0-16383".parse(),
-            Ok(SlotRange {
-                start: 0,
-                end: 16383
-            })
-        );
+    fn parses_single_slots_and_ranges() {
+        assert_eq!(parse_slot_string("300"), Ok((300, 300)));
+        assert_eq!(parse_slot_string("0-16383"), Ok((0, 16383)));
         for bad in [
             "", "16384", "5-5", "6-5", "-1", "1-", "a", "1-2-3", "00000016", "+1", " 1",
         ] {
-            assert!(bad.parse::<SlotRange>().is_err(), "{bad:?} accepted");
+            assert!(parse_slot_string(bad).is_err(), "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn a_single_slot_is_written_without_a_dash() {
-        assert_eq!(SlotRange { start: 5, end: 5 }.to_string(), "5");
-        assert_eq!(SlotRange { start: 5, end: 9 }.to_string(), "5-9");
     }
 
     proptest! {
         #[test]
         fn never_panics(s in ".{0,20}") {
-            let _ = s.parse::<SlotRange>();
+            let _ = parse_slot_string(&s);
         }
 
         #[test]
-        fn display_round_trips(a in 0u16..=MAX_SLOT, b in 0u16..=MAX_SLOT) {
-            let r = SlotRange::new(a.min(b), a.max(b)).unwrap();
-            prop_assert_eq!(r.to_string().parse::<SlotRange>(), Ok(r));
-            let doubled = format!("{}-{}", r.start, r.start);
-            prop_assert!(r.start != r.end || r.to_string() != doubled);
+        fn accepts_every_ordered_pair(a in 0u16..=MAX_SLOT, b in 0u16..=MAX_SLOT) {
+            let text = if a == b { a.to_string() } else { format!("{}-{}", a.min(b), a.max(b)) };
+            prop_assert_eq!(parse_slot_string(&text), Ok((a.min(b), a.max(b))));
         }
     }
 }

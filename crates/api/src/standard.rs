@@ -1,21 +1,13 @@
 //! `KvrocksStandard`: one kvrocks master and its replicas, failed over by a sentinel group.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{AuthSpec, ExporterSpec, PodMetadata, Scheduling, SentinelRef, StorageSpec};
-use crate::config::{MAX_CONFIG_ENTRIES, MAX_CONFIG_VALUE_LEN, check_config, config_rules};
+use crate::common::{KvrocksPodSpec, SentinelRef};
 
 fn default_replicas() -> i32 {
     3
-}
-/// Default kvrocks image of Standard and Cluster.
-pub fn default_kvrocks_image() -> String {
-    "apache/kvrocks:2.10.1".to_string()
 }
 
 /// One kvrocks master and `replicas - 1` replicas. A sentinel group promotes a replica when the
@@ -57,35 +49,11 @@ pub struct KvrocksStandardSpec {
     #[serde(default = "default_replicas")]
     #[x_kube(validation = kube::core::Rule::new("self >= 1").message("replicas must be at least 1"))]
     pub replicas: i32,
-    /// Container image of kvrocks.
-    #[serde(default = "default_kvrocks_image")]
-    pub image: String,
     /// The KvrocksSentinel group that detects a failed master and promotes a replica.
     pub sentinel: SentinelRef,
-    /// Where the password comes from.
-    #[serde(default)]
-    pub auth: AuthSpec,
-    /// kvrocks.conf keys and values. Keys the operator owns (bind, port, dir, requirepass, ...) are
-    /// refused. Keys kvrocks can change live are applied with CONFIG SET; others roll the pods.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = MAX_CONFIG_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": MAX_CONFIG_VALUE_LEN}))]
-    #[x_kube(validation = config_rules()[0].clone(), validation = config_rules()[1].clone(), validation = config_rules()[2].clone())]
-    pub config: BTreeMap<String, String>,
-    /// Persistent storage; an emptyDir when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage: Option<StorageSpec>,
-    /// Resources of the kvrocks container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
-    /// Scheduling of the pods.
+    /// The kvrocks pods.
     #[serde(flatten)]
-    pub scheduling: Scheduling,
-    /// Extra pod labels and annotations.
-    #[serde(flatten)]
-    pub pod_metadata: PodMetadata,
-    /// The metrics exporter sidecar.
-    #[serde(default)]
-    pub exporter: ExporterSpec,
+    pub pod: KvrocksPodSpec,
 }
 
 /// The current master of a Standard.
@@ -139,18 +107,12 @@ pub struct KvrocksStandardStatus {
 impl KvrocksStandardSpec {
     /// Checks CEL cannot express (or that an object stored before a rule existed may break).
     pub fn validate(&self) -> Vec<String> {
-        let mut problems: Vec<String> = check_config(&self.config)
-            .into_iter()
-            .map(|e| e.to_string())
-            .collect();
+        let mut problems = self.pod.validate();
         if self.replicas < 1 {
             problems.push(format!(
                 "replicas is {}; it must be at least 1",
                 self.replicas
             ));
-        }
-        if self.image.trim().is_empty() {
-            problems.push("image is empty".to_string());
         }
         if self.sentinel.name.is_empty() {
             problems.push("sentinel.name is empty".to_string());

@@ -19,8 +19,8 @@ fn defaults_fill_a_short_yaml() {
     )
     .expect("parses");
     assert_eq!(standard.spec.replicas, 3);
-    assert!(standard.spec.storage.is_none());
-    assert!(!standard.spec.exporter.enabled);
+    assert!(standard.spec.pod.storage.is_none());
+    assert!(!standard.spec.pod.exporter.enabled);
     assert!(standard.spec.validate().is_empty());
 
     let cluster: KvrocksCluster = serde_saphyr::from_str(
@@ -32,7 +32,7 @@ fn defaults_fill_a_short_yaml() {
         (3, 1)
     );
     assert_eq!(
-        cluster.spec.storage.as_ref().map(|s| s.size.0.as_str()),
+        cluster.spec.pod.storage.as_ref().map(|s| s.size.0.as_str()),
         Some("10Gi")
     );
     assert!(cluster.spec.sentinel.is_none());
@@ -72,6 +72,7 @@ status:
     assert_eq!(
         cluster
             .spec
+            .pod
             .scheduling
             .node_selector
             .get("zone")
@@ -81,6 +82,7 @@ status:
     assert_eq!(
         cluster
             .spec
+            .pod
             .pod_metadata
             .pod_labels
             .get("team")
