@@ -165,6 +165,9 @@ impl Topology {
                 });
             }
         }
+        // One canonical order, so two topologies with the same nodes compare equal whatever
+        // order they were listed in (CLUSTER NODES lists them in kvrocks' own order).
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(Self { nodes })
     }
 
