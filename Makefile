@@ -4,7 +4,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 CARGO ?= cargo
-# Debian packages the tests need: real redis-server and redis-sentinel processes, redis-cli.
+# Debian packages the tests need: real redis-server and redis-sentinel processes, redis-cli;
+# openssl (the e2e testbed's certificates) and iproute2 (its bridge and pod network).
 APT_PACKAGES := redis-server redis-sentinel redis-tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -18,6 +19,8 @@ deps: ## Install the system packages the tests need (apt-get, only what is missi
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v redis-sentinel >/dev/null || missing="$$missing redis-sentinel"; \
 	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq; \
@@ -59,27 +62,57 @@ crds-check: ## Fail when config/crd is stale.
 unit: ## Unit, property and client integration tests (real redis-server and redis-sentinel).
 	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
 	$(CARGO) test --workspace --locked 2>&1 | tee "$$log"; \
-	awk '/^test result:/ {p += $$4; f += $$6} /^SKIPPED/ {s++} \
+	awk '/^test result:/ {p += $$4; f += $$6; s += $$8} /^SKIPPED/ {s++} \
 	  END {printf "\ntests: %d passed, %d failed, %d skipped\n", p, f, s}' "$$log"
 
 .PHONY: test
 test: deps fmt-check clippy crds-check unit ## Everything CI runs; the last line sums the tests.
 
 .PHONY: e2e
-e2e: ## End-to-end tests on the local testbed.
-	@echo "make e2e: the local testbed (issue 3) has not landed yet; nothing to run" >&2; exit 1
+e2e: ## End-to-end tests on the local testbed (needs root: network namespaces, a bridge, mounts).
+	$(CARGO) test --locked -p kvrocks-e2e
+
+# The testbed `make demo` starts; `make demo-down` removes it.
+TESTBED_ROOT ?= $(or $(KVROCKS_TESTBED_ROOT),/tmp/kvrocks-testbed)
+TESTBED := target/debug/testbed --root $(TESTBED_ROOT)
+DEMO_METRICS_ADDRESS ?= 127.0.0.1:18080
 
 .PHONY: demo
 demo: ## Start the local testbed, install the CRDs, run the operator and apply examples/.
-	@echo "make demo needs the local testbed (e2e/, issue 3), which has not landed yet." >&2
-	@echo "Today you can: 'make crds' and 'kubectl apply -f config/crd -f config/rbac', then" >&2
-	@echo "'cargo run -p kvrocks-operator -- run' against any cluster in your kubeconfig, and" >&2
-	@echo "'kubectl apply -f examples/'." >&2
-	@exit 2
+	$(CARGO) build --locked -p kvrocks-e2e -p kvrocks-operator
+	$(TESTBED) up
+	$(TESTBED) kubectl apply --server-side -f config/crd
+	$(TESTBED) kubectl wait --for=condition=Established --timeout=60s -f config/crd
+	$(TESTBED) spawn --name kvrocks-operator --log $(TESTBED_ROOT)/operator.log -- \
+	  $(CURDIR)/target/debug/kvrocks-operator run --metrics-address $(DEMO_METRICS_ADDRESS)
+	$(TESTBED) kubectl apply -f examples/
+	@for kind in kvsentinel/sentinel kvstandard/standard kvcluster/cluster; do \
+	  $(TESTBED) kubectl wait --for=create --timeout=60s $$kind >/dev/null; \
+	done
+	@# The operator reports a condition on each resource once it has seen it.
+	@for kind in kvsentinel/sentinel kvstandard/standard kvcluster/cluster; do \
+	  $(TESTBED) kubectl wait --for=jsonpath='{.status.conditions}' --timeout=60s $$kind >/dev/null \
+	    || echo "note: $$kind has no status yet (see $(TESTBED_ROOT)/operator.log)"; \
+	done
+	@echo
+	@$(TESTBED) kubectl get kvsentinel,kvstandard,kvcluster -o wide
+	@echo
+	@$(TESTBED) kubectl get kvsentinel,kvstandard,kvcluster \
+	  -o custom-columns='KIND:.kind,NAME:.metadata.name,READY:.status.conditions[?(@.type=="Ready")].status,REASON:.status.conditions[?(@.type=="Ready")].reason,MESSAGE:.status.conditions[?(@.type=="Ready")].message'
+	@echo
+	@echo "The testbed runs at $(TESTBED_ROOT); to use it:"
+	@echo "  export KUBECONFIG=$(TESTBED_ROOT)/admin.kubeconfig   # or: target/debug/testbed kubectl ..."
+	@echo "  target/debug/testbed status                         # processes, ports, network"
+	@echo "  tail -f $(TESTBED_ROOT)/operator.log"
+	@echo "Reach kvrocks (once the pods run) from this machine, at the pod IPs:"
+	@echo "  kubectl get pods -o wide -l app.kubernetes.io/instance=standard"
+	@echo "  REDISCLI_AUTH=\"\$$(kubectl get secret standard-auth -o jsonpath='{.data.password}' | base64 -d)\" redis-cli -h <pod IP> -p 6379"
+	@echo "Remove it all with: make demo-down"
 
 .PHONY: demo-down
 demo-down: ## Remove everything make demo started.
-	@echo "make demo-down: nothing to remove until the testbed lands" >&2
+	@if [ -x target/debug/testbed ]; then $(TESTBED) down; \
+	else $(CARGO) build --locked -q -p kvrocks-e2e && $(TESTBED) down; fi
 
 .PHONY: bench
 bench: ## Speed and memory measurements.

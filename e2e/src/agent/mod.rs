@@ -1,0 +1,1 @@
+//! The node agent (plays kubelet for the testbed's virtual nodes); being written.

@@ -1,0 +1,177 @@
+//! Removing what a testbed left on the host: processes (by recorded pid and start time), processes
+//! still inside network namespaces bound under the root, mounts under the root, the bridge, and
+//! the root itself. Safe to run on a half-started or long-dead testbed, and twice.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal};
+
+use crate::error::{Error, Result};
+use crate::network::remove_bridge;
+use crate::process::{ProcRecord, run, stop_all, wait_gone};
+use crate::state::State;
+
+/// How long the node agent and the operator get to stop their pods after SIGTERM.
+const AGENT_GRACE: Duration = Duration::from_secs(15);
+
+/// Processes stopped first, with a longer grace: they clean up their own pods.
+const STOPPED_FIRST: [&str; 2] = ["kvrocks-operator", "node-agent"];
+
+/// Tears down the testbed at `root`: its processes, namespaces, mounts, bridge, then the directory.
+pub fn teardown(root: &Path) -> Result<()> {
+    stop(root)?;
+    match std::fs::remove_dir_all(root) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", root, e)),
+    }
+}
+
+/// Everything [`teardown`] does except removing the directory: the logs stay for a post-mortem.
+pub fn stop(root: &Path) -> Result<()> {
+    let state = State::load(root)?;
+    if let Some(state) = &state {
+        let (first, rest): (Vec<ProcRecord>, Vec<ProcRecord>) = state
+            .processes
+            .iter()
+            .cloned()
+            .partition(|p| STOPPED_FIRST.contains(&p.name.as_str()));
+        stop_all(&first, AGENT_GRACE);
+        // The control plane holds nothing worth a graceful stop (etcd's store is thrown away), and
+        // a graceful one is slow: etcd waits for the apiserver's watch streams to end.
+        for p in &rest {
+            p.signal(Signal::KILL);
+        }
+        wait_gone(&rest, Duration::from_secs(5));
+    }
+    let mounts = mounts_under(root)?;
+    kill_namespace_members(&mounts);
+    unmount(&mounts)?;
+    if let Some(network) = state.as_ref().and_then(|s| s.network.as_ref()) {
+        remove_bridge(&network.bridge)?;
+    }
+    let left = mounts_under(root)?;
+    if !left.is_empty() {
+        return Err(Error::invalid(
+            root.display().to_string(),
+            format!("still mounted after unmounting: {left:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A mount point and its file-system type.
+#[derive(Debug)]
+struct Mount {
+    point: PathBuf,
+    fstype: String,
+}
+
+/// Mounts at or below `root` in this mount namespace, deepest first.
+fn mounts_under(root: &Path) -> Result<Vec<Mount>> {
+    let path = "/proc/self/mountinfo";
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+    let mut mounts: Vec<Mount> = text
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let point = PathBuf::from(unescape(fields.get(4)?));
+            let dash = fields.iter().position(|f| *f == "-")?;
+            let fstype = (*fields.get(dash + 1)?).to_owned();
+            point.starts_with(root).then_some(Mount { point, fstype })
+        })
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.point.components().count()));
+    Ok(mounts)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(field: &str) -> String {
+    let mut out = String::new();
+    let mut rest = field;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(c) => {
+                out.push(char::from(c));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// SIGKILLs every process whose network namespace is one bound under the root (pod processes
+/// the agent could not stop, e.g. because it was killed itself).
+fn kill_namespace_members(mounts: &[Mount]) {
+    let inodes: Vec<u64> = mounts
+        .iter()
+        .filter(|m| m.fstype == "nsfs")
+        .filter_map(|m| std::fs::metadata(&m.point).ok().map(|md| md.ino()))
+        .collect();
+    if inodes.is_empty() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(link) = std::fs::read_link(entry.path().join("ns/net")) else {
+            continue;
+        };
+        let inode = link
+            .to_str()
+            .and_then(|l| l.strip_prefix("net:["))
+            .and_then(|l| l.strip_suffix(']'))
+            .and_then(|l| l.parse::<u64>().ok());
+        if inode.is_some_and(|i| inodes.contains(&i))
+            && let Some(pid) = Pid::from_raw(pid)
+        {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+    }
+}
+
+/// Lazily unmounts each mount (deepest first); a mount already gone is fine.
+fn unmount(mounts: &[Mount]) -> Result<()> {
+    for m in mounts {
+        let point = m.point.to_string_lossy();
+        if let Err(e) = run("umount", &["-l", &point]) {
+            let still = std::fs::read_to_string("/proc/self/mountinfo")
+                .map(|t| t.contains(point.as_ref()))
+                .unwrap_or(true);
+            if still {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescapes_mountinfo_paths() {
+        assert_eq!(unescape(r"/tmp/a\040b"), "/tmp/a b");
+        assert_eq!(unescape("/plain"), "/plain");
+    }
+}

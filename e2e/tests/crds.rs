@@ -1,0 +1,144 @@
+//! The CRDs from `config/crd/` in a real kube-apiserver: they install, the examples are accepted
+//! as written, and the CEL rules refuse bad specs with the apiserver's own message.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
+use kube::{Api, Client};
+use kvrocks_e2e::Testbed;
+use kvrocks_e2e::binaries::repo_root;
+use tokio::sync::OnceCell;
+
+const GROUP: &str = "kvrocks.io";
+const VERSION: &str = "v1alpha1";
+
+/// The testbed with the CRDs installed (once per test binary).
+async fn testbed() -> &'static Testbed {
+    static CRDS: OnceCell<&'static Testbed> = OnceCell::const_new();
+    CRDS.get_or_init(|| async {
+        let testbed = Testbed::shared().await.expect("testbed starts");
+        let names = testbed.install_crds().await.expect("CRDs install");
+        assert_eq!(
+            names,
+            [
+                "kvrocksclusters.kvrocks.io",
+                "kvrockssentinels.kvrocks.io",
+                "kvrocksstandards.kvrocks.io"
+            ]
+        );
+        testbed
+    })
+    .await
+}
+
+async fn namespace(client: &Client, name: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create namespace {name}: {e}"),
+    }
+}
+
+fn api_for(client: &Client, namespace: &str, object: &DynamicObject) -> Api<DynamicObject> {
+    let types = object.types.as_ref().expect("apiVersion and kind");
+    let gvk = GroupVersionKind::gvk(GROUP, VERSION, &types.kind);
+    let plural = format!("{}s", types.kind.to_lowercase());
+    let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+fn example(name: &str) -> DynamicObject {
+    let path = repo_root().join("examples").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Creates `object` and returns the apiserver's refusal message; panics when it is accepted.
+async fn rejection(client: &Client, namespace: &str, object: DynamicObject) -> String {
+    let api = api_for(client, namespace, &object);
+    match api.create(&PostParams::default(), &object).await {
+        Ok(created) => panic!("the apiserver accepted an invalid object: {created:?}"),
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422, "an Invalid status, got {e:?}");
+            eprintln!(
+                "apiserver refused {}: {}",
+                object.metadata.name.as_deref().unwrap_or("?"),
+                e.message
+            );
+            e.message
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn examples_are_accepted_as_written() {
+    let testbed = testbed().await;
+    let client = testbed.client().await.unwrap();
+    namespace(&client, "examples").await;
+    for file in ["sentinel.yaml", "standard.yaml", "cluster.yaml"] {
+        let object = example(file);
+        let api = api_for(&client, "examples", &object);
+        let created = api
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap_or_else(|e| panic!("examples/{file} refused: {e}"));
+        let name = created.metadata.name.clone().unwrap();
+        // What the apiserver stored is what the file says (defaults aside).
+        assert_eq!(
+            created.data["spec"]["replicas"],
+            object.data["spec"]["replicas"]
+        );
+        api.delete(&name, &DeleteParams::default()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn even_sentinel_replicas_are_refused() {
+    let testbed = testbed().await;
+    let client = testbed.client().await.unwrap();
+    namespace(&client, "cel").await;
+    let mut object = example("sentinel.yaml");
+    object.metadata.name = Some("even".into());
+    object.data["spec"]["replicas"] = 4.into();
+    let message = rejection(&client, "cel", object).await;
+    assert!(
+        message.contains("spec.replicas: Invalid value")
+            && message.contains("sentinel replicas must be odd and at least 3"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn slot_16384_is_refused() {
+    let testbed = testbed().await;
+    let client = testbed.client().await.unwrap();
+    namespace(&client, "cel").await;
+    let mut object = example("cluster.yaml");
+    object.metadata.name = Some("slots".into());
+    object.data["spec"]["slotMigrations"] = serde_json::json!([{"toShard": 1, "slots": ["16384"]}]);
+    let message = rejection(&client, "cel", object).await;
+    assert!(
+        message.contains("spec.slotMigrations[0].slots")
+            && message.contains("every slot is N or A-B with 0 <= A < B <= 16383"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn owned_config_keys_are_refused() {
+    let testbed = testbed().await;
+    let client = testbed.client().await.unwrap();
+    namespace(&client, "cel").await;
+    let mut object = example("standard.yaml");
+    object.metadata.name = Some("owned-key".into());
+    object.data["spec"]["config"]["port"] = "6380".into();
+    let message = rejection(&client, "cel", object).await;
+    assert!(
+        message.contains("spec.config")
+            && message.contains("config may not set keys the operator owns"),
+        "{message}"
+    );
+}
