@@ -223,3 +223,20 @@ pub fn node_ready(node: &Node) -> bool {
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_the_agent_pod_reply() {
+        let reply = r#"{"uid": "u1", "node": "node-1", "ip": "10.200.0.5", "netns": "/x/ns",
+            "containers": {"redis": {"pid": 42, "restartCount": 1, "running": true},
+                           "init": {"pid": null, "restartCount": 0, "running": false}}}"#;
+        let info: PodInfo = serde_json::from_str(reply).unwrap();
+        assert_eq!(info.containers["redis"].pid, Some(42));
+        assert_eq!(info.containers["redis"].restart_count, 1);
+        assert!(!info.containers["init"].running);
+    }
+}

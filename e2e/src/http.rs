@@ -110,3 +110,53 @@ fn expect_ok(addr: SocketAddr, method: &'static str, path: &str, r: Response) ->
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A one-shot server that answers `reply` and hands back the request it read.
+    async fn serve_once(reply: &'static str) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0; 4096];
+            let n = stream.read(&mut buf).await.unwrap();
+            stream.write_all(reply.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn reads_status_and_body() {
+        let (addr, task) =
+            serve_once("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"a\":1}").await;
+        let body = get_ok(addr, "/pods/ns/p", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(body, "{\"a\":1}");
+        assert!(
+            task.await
+                .unwrap()
+                .starts_with("GET /pods/ns/p HTTP/1.0\r\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_non_2xx_status_is_an_error_naming_the_request() {
+        let (addr, _task) = serve_once("HTTP/1.1 404 Not Found\r\n\r\nno such pod").await;
+        let err = post_ok(addr, "/nodes/x/stop", None, Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("POST") && err.contains("/nodes/x/stop"),
+            "{err}"
+        );
+        assert!(err.contains("404") && err.contains("no such pod"), "{err}");
+    }
+}
