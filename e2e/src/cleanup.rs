@@ -46,6 +46,10 @@ pub fn stop(root: &Path) -> Result<()> {
         }
         wait_gone(&rest, Duration::from_secs(5));
     }
+    // Pod network namespaces live under /run/netns, named after the agent root.
+    for problem in crate::agent::remove_leftovers(&root.join("agent")) {
+        crate::say!("testbed: cleanup: {problem}");
+    }
     let mounts = mounts_under(root)?;
     kill_namespace_members(&mounts);
     unmount(&mounts)?;

@@ -84,7 +84,6 @@ async fn redis_pod(client: &Client, ns: &str, name: &str) -> Pod {
 }
 
 #[tokio::test]
-#[ignore = "needs the node agent, which is not written yet (issue 3)"]
 async fn statefulset_pods_get_their_own_ips_and_keep_data_across_deletion() {
     let testbed = Testbed::shared().await.unwrap();
     if !testbed.agent_or_skip("StatefulSet with PVCs") {
@@ -172,7 +171,6 @@ async fn statefulset_pods_get_their_own_ips_and_keep_data_across_deletion() {
 }
 
 #[tokio::test]
-#[ignore = "needs the node agent, which is not written yet (issue 3)"]
 async fn a_killed_process_is_restarted() {
     let testbed = Testbed::shared().await.unwrap();
     if !testbed.agent_or_skip("container restart") {
@@ -205,7 +203,6 @@ async fn a_killed_process_is_restarted() {
 }
 
 #[tokio::test]
-#[ignore = "needs the node agent, which is not written yet (issue 3)"]
 async fn a_cut_network_makes_the_pod_unreachable_until_restored() {
     let testbed = Testbed::shared().await.unwrap();
     if !testbed.agent_or_skip("network cut") {

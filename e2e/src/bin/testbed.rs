@@ -156,9 +156,13 @@ async fn status(root: &Path) -> anyhow::Result<()> {
         p.etcd_client, p.etcd_peer, p.apiserver, p.controller_manager, p.scheduler
     );
     println!("processes:");
-    for ProcRecord { name, pid, log, .. } in &state.processes {
-        let record = state.process(name);
-        let alive = record.is_some_and(ProcRecord::is_alive);
+    let mut total_kib = 0;
+    for record in &state.processes {
+        let ProcRecord { name, pid, log, .. } = record;
+        let alive = record.is_alive();
+        total_kib += kvrocks_e2e::process::rss_kib(*pid)
+            .filter(|_| alive)
+            .unwrap_or(0);
         println!(
             "  {name:<24} pid {pid:<8} {:<8} rss {:>7} log {}",
             if alive { "running" } else { "DEAD" },
@@ -166,6 +170,10 @@ async fn status(root: &Path) -> anyhow::Result<()> {
             log.display()
         );
     }
+    println!(
+        "  total RSS of the running processes: {} MiB",
+        total_kib / 1024
+    );
     let client = kvrocks_e2e::kubeconfig::client(&state.kubeconfig, None).await?;
     match tokio::time::timeout(
         Duration::from_secs(5),
