@@ -5,7 +5,8 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 # Debian packages the tests need: real redis-server and redis-sentinel processes, redis-cli;
-# openssl (the e2e testbed's certificates) and iproute2 (its bridge and pod network).
+# openssl (the e2e testbed's certificates), iproute2 (its bridge and pod network) and
+# util-linux (unshare and nsenter: the pods' mount namespaces, exec probes).
 APT_PACKAGES := redis-server redis-sentinel redis-tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -21,6 +22,7 @@ deps: ## Install the system packages the tests need (apt-get, only what is missi
 	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v nsenter >/dev/null || missing="$$missing util-linux"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq; \

@@ -62,7 +62,10 @@ async fn pod_info(
     Path((ns, name)): Path<(String, String)>,
 ) -> Response {
     let Some(pod) = shared.find(&ns, &name) else {
-        return reply(StatusCode::NOT_FOUND, format!("pod {ns}/{name} does not run here"));
+        return reply(
+            StatusCode::NOT_FOUND,
+            format!("pod {ns}/{name} does not run here"),
+        );
     };
     let info = PodInfo {
         uid: pod.uid.clone(),
@@ -95,7 +98,10 @@ async fn kill(
     Path((ns, name, container)): Path<(String, String, String)>,
 ) -> Response {
     let Some(pod) = shared.find(&ns, &name) else {
-        return reply(StatusCode::NOT_FOUND, format!("pod {ns}/{name} does not run here"));
+        return reply(
+            StatusCode::NOT_FOUND,
+            format!("pod {ns}/{name} does not run here"),
+        );
     };
     if pod.kill(&container) {
         tracing::info!(pod = %name, namespace = %ns, %container, "killed through the control API");
@@ -115,10 +121,18 @@ async fn set_network(
     let up = match state.as_str() {
         "up" => true,
         "down" => false,
-        other => return reply(StatusCode::NOT_FOUND, format!("unknown network state {other}")),
+        other => {
+            return reply(
+                StatusCode::NOT_FOUND,
+                format!("unknown network state {other}"),
+            );
+        }
     };
     let Some(pod) = shared.find(&ns, &name) else {
-        return reply(StatusCode::NOT_FOUND, format!("pod {ns}/{name} does not run here"));
+        return reply(
+            StatusCode::NOT_FOUND,
+            format!("pod {ns}/{name} does not run here"),
+        );
     };
     pod.cut.store(!up, Ordering::SeqCst);
     let link_up = up && pod.node.is_running();
@@ -138,13 +152,22 @@ async fn set_node(
     let running = match action.as_str() {
         "start" => true,
         "stop" => false,
-        other => return reply(StatusCode::NOT_FOUND, format!("unknown node action {other}")),
+        other => {
+            return reply(
+                StatusCode::NOT_FOUND,
+                format!("unknown node action {other}"),
+            );
+        }
     };
     let Some(handle) = shared.node(&node) else {
         return reply(StatusCode::NOT_FOUND, format!("no virtual node {node}"));
     };
     let changed = handle.set_running(running);
-    tracing::info!(%node, running, changed, pods = shared.pods_on(&node).len(),
-        "node switched through the control API");
+    // Done here too, so the reply comes once the node's pods are frozen or thawed.
+    let pods = shared.pods_on(&node);
+    for pod in &pods {
+        pod.follow_node_state(running).await;
+    }
+    tracing::info!(%node, running, changed, pods = pods.len(), "node switched through the control API");
     reply(StatusCode::OK, action)
 }

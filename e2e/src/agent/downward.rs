@@ -191,9 +191,18 @@ mod tests {
         let (p, f) = (pod(), facts());
         assert_eq!(field_value(&p, &f, "metadata.name").unwrap(), "p");
         assert_eq!(field_value(&p, &f, "status.podIP").unwrap(), "10.244.0.7");
-        assert_eq!(field_value(&p, &f, "spec.nodeName").unwrap(), "testbed-node-1");
-        assert_eq!(field_value(&p, &f, "metadata.labels['app']").unwrap(), "x\"y");
-        assert_eq!(field_value(&p, &f, "metadata.labels").unwrap(), "app=\"x\\\"y\"");
+        assert_eq!(
+            field_value(&p, &f, "spec.nodeName").unwrap(),
+            "testbed-node-1"
+        );
+        assert_eq!(
+            field_value(&p, &f, "metadata.labels['app']").unwrap(),
+            "x\"y"
+        );
+        assert_eq!(
+            field_value(&p, &f, "metadata.labels").unwrap(),
+            "app=\"x\\\"y\""
+        );
         assert!(field_value(&p, &f, "spec.bogus").is_err());
     }
 
@@ -206,10 +215,22 @@ mod tests {
             divisor: d.map(|d| Quantity(d.into())),
             container_name: None,
         };
-        assert_eq!(resource_value(&p, &f, c, &sel("requests.cpu", None)).unwrap(), "1");
-        assert_eq!(resource_value(&p, &f, c, &sel("requests.cpu", Some("1m"))).unwrap(), "250");
-        assert_eq!(resource_value(&p, &f, c, &sel("limits.memory", Some("1Mi"))).unwrap(), "1024");
-        assert_eq!(resource_value(&p, &f, c, &sel("limits.cpu", None)).unwrap(), "16");
+        assert_eq!(
+            resource_value(&p, &f, c, &sel("requests.cpu", None)).unwrap(),
+            "1"
+        );
+        assert_eq!(
+            resource_value(&p, &f, c, &sel("requests.cpu", Some("1m"))).unwrap(),
+            "250"
+        );
+        assert_eq!(
+            resource_value(&p, &f, c, &sel("limits.memory", Some("1Mi"))).unwrap(),
+            "1024"
+        );
+        assert_eq!(
+            resource_value(&p, &f, c, &sel("limits.cpu", None)).unwrap(),
+            "16"
+        );
     }
 
     #[test]
@@ -217,7 +238,10 @@ mod tests {
         assert_eq!(parse_quantity("500m"), Some(0.5));
         assert_eq!(parse_quantity("2Ki"), Some(2048.0));
         assert_eq!(parse_quantity("1e3"), Some(1000.0));
-        assert_eq!(parse_quantity("10Gi"), Some(10.0 * 1024.0 * 1024.0 * 1024.0));
+        assert_eq!(
+            parse_quantity("10Gi"),
+            Some(10.0 * 1024.0 * 1024.0 * 1024.0)
+        );
         assert_eq!(parse_quantity("x"), None);
     }
 }

@@ -278,7 +278,10 @@ mod tests {
         assert_eq!(env["POD_NAME"], "p-0");
         assert_eq!(env["PASS"], "hunter2");
         assert_eq!(env["GREETING"], "hi p-0 from-cm $(LATER)");
-        let args = expand_all(&["--name=$(POD_NAME)".to_owned(), "$$(PASS)".to_owned()], &env);
+        let args = expand_all(
+            &["--name=$(POD_NAME)".to_owned(), "$$(PASS)".to_owned()],
+            &env,
+        );
         assert_eq!(args, ["--name=p-0", "$(PASS)"]);
     }
 
@@ -312,7 +315,10 @@ mod tests {
         if let Some(EnvVarSource {
             secret_key_ref: Some(sel),
             ..
-        }) = container.env.as_mut().and_then(|e| e[0].value_from.as_mut())
+        }) = container
+            .env
+            .as_mut()
+            .and_then(|e| e[0].value_from.as_mut())
         {
             sel.optional = Some(true);
         }

@@ -162,7 +162,8 @@ impl ImageMap {
         use std::os::unix::fs::PermissionsExt;
         for (index, entry) in self.images.iter().enumerate() {
             let dir = wrapper_dir(root, index);
-            std::fs::create_dir_all(&dir).map_err(|e| AgentError::io("create directory", &dir, e))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| AgentError::io("create directory", &dir, e))?;
             for (name, command) in &entry.binaries {
                 if name.contains('/') || name.is_empty() {
                     continue;
@@ -291,15 +292,29 @@ mod tests {
     fn command_args_default_and_append() {
         let m = map();
         assert_eq!(
-            m.resolve("redis:7.2", &strings(&["redis-server"]), &strings(&["--port", "6379"])),
-            Ok(strings(&["/usr/bin/redis-server", "--port", "6379", "--protected-mode", "no"]))
+            m.resolve(
+                "redis:7.2",
+                &strings(&["redis-server"]),
+                &strings(&["--port", "6379"])
+            ),
+            Ok(strings(&[
+                "/usr/bin/redis-server",
+                "--port",
+                "6379",
+                "--protected-mode",
+                "no"
+            ]))
         );
         assert_eq!(
             m.resolve("apache/kvrocks:2.10", &[], &strings(&["-c", "/c.conf"])),
             Ok(strings(&["/bin/agent", "standin-kvrocks", "-c", "/c.conf"]))
         );
         assert_eq!(
-            m.resolve("redis", &strings(&["/usr/local/bin/redis-cli", "ping"]), &[]),
+            m.resolve(
+                "redis",
+                &strings(&["/usr/local/bin/redis-cli", "ping"]),
+                &[]
+            ),
             Ok(strings(&["/usr/bin/redis-cli", "ping"]))
         );
         assert_eq!(
@@ -315,9 +330,13 @@ mod tests {
     #[test]
     fn unmapped_images_and_binaries_are_named() {
         let m = map();
-        let err = m.resolve("busybox:1", &strings(&["sleep"]), &[]).unwrap_err();
+        let err = m
+            .resolve("busybox:1", &strings(&["sleep"]), &[])
+            .unwrap_err();
         assert!(err.to_string().contains("busybox:1"), "{err}");
-        let err = m.resolve("redis", &strings(&["redis-benchmark"]), &[]).unwrap_err();
+        let err = m
+            .resolve("redis", &strings(&["redis-benchmark"]), &[])
+            .unwrap_err();
         assert!(matches!(err, Unmapped::Binary { .. }), "{err}");
         let err = m.resolve("redis-stack", &[], &[]).unwrap_err();
         assert!(matches!(err, Unmapped::NoCommand { .. }), "{err}");

@@ -170,7 +170,9 @@ mod tests {
         let got: Vec<_> = (0..4).map(|i| ipam.allocate(&i.to_string())).collect();
         assert_eq!(
             got,
-            [2, 4, 5, 6].map(|o| Some(Ipv4Addr::new(10, 1, 0, o))).to_vec()
+            [2, 4, 5, 6]
+                .map(|o| Some(Ipv4Addr::new(10, 1, 0, o)))
+                .to_vec()
         );
         assert_eq!(ipam.allocate("full"), None);
         ipam.release("1");

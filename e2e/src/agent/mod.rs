@@ -31,9 +31,9 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, Preconditions};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use self::error::{AgentError, AgentResult};
@@ -189,15 +189,15 @@ pub async fn run(options: Options) -> AgentResult<()> {
     let kubeconfig = kube::config::Kubeconfig::read_from(&options.kubeconfig).map_err(|e| {
         AgentError::invalid(options.kubeconfig.display().to_string(), e.to_string())
     })?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-            .await
-            .map_err(|e| {
-                AgentError::invalid(options.kubeconfig.display().to_string(), e.to_string())
-            })?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .map_err(|e| AgentError::invalid(options.kubeconfig.display().to_string(), e.to_string()))?;
     let port = config.cluster_url.port_u16().unwrap_or(443);
-    let client = kube::Client::try_from(config)
-        .map_err(|e| AgentError::kube("build the API client", e))?;
+    let client =
+        kube::Client::try_from(config).map_err(|e| AgentError::kube("build the API client", e))?;
     let shutdown = CancellationToken::new();
     let mut background = tokio::task::JoinSet::new();
 
@@ -213,14 +213,20 @@ pub async fn run(options: Options) -> AgentResult<()> {
     background.spawn(drive(
         reflector::reflector(
             cm_writer,
-            watcher::watcher(Api::<ConfigMap>::all(client.clone()), watcher::Config::default()),
+            watcher::watcher(
+                Api::<ConfigMap>::all(client.clone()),
+                watcher::Config::default(),
+            ),
         ),
         shutdown.clone(),
     ));
     background.spawn(drive(
         reflector::reflector(
             secret_writer,
-            watcher::watcher(Api::<Secret>::all(client.clone()), watcher::Config::default()),
+            watcher::watcher(
+                Api::<Secret>::all(client.clone()),
+                watcher::Config::default(),
+            ),
         ),
         shutdown.clone(),
     ));
@@ -255,12 +261,19 @@ pub async fn run(options: Options) -> AgentResult<()> {
         (secrets.wait_until_ready().await, "secrets"),
     ] {
         if store.is_err() {
-            return Err(AgentError::invalid(what, "the watch cache never became ready"));
+            return Err(AgentError::invalid(
+                what,
+                "the watch cache never became ready",
+            ));
         }
     }
     for node in &nodes {
         node::register(&client, node).await?;
-        background.spawn(node::heartbeat(client.clone(), node.clone(), shutdown.clone()));
+        background.spawn(node::heartbeat(
+            client.clone(),
+            node.clone(),
+            shutdown.clone(),
+        ));
         tracing::info!(node = node.name(), "node registered");
     }
 

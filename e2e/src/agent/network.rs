@@ -49,7 +49,11 @@ pub fn veth_prefix(tag: &str) -> String {
 
 /// The names for pod `namespace/name` with `uid`.
 pub fn names(tag: &str, namespace: &str, name: &str, uid: &str) -> NetNames {
-    let short: String = uid.chars().filter(char::is_ascii_hexdigit).take(8).collect();
+    let short: String = uid
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(8)
+        .collect();
     let mut netns = format!("{}{namespace}.{name}", netns_prefix(tag));
     netns.truncate(MAX_NETNS);
     netns.push('-');
@@ -115,7 +119,11 @@ pub async fn create_sandbox(
     run(&ip, &["link", "set", &names.peer_veth, "netns", ns]).await?;
     run(&ip, &["link", "set", &names.host_veth, "master", bridge]).await?;
     run(&ip, &["link", "set", &names.host_veth, "up"]).await?;
-    run(&ip, &["-n", ns, "link", "set", &names.peer_veth, "name", "eth0"]).await?;
+    run(
+        &ip,
+        &["-n", ns, "link", "set", &names.peer_veth, "name", "eth0"],
+    )
+    .await?;
     run(&ip, &["-n", ns, "addr", "add", &addr, "dev", "eth0"]).await?;
     run(&ip, &["-n", ns, "link", "set", "eth0", "up"]).await?;
     run(&ip, &["-n", ns, "link", "set", "lo", "up"]).await?;
@@ -144,7 +152,10 @@ pub async fn kill_members(netns: &str) {
     let Ok(pids) = run(&tool("ip"), &["netns", "pids", netns]).await else {
         return;
     };
-    for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+    for pid in pids
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
         if let Some(pid) = rustix::process::Pid::from_raw(pid) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
@@ -154,7 +165,9 @@ pub async fn kill_members(netns: &str) {
 /// Sets a host veth up or down.
 pub async fn set_link(link: &str, up: bool) -> AgentResult<()> {
     let state = if up { "up" } else { "down" };
-    run(&tool("ip"), &["link", "set", link, state]).await.map(drop)
+    run(&tool("ip"), &["link", "set", link, state])
+        .await
+        .map(drop)
 }
 
 #[cfg(test)]
@@ -165,7 +178,12 @@ mod tests {
     fn names_fit_the_kernel_limits() {
         let tag = root_tag(Path::new("/tmp/x/agent"));
         assert_eq!(tag.len(), 4);
-        let n = names(&tag, "default", "redis-0", "0f3c9a2e-1111-2222-3333-444455556666");
+        let n = names(
+            &tag,
+            "default",
+            "redis-0",
+            "0f3c9a2e-1111-2222-3333-444455556666",
+        );
         assert_eq!(n.host_veth.len(), 15);
         assert_eq!(n.peer_veth.len(), 15);
         assert!(n.netns.starts_with(&netns_prefix(&tag)));

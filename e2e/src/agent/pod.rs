@@ -271,7 +271,8 @@ impl PodRun {
             ip: Some(self.ip),
             host_ip: self.node.ip(),
             node_cpu: NODE_CPU.parse().unwrap_or(8.0),
-            node_memory: super::downward::parse_quantity(NODE_MEMORY).unwrap_or(16.0 * 1024.0 * 1024.0 * 1024.0),
+            node_memory: super::downward::parse_quantity(NODE_MEMORY)
+                .unwrap_or(16.0 * 1024.0 * 1024.0 * 1024.0),
         }
     }
 
@@ -462,7 +463,10 @@ async fn lifecycle(shared: Arc<Shared>, pod: Arc<PodRun>) {
     };
     let refresher = tokio::spawn(refresh_volumes(shared.clone(), pod.clone()));
     let spec = pod.pod().spec.clone().unwrap_or_default();
-    let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+    let policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".into());
     for (i, container) in spec.init_containers.iter().flatten().enumerate() {
         let ok = run_container(&shared, &pod, &volumes, container, true, i, &policy).await;
         if !ok {
@@ -601,7 +605,10 @@ async fn run_once(
         ("HOME", "/root".to_owned()),
         ("KUBERNETES_SERVICE_HOST", shared.apiserver.0.to_string()),
         ("KUBERNETES_SERVICE_PORT", shared.apiserver.1.to_string()),
-        ("KUBERNETES_SERVICE_PORT_HTTPS", shared.apiserver.1.to_string()),
+        (
+            "KUBERNETES_SERVICE_PORT_HTTPS",
+            shared.apiserver.1.to_string(),
+        ),
     ] {
         env.insert(k.to_owned(), v);
     }
@@ -790,7 +797,10 @@ async fn terminate(shared: &Arc<Shared>, pod: &Arc<PodRun>) {
         let ip = pod.ip;
         let node = pod.node.clone();
         hooks.spawn(async move {
-            if let Some(handler) = container.lifecycle.as_ref().and_then(|l| l.pre_stop.clone())
+            if let Some(handler) = container
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.pre_stop.clone())
                 && !grace.is_zero()
             {
                 let target = Target {
@@ -905,16 +915,24 @@ async fn follow_node(pod: Arc<PodRun>) {
     let mut rx = pod.node.subscribe();
     while rx.changed().await.is_ok() {
         let running = *rx.borrow_and_update();
+        pod.follow_node_state(running).await;
+    }
+}
+
+impl PodRun {
+    /// Freezes (SIGSTOP) and cuts off the pod when its node is stopped, and undoes it when the
+    /// node starts again. Idempotent.
+    pub async fn follow_node_state(&self, running: bool) {
         let signal = if running { Signal::CONT } else { Signal::STOP };
-        for pid in pod.pids() {
+        for pid in self.pids() {
             signal_group(pid, signal);
         }
-        let up = running && !pod.cut.load(Ordering::SeqCst);
-        if let Err(e) = network::set_link(&pod.net.host_veth, up).await {
-            tracing::warn!(pod = %pod.name, error = %e, "cannot set the pod's link");
+        let up = running && !self.cut.load(Ordering::SeqCst);
+        if let Err(e) = network::set_link(&self.net.host_veth, up).await {
+            tracing::warn!(pod = %self.name, error = %e, "cannot set the pod's link");
         }
         if running {
-            pod.dirty.notify_one();
+            self.dirty.notify_one();
         }
     }
 }

@@ -214,7 +214,11 @@ pub async fn run_http(
     let head = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(head)) => head,
         Ok(Err(e)) => return Err(format!("GET http://{addr}{path}: {e}")),
-        Err(_) => return Err(format!("GET http://{addr}{path}: timeout after {timeout:?}")),
+        Err(_) => {
+            return Err(format!(
+                "GET http://{addr}{path}: timeout after {timeout:?}"
+            ));
+        }
     };
     let code = head
         .split_whitespace()
@@ -295,12 +299,18 @@ pub async fn run(
 ) {
     if let Some(probe) = &container.startup_probe {
         let mut failed = None;
-        until_verdict(probe, Settings::of(probe, true), &target, started_at, |v, msg| {
-            if v == Verdict::Failure {
-                failed = Some(msg.unwrap_or("failed").to_owned());
-            }
-            true
-        })
+        until_verdict(
+            probe,
+            Settings::of(probe, true),
+            &target,
+            started_at,
+            |v, msg| {
+                if v == Verdict::Failure {
+                    failed = Some(msg.unwrap_or("failed").to_owned());
+                }
+                true
+            },
+        )
         .await;
         if let Some(message) = failed {
             let _ = events
@@ -346,10 +356,16 @@ pub async fn run(
             return;
         };
         let mut message = String::new();
-        until_verdict(probe, Settings::of(probe, true), &target, started_at, |v, msg| {
-            message = msg.unwrap_or("failed").to_owned();
-            v == Verdict::Failure
-        })
+        until_verdict(
+            probe,
+            Settings::of(probe, true),
+            &target,
+            started_at,
+            |v, msg| {
+                message = msg.unwrap_or("failed").to_owned();
+                v == Verdict::Failure
+            },
+        )
         .await;
         let _ = events
             .send(ProbeEvent::Unhealthy {

@@ -41,7 +41,14 @@ pub fn spawn(launch: &Launch<'_>) -> std::io::Result<tokio::process::Child> {
     command
         .args(["netns", "exec", launch.netns])
         .arg(tool("unshare"))
-        .args(["--mount", "--uts", "--propagation", "private", "/bin/sh", "-c"])
+        .args([
+            "--mount",
+            "--uts",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+        ])
         .arg(launch.script)
         .arg("sh")
         .args(launch.argv)
@@ -98,7 +105,14 @@ pub async fn exec_in(
 ) -> ExecResult {
     let mut command = tokio::process::Command::new(tool("nsenter"));
     command
-        .args(["--target", &pid.to_string(), "--net", "--mount", "--uts", "--"])
+        .args([
+            "--target",
+            &pid.to_string(),
+            "--net",
+            "--mount",
+            "--uts",
+            "--",
+        ])
         .args(argv)
         .env_clear()
         .envs(env)

@@ -126,7 +126,11 @@ async fn claim_dir(
     let pvc = claims
         .get_opt(claim)
         .await
-        .map_err(|e| NotReady(format!("get persistentvolumeclaim {namespace}/{claim}: {e}")))?
+        .map_err(|e| {
+            NotReady(format!(
+                "get persistentvolumeclaim {namespace}/{claim}: {e}"
+            ))
+        })?
         .ok_or_else(|| NotReady(format!("persistentvolumeclaim \"{claim}\" not found")))?;
     let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
     let volume_name = pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref());
@@ -284,10 +288,7 @@ fn add_keyed(
                     .mode
                     .and_then(|m| u32::try_from(m).ok())
                     .map_or(mode, |m| m & 0o777);
-                files.insert(
-                    safe_path(&item.path)?,
-                    (value.clone().into_bytes(), mode),
-                );
+                files.insert(safe_path(&item.path)?, (value.clone().into_bytes(), mode));
             }
         }
         None => {
@@ -376,10 +377,11 @@ async fn request_token(
                 "token for serviceaccount {namespace}/{account}: {e}"
             ))
         })?;
-    reply
-        .status
-        .map(|s| s.token)
-        .ok_or_else(|| NotReady(format!("token for serviceaccount {namespace}/{account}: empty reply")))
+    reply.status.map(|s| s.token).ok_or_else(|| {
+        NotReady(format!(
+            "token for serviceaccount {namespace}/{account}: empty reply"
+        ))
+    })
 }
 
 /// Makes `dir` hold exactly `files`: changed files are replaced atomically (write + rename),
@@ -508,14 +510,34 @@ mod tests {
             path: "dir/file".into(),
             mode: Some(0o400),
         }];
-        add_keyed(&mut files, "secret", "s", Some(data.clone()), Some(&items), None, 0o644).unwrap();
+        add_keyed(
+            &mut files,
+            "secret",
+            "s",
+            Some(data.clone()),
+            Some(&items),
+            None,
+            0o644,
+        )
+        .unwrap();
         assert_eq!(files[&PathBuf::from("dir/file")], (b"v".to_vec(), 0o400));
         let missing = [KeyToPath {
             key: "nope".into(),
             path: "x".into(),
             mode: None,
         }];
-        assert!(add_keyed(&mut files, "secret", "s", Some(data), Some(&missing), None, 0o644).is_err());
+        assert!(
+            add_keyed(
+                &mut files,
+                "secret",
+                "s",
+                Some(data),
+                Some(&missing),
+                None,
+                0o644
+            )
+            .is_err()
+        );
         assert!(add_keyed(&mut files, "configmap", "c", None, None, Some(true), 0o644).is_ok());
         let err = add_keyed(&mut files, "configmap", "c", None, None, None, 0o644).unwrap_err();
         assert_eq!(err.0, "configmap \"c\" not found");

@@ -11,7 +11,10 @@ use clap::{Parser, Subcommand};
 use kvrocks_e2e::agent::{self, Options, ipam::Cidr};
 
 #[derive(Parser, Debug)]
-#[command(name = "node-agent", about = "The testbed's node agent (plays kubelet)")]
+#[command(
+    name = "node-agent",
+    about = "The testbed's node agent (plays kubelet)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
