@@ -117,7 +117,7 @@ async fn config_secret_env_and_downward_api_reach_the_container() {
     let script = "cat /etc/cfg/greeting > /out/cm; cat /etc/sec/password > /out/secret; \
                   echo \"$GREETING $PASSWORD $MY_IP $MY_NODE\" > /out/env; \
                   cat /out/init > /out/after-init; exec sleep 3600";
-    let pod: Pod = create(
+    let _: Pod = create(
         &client,
         ns,
         json!({

@@ -88,6 +88,8 @@ pub struct Context {
     pub namespaces: WatchNamespaces,
     /// Requeue delays of failing objects.
     pub backoff: Backoff,
+    /// Cross-controller wake-ups (sentinel events wake Standards and Clusters).
+    pub wake: crate::wake::WakeBus,
 }
 
 impl Context {
@@ -106,6 +108,7 @@ impl Context {
             metrics,
             namespaces: namespaces.into(),
             backoff: Backoff::new(BackoffConfig::default()),
+            wake: crate::wake::WakeBus::new(),
         }
     }
 

@@ -25,6 +25,7 @@ pub mod error;
 pub mod events;
 pub mod metrics;
 pub mod orphans;
+pub mod wake;
 
 #[cfg(test)]
 mod testing;
@@ -39,3 +40,4 @@ pub use context::{Context, WatchNamespaces};
 pub use error::{Error, ReconcileError, Result, object_name};
 pub use metrics::{Metrics, ReconcileMeasurer};
 pub use orphans::OwnedObjects;
+pub use wake::{WakeBus, WakeTarget};
