@@ -17,6 +17,7 @@
 
 pub mod apply;
 pub mod backoff;
+pub mod builders;
 pub mod compare;
 pub mod conditions;
 pub mod context;

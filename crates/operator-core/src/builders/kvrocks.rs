@@ -1,0 +1,1 @@
+//! Builders of the kvrocks objects of KvrocksStandard and KvrocksCluster (being written).

@@ -1,0 +1,1 @@
+//! Builders of the KvrocksSentinel objects (being written).
