@@ -1,30 +1,737 @@
-//! The KvrocksStandard controller.
+//! The KvrocksStandard controller: one kvrocks master and its replicas, failed over by a
+//! KvrocksSentinel group; the operator follows sentinel and repairs everything else.
 //!
-//! Its reconciler has not landed yet: every KvrocksStandard gets `Progressing=True` with reason
-//! `NotImplemented` (or `Ready=False` with `InvalidSpec` when the spec fails the Rust-side
-//! checks), written only when it changes.
+//! `reconcile` is `observe -> plan -> act -> report`: the objects are applied (Secret, ConfigMap,
+//! StatefulSet, Services, PDB), every pod's `INFO replication` and the sentinel group's view of
+//! the master are read, [`plan::plan`] decides, the actions run, and the status says what is.
 
+pub mod plan;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use kube::runtime::controller::Action;
-use kvrocks_api::KvrocksStandard;
-use kvrocks_operator_core::controller::{self, report_not_implemented};
-use kvrocks_operator_core::{Context, Error};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::{Api, ResourceExt};
+use kvrocks_api::labels::{
+    self, Component, MONITOR_FINALIZER, PASSWORD_KEY, ROLE, SENTINEL, names,
+};
+use kvrocks_api::standard::{KvrocksStandardStatus, MasterStatus, ReplicaStatus};
+use kvrocks_api::{KvrocksSentinel, KvrocksStandard};
+use kvrocks_client::{Endpoint, NodeAddr, NodeClient, Password, SentinelClient, Timeouts};
+use kvrocks_operator_core::builders::{self, kvrocks as kb};
+use kvrocks_operator_core::conditions::{self, ConditionStatus};
+use kvrocks_operator_core::controller::{self, REASON_INVALID_SPEC};
+use kvrocks_operator_core::{Context, OwnedObjects, patch_status_if_changed};
 use tokio_util::sync::CancellationToken;
+
+use crate::plan::{Action, NodeView, Observed, PodView};
 
 /// Name of this controller in logs and metrics.
 pub const CONTROLLER: &str = "standard";
+/// Requeue while something is in motion.
+const BUSY: Duration = Duration::from_secs(2);
+/// Requeue of a steady instance (sentinel events wake it sooner).
+const STEADY: Duration = Duration::from_secs(15);
+
+/// What can go wrong in a reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A shared helper failed.
+    #[error(transparent)]
+    Core(#[from] kvrocks_operator_core::Error),
+    /// A Kubernetes API call failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: String,
+        /// The client error.
+        source: Box<kube::Error>,
+    },
+    /// A command to kvrocks or sentinel failed.
+    #[error("{0}")]
+    Kvrocks(String),
+}
+
+impl kvrocks_operator_core::ReconcileError for Error {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Core(e) => e.metric_label(),
+            Error::Kube { .. } => "kube",
+            Error::Kvrocks(_) => "kvrocks",
+        }
+    }
+}
+
+fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |e| Error::Kube {
+        action,
+        source: Box::new(e),
+    }
+}
 
 /// Runs the KvrocksStandard controller until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    controller::run(ctx, CONTROLLER, |c, _| c, reconcile, shutdown).await;
+    let wake = ctx.wake.clone();
+    let client = ctx.client.clone();
+    controller::run(
+        ctx,
+        CONTROLLER,
+        move |c, api| {
+            let sets: Api<StatefulSet> = match api.namespace() {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            let only_ours = kube::runtime::watcher::Config::default().labels(&format!(
+                "{}={}",
+                labels::COMPONENT,
+                Component::Standard.as_str()
+            ));
+            c.owns(sets, only_ours)
+                .reconcile_on(wake.stream::<KvrocksStandard>(Component::Standard))
+        },
+        reconcile,
+        shutdown,
+    )
+    .await;
 }
 
-async fn reconcile(obj: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let existing = obj
-        .status
+async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let ns = cr.namespace().unwrap_or_default();
+    let name = cr.name_any();
+    let crs: Api<KvrocksStandard> = Api::namespaced(ctx.client.clone(), &ns);
+    let generation = cr.metadata.generation;
+    let old_status = cr.status.clone().unwrap_or_default();
+
+    if cr.metadata.deletion_timestamp.is_some() {
+        return finalize(&cr, &ctx, &crs).await;
+    }
+    if !cr.finalizers().iter().any(|f| f == MONITOR_FINALIZER) {
+        let mut finalizers = cr.finalizers().to_vec();
+        finalizers.push(MONITOR_FINALIZER.to_owned());
+        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": cr.resource_version()}});
+        crs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err(format!("add finalizer to {ns}/{name}")))?;
+    }
+
+    let problems = cr.spec.validate();
+    if !problems.is_empty() {
+        let message = format!("the spec is invalid: {}", problems.join("; "));
+        ctx.warning(
+            cr.as_ref(),
+            REASON_INVALID_SPEC,
+            "Validate",
+            message.clone(),
+        )
+        .await;
+        let status = KvrocksStandardStatus {
+            observed_generation: generation,
+            conditions: conditions::merge(
+                &old_status.conditions,
+                [
+                    conditions::ready(
+                        ConditionStatus::False,
+                        REASON_INVALID_SPEC,
+                        &message,
+                        generation,
+                    ),
+                    conditions::progressing(
+                        ConditionStatus::False,
+                        REASON_INVALID_SPEC,
+                        &message,
+                        generation,
+                    ),
+                ],
+            ),
+            ..old_status.clone()
+        };
+        patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
+        return Ok(Requeue::await_change());
+    }
+
+    // Objects.
+    let password = match ensure_password(&cr, &ctx, &ns).await? {
+        Ok(p) => p,
+        Err(message) => {
+            let status = KvrocksStandardStatus {
+                observed_generation: generation,
+                conditions: conditions::merge(
+                    &old_status.conditions,
+                    [conditions::ready(
+                        ConditionStatus::False,
+                        "AuthSecretMissing",
+                        &message,
+                        generation,
+                    )],
+                ),
+                ..old_status.clone()
+            };
+            patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
+            return Ok(Requeue::requeue(Duration::from_secs(10)));
+        }
+    };
+    let conf = kb::render_config(&cr.spec.pod, false);
+    let config_hash = kb::text_hash(&conf);
+    let mut owned = OwnedObjects::new(cr.as_ref(), Component::Standard)?;
+    let selector = labels::common_labels(&name, Component::Standard);
+    let config_name = format!("{name}-config");
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let cm = kb::config_map(
+        builders::owned_meta(cr.as_ref(), &config_name, selector.clone())?,
+        conf,
+    );
+    owned.apply(&cms, &cm, None).await?;
+
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let live_set = sets
+        .get_opt(&name)
+        .await
+        .map_err(kube_err(format!("get statefulset {ns}/{name}")))?;
+    let live_replicas = live_set
         .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    report_not_implemented(&ctx, obj.as_ref(), existing, &obj.spec.validate()).await
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.replicas)
+        .map(|r| r.max(0) as u32);
+
+    // Observe.
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut pods = pods_api
+        .list(&ListParams::default().labels(&labels::selector(&name, Component::Standard)))
+        .await
+        .map_err(kube_err(format!("list pods of {ns}/{name}")))?
+        .items;
+    pods.retain(|p| ordinal(&p.name_any(), &name).is_some());
+    pods.sort_by_key(|p| ordinal(&p.name_any(), &name));
+    let views = observe_pods(&pods, &name, &password).await;
+    let monitor = names::standard_monitor(&name);
+    let sentinel_master = sentinel_master(&ctx, &ns, &cr.spec.sentinel.name, &monitor).await;
+    let observed = Observed {
+        desired: cr.spec.replicas.max(1) as u32,
+        statefulset_replicas: live_replicas,
+        pods: views.clone(),
+        monitored: sentinel_master.is_some(),
+        sentinel_master,
+        status_master: old_status.master.as_ref().map(|m| m.pod.clone()),
+        priority: cr
+            .spec
+            .pod
+            .config
+            .get("slave-priority")
+            .cloned()
+            .unwrap_or_else(|| "100".to_owned()),
+    };
+    let plan = plan::plan(&observed);
+
+    // The StatefulSet (its size decided by the plan), Services, PDB.
+    let mut pod_labels = builders::pod_labels(&selector, &cr.spec.pod.pod_metadata);
+    pod_labels.insert(SENTINEL.to_owned(), cr.spec.sentinel.name.clone());
+    let mut annotations = cr.spec.pod.pod_metadata.pod_annotations.clone();
+    annotations.insert(kb::CONFIG_HASH_ANNOTATION.to_owned(), config_hash);
+    let replicas = if live_set.is_none() {
+        observed.desired
+    } else {
+        plan.statefulset_replicas
+    };
+    let set = kb::statefulset(&kb::KvrocksSet {
+        meta: builders::owned_meta(cr.as_ref(), &name, selector.clone())?,
+        pod_labels,
+        selector: selector.clone(),
+        pod_annotations: annotations,
+        service_name: name.clone(),
+        replicas: replicas as i32,
+        spec: &cr.spec.pod,
+        config_map: config_name,
+        secret: secret_name(&cr),
+        cluster: false,
+    });
+    owned.apply(&sets, &set, live_set.as_ref()).await?;
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let headless = builders::service(
+        builders::owned_meta(cr.as_ref(), &name, selector.clone())?,
+        selector.clone(),
+        vec![builders::port("kvrocks", labels::KVROCKS_PORT)],
+        true,
+    );
+    owned.apply(&services, &headless, None).await?;
+    let mut master_selector = selector.clone();
+    master_selector.insert(ROLE.to_owned(), labels::ROLE_MASTER.to_owned());
+    let master_service = builders::service(
+        builders::owned_meta(cr.as_ref(), &names::master_service(&name), selector.clone())?,
+        master_selector,
+        vec![builders::port("kvrocks", labels::KVROCKS_PORT)],
+        false,
+    );
+    owned.apply(&services, &master_service, None).await?;
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
+    let pdb = builders::pdb(
+        builders::owned_meta(cr.as_ref(), &name, selector.clone())?,
+        &selector,
+        1,
+    );
+    owned.apply(&pdbs, &pdb, None).await?;
+
+    // Act.
+    let mut switched = false;
+    for action in &plan.actions {
+        let result = act(action, &pods, &pods_api, &password, &ctx, &ns, &cr).await;
+        match result {
+            Ok(()) => {
+                if matches!(action, Action::Switchover { .. }) {
+                    switched = true;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(standard = %name, namespace = %ns, ?action, error = %e, "action failed")
+            }
+        }
+    }
+    if plan.operator_promotes
+        && let Some(master) = &plan.master
+    {
+        ctx.event(
+            cr.as_ref(),
+            "MasterPromoted",
+            "Promote",
+            format!(
+                "{master} promoted to master (the pod with the most data; no master was running)"
+            ),
+        )
+        .await;
+    }
+    if switched {
+        ctx.event(
+            cr.as_ref(),
+            "Switchover",
+            "Switchover",
+            "planned switchover through sentinel before scaling in",
+        )
+        .await;
+        ctx.metrics.failover("standard", &ns, &name);
+    }
+
+    // Report.
+    let master = plan
+        .master
+        .as_ref()
+        .and_then(|m| views.iter().find(|p| &p.name == m));
+    if let (Some(new), Some(old)) = (master, old_status.master.as_ref())
+        && new.name != old.pod
+    {
+        ctx.warning(
+            cr.as_ref(),
+            "Failover",
+            "Failover",
+            format!("the master moved from {} to {}", old.pod, new.name),
+        )
+        .await;
+        ctx.metrics.failover("standard", &ns, &name);
+    }
+    let master_status = master
+        .map(|m| MasterStatus {
+            pod: m.name.clone(),
+            ip: m.ip.clone().unwrap_or_default(),
+        })
+        .or(old_status
+            .master
+            .clone()
+            .filter(|_| master.is_none() && plan.master.is_none()));
+    let master_offset = master.and_then(|m| m.node.as_ref()).map_or(0, |n| n.offset);
+    let replicas: Vec<ReplicaStatus> = views
+        .iter()
+        .filter(|p| Some(&p.name) != plan.master.as_ref())
+        .map(|p| ReplicaStatus {
+            pod: p.name.clone(),
+            ip: p.ip.clone().unwrap_or_default(),
+            link_up: plan.synced.get(&p.name).copied().unwrap_or(false),
+            lag_bytes: p
+                .node
+                .as_ref()
+                .map_or(0, |n| master_offset.saturating_sub(n.offset).max(0)),
+        })
+        .collect();
+    let desired = observed.desired as usize;
+    let synced = plan.synced.values().filter(|s| **s).count();
+    let all_there = views.len() == desired && synced + 1 == desired && master.is_some();
+    let (ready, reason, message) = if plan.waiting.is_some() {
+        let (reason, message) = plan.waiting.clone().unwrap_or_default();
+        (false, reason, message)
+    } else if all_there && plan.steady() {
+        (
+            true,
+            "AllReplicasSynced".to_owned(),
+            format!(
+                "master {} and {} synced replicas",
+                master.map(|m| m.name.as_str()).unwrap_or_default(),
+                synced
+            ),
+        )
+    } else if master.is_none() {
+        (false, "NoMaster".to_owned(), "no master yet".to_owned())
+    } else {
+        (
+            false,
+            "Syncing".to_owned(),
+            format!(
+                "{synced} of {} replicas synced; {} pods of {desired} answer",
+                desired.saturating_sub(1),
+                views.iter().filter(|v| v.node.is_some()).count()
+            ),
+        )
+    };
+    let status = KvrocksStandardStatus {
+        observed_generation: generation,
+        current_replicas: Some(views.len() as i32),
+        selector: Some(labels::selector(&name, Component::Standard)),
+        master: master_status,
+        replicas,
+        conditions: conditions::merge(
+            &old_status.conditions,
+            [
+                conditions::ready(
+                    if ready {
+                        ConditionStatus::True
+                    } else {
+                        ConditionStatus::False
+                    },
+                    &reason,
+                    &message,
+                    generation,
+                ),
+                conditions::progressing(
+                    if ready {
+                        ConditionStatus::False
+                    } else {
+                        ConditionStatus::True
+                    },
+                    &reason,
+                    &message,
+                    generation,
+                ),
+                conditions::degraded(
+                    if master.is_none() && old_status.master.is_some() {
+                        ConditionStatus::True
+                    } else {
+                        ConditionStatus::False
+                    },
+                    if master.is_none() && old_status.master.is_some() {
+                        "NoMaster"
+                    } else {
+                        "Healthy"
+                    },
+                    if master.is_none() && old_status.master.is_some() {
+                        "no writable master right now".to_owned()
+                    } else {
+                        "a master is writable".to_owned()
+                    },
+                    generation,
+                ),
+            ],
+        ),
+    };
+    patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
+    Ok(Requeue::requeue(if ready && plan.steady() {
+        STEADY
+    } else {
+        BUSY
+    }))
+}
+
+fn ordinal(pod: &str, set: &str) -> Option<u32> {
+    pod.strip_prefix(set)?.strip_prefix('-')?.parse().ok()
+}
+
+fn secret_name(cr: &KvrocksStandard) -> String {
+    cr.spec
+        .pod
+        .auth
+        .secret_name
+        .clone()
+        .unwrap_or_else(|| names::auth_secret(&cr.name_any()))
+}
+
+/// The password: from the named Secret, or from `<cr>-auth`, created with a random one.
+/// `Ok(Err(message))` when a named Secret is missing or has no password.
+async fn ensure_password(
+    cr: &KvrocksStandard,
+    ctx: &Context,
+    ns: &str,
+) -> Result<std::result::Result<Password, String>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let name = secret_name(cr);
+    let found = secrets
+        .get_opt(&name)
+        .await
+        .map_err(kube_err(format!("get secret {ns}/{name}")))?;
+    let secret = match found {
+        Some(s) => s,
+        None if cr.spec.pod.auth.secret_name.is_none() => {
+            let password: String = {
+                use rand::Rng;
+                let mut rng = rand::rng();
+                (0..32)
+                    .map(|_| rng.sample(rand::distr::Alphanumeric) as char)
+                    .collect()
+            };
+            let secret = Secret {
+                metadata: builders::owned_meta(
+                    cr,
+                    &name,
+                    labels::common_labels(&cr.name_any(), Component::Standard),
+                )?,
+                data: Some([(PASSWORD_KEY.to_owned(), ByteString(password.into_bytes()))].into()),
+                ..Default::default()
+            };
+            match secrets.create(&PostParams::default(), &secret).await {
+                Ok(s) => s,
+                Err(kube::Error::Api(e)) if e.code == 409 => secrets
+                    .get(&name)
+                    .await
+                    .map_err(kube_err(format!("get secret {ns}/{name}")))?,
+                Err(e) => return Err(kube_err(format!("create secret {ns}/{name}"))(e)),
+            }
+        }
+        None => {
+            return Ok(Err(format!(
+                "the Secret {name} named in spec.auth.secretName does not exist; create it with a key \"{PASSWORD_KEY}\""
+            )));
+        }
+    };
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(PASSWORD_KEY))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .filter(|p| !p.is_empty() && !p.contains(['\n', '\r', ' ']));
+    Ok(match value {
+        Some(p) => Ok(Password::new(p)),
+        None => Err(format!(
+            "the Secret {name} has no usable \"{PASSWORD_KEY}\" key (missing, empty, or with spaces or newlines)"
+        )),
+    })
+}
+
+fn endpoint(ip: &str, port: u16, password: Option<&Password>) -> Endpoint {
+    Endpoint::new(NodeAddr::new(ip, port))
+        .with_optional_password(password.cloned())
+        .with_timeouts(Timeouts::new(
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+        ))
+}
+
+/// Each pod's view of replication (unreachable pods: `node: None`).
+async fn observe_pods(pods: &[Pod], set: &str, password: &Password) -> Vec<PodView> {
+    let queries = pods.iter().map(|pod| async move {
+        let name = pod.name_any();
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .filter(|ip| !ip.is_empty());
+        let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        let node = match (&ip, running) {
+            (Some(ip), true) => node_view(ip, password).await,
+            _ => None,
+        };
+        PodView {
+            ordinal: ordinal(&name, set).unwrap_or(u32::MAX),
+            name,
+            ip,
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+            role_label: pod.labels().get(ROLE).cloned(),
+            node,
+        }
+    });
+    futures::future::join_all(queries).await
+}
+
+async fn node_view(ip: &str, password: &Password) -> Option<NodeView> {
+    let client = NodeClient::connect(endpoint(ip, labels::KVROCKS_PORT as u16, Some(password)))
+        .await
+        .ok()?;
+    let info = client.info_replication().await.ok();
+    let priority = client.config_get_one("slave-priority").await.ok().flatten();
+    client.close().await;
+    let info = info?;
+    let master = matches!(info.role, kvrocks_client::ReplicationRole::Master);
+    Some(NodeView {
+        master,
+        master_host: info.master_host.clone(),
+        link_up: matches!(
+            info.master_link_status,
+            Some(kvrocks_client::LinkStatus::Up)
+        ),
+        syncing: info.master_sync_in_progress.unwrap_or(false),
+        offset: if master {
+            info.master_repl_offset.unwrap_or(0)
+        } else {
+            info.slave_repl_offset.unwrap_or(0)
+        },
+        priority,
+    })
+}
+
+/// The sentinel group's pods that answer, by IP.
+async fn sentinel_ips(ctx: &Context, ns: &str, group: &str) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let Ok(list) = pods
+        .list(&ListParams::default().labels(&labels::selector(group, Component::Sentinel)))
+        .await
+    else {
+        return Vec::new();
+    };
+    list.items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .filter(|ip| !ip.is_empty())
+        .collect()
+}
+
+/// The master IP most sentinels of the group report for `monitor` (None: not monitored).
+async fn sentinel_master(ctx: &Context, ns: &str, group: &str, monitor: &str) -> Option<String> {
+    let ips = sentinel_ips(ctx, ns, group).await;
+    let answers = futures::future::join_all(ips.iter().map(|ip| async move {
+        let client = SentinelClient::connect(endpoint(ip, labels::SENTINEL_PORT as u16, None))
+            .await
+            .ok()?;
+        let addr = client.master_addr(monitor).await.ok().flatten();
+        client.close().await;
+        addr.map(|a| a.host)
+    }))
+    .await;
+    let mut votes: BTreeMap<String, usize> = BTreeMap::new();
+    for ip in answers.into_iter().flatten() {
+        *votes.entry(ip).or_default() += 1;
+    }
+    votes.into_iter().max_by_key(|(_, n)| *n).map(|(ip, _)| ip)
+}
+
+async fn act(
+    action: &Action,
+    pods: &[Pod],
+    pods_api: &Api<Pod>,
+    password: &Password,
+    ctx: &Context,
+    ns: &str,
+    cr: &KvrocksStandard,
+) -> Result<(), Error> {
+    let ip_of = |name: &str| {
+        pods.iter()
+            .find(|p| p.name_any() == name)
+            .and_then(|p| p.status.as_ref()?.pod_ip.clone())
+            .ok_or_else(|| Error::Kvrocks(format!("pod {name} has no IP")))
+    };
+    let node = |name: &str| -> Result<NodeClient, Error> {
+        let ip = ip_of(name)?;
+        Ok(NodeClient::new(endpoint(
+            &ip,
+            labels::KVROCKS_PORT as u16,
+            Some(password),
+        )))
+    };
+    let kv = |e: kvrocks_client::Error| Error::Kvrocks(e.to_string());
+    match action {
+        Action::Promote { pod } => {
+            tracing::info!(%pod, "SLAVEOF NO ONE");
+            node(pod)?.slaveof_no_one().await.map_err(kv)
+        }
+        Action::Follow { pod, master_ip } => {
+            tracing::info!(%pod, %master_ip, "SLAVEOF");
+            node(pod)?
+                .slaveof(&NodeAddr::new(master_ip, labels::KVROCKS_PORT as u16))
+                .await
+                .map_err(kv)
+        }
+        Action::SetPriority { pod, value } => node(pod)?
+            .config_set("slave-priority", value)
+            .await
+            .map_err(kv),
+        Action::Label { pod, role } => {
+            let patch = serde_json::json!({"metadata": {"labels": {ROLE: role}}});
+            pods_api
+                .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(drop)
+                .map_err(kube_err(format!("label pod {ns}/{pod}")))
+        }
+        Action::Switchover { from } => {
+            let monitor = names::standard_monitor(&cr.name_any());
+            let ips = sentinel_ips(ctx, ns, &cr.spec.sentinel.name).await;
+            let mut last = String::from("no sentinel pod answers");
+            for ip in ips {
+                let client = SentinelClient::new(endpoint(&ip, labels::SENTINEL_PORT as u16, None));
+                match client.failover(&monitor).await {
+                    Ok(()) => {
+                        tracing::info!(%from, "SENTINEL FAILOVER (planned switchover)");
+                        return Ok(());
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(Error::Kvrocks(format!("switchover off {from}: {last}")))
+        }
+    }
+}
+
+/// Deletion: wait until the sentinel group no longer monitors this instance (the sentinel
+/// controller removes the monitor of a Standard being deleted), then drop the finalizer; the
+/// owned objects go with the garbage collector, PVCs as `storage.deleteClaimsOnDelete` says.
+async fn finalize(
+    cr: &KvrocksStandard,
+    ctx: &Context,
+    crs: &Api<KvrocksStandard>,
+) -> Result<Requeue, Error> {
+    if !cr.finalizers().iter().any(|f| f == MONITOR_FINALIZER) {
+        return Ok(Requeue::await_change());
+    }
+    let ns = cr.namespace().unwrap_or_default();
+    let name = cr.name_any();
+    let monitor = names::standard_monitor(&name);
+    let groups: Api<KvrocksSentinel> = Api::namespaced(ctx.client.clone(), &ns);
+    let group = groups
+        .get_opt(&cr.spec.sentinel.name)
+        .await
+        .map_err(kube_err(format!(
+            "get kvrockssentinel {ns}/{}",
+            cr.spec.sentinel.name
+        )))?;
+    let still_monitored = group
+        .as_ref()
+        .and_then(|g| g.status.as_ref())
+        .is_some_and(|s| s.monitors.iter().any(|m| m.name == monitor));
+    let live = match &group {
+        Some(_) => sentinel_master(ctx, &ns, &cr.spec.sentinel.name, &monitor)
+            .await
+            .is_some(),
+        None => false,
+    };
+    if still_monitored || live {
+        tracing::info!(standard = %name, namespace = %ns, "waiting for the sentinel group to drop its monitor");
+        return Ok(Requeue::requeue(BUSY));
+    }
+    let finalizers: Vec<String> = cr
+        .finalizers()
+        .iter()
+        .filter(|f| *f != MONITOR_FINALIZER)
+        .cloned()
+        .collect();
+    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": cr.resource_version()}});
+    match crs
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(kube_err(format!("remove finalizer of {ns}/{name}"))(e)),
+    }
+    ctx.metrics.forget_object("standard", &ns, &name);
+    Ok(Requeue::await_change())
 }

@@ -1,1 +1,388 @@
-//! Builders of the kvrocks objects of KvrocksStandard and KvrocksCluster (being written).
+//! Builders of the kvrocks objects of a KvrocksStandard (and the pieces a KvrocksCluster shares):
+//! the kvrocks.conf ConfigMap, the StatefulSet and its pod template.
+//!
+//! The password never appears in any of them: the container reads it from the auth Secret through
+//! an environment variable and appends `requirepass` / `masterauth` to its private copy of
+//! kvrocks.conf at start, together with `slaveof 127.0.0.1 6379`, so every pod (a new one, or an
+//! old master coming back) starts as a read-only replica of itself until the operator points it
+//! at the current master.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
+    PodTemplateSpec, Probe, SecretKeySelector, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kvrocks_api::common::KvrocksPodSpec;
+use kvrocks_api::labels::{KVROCKS_PORT, PASSWORD_KEY};
+
+use super::{apply_scheduling, label_selector};
+
+/// Key of kvrocks.conf in the config ConfigMap.
+pub const CONF_KEY: &str = "kvrocks.conf";
+/// Where the ConfigMap is mounted.
+pub const CONF_DIR: &str = "/etc/kvrocks";
+/// The data volume's mount path (kvrocks `dir`, and its private kvrocks.conf).
+pub const DATA_DIR: &str = "/data";
+/// Env var carrying the password from the Secret.
+pub const PASSWORD_ENV: &str = "KVROCKS_PASSWORD";
+/// Pod template annotation with the hash of kvrocks.conf: a change marks pods outdated.
+pub const CONFIG_HASH_ANNOTATION: &str = "kvrocks.io/config-hash";
+/// Name of the kvrocks container.
+pub const CONTAINER: &str = "kvrocks";
+/// Name of the exporter sidecar.
+pub const EXPORTER_CONTAINER: &str = "exporter";
+/// Port of the exporter's metrics.
+pub const EXPORTER_PORT: i32 = 9121;
+
+/// The kvrocks.conf the operator renders: its own keys first, then `spec.config` in key order
+/// (operator-owned keys are refused by CEL and skipped here too), one `key value` per line.
+pub fn render_config(spec: &KvrocksPodSpec, cluster: bool) -> String {
+    let mut conf = String::from("# Rendered by kvrocks-operator. Edit spec.config instead.\n");
+    conf.push_str(&format!(
+        "bind 0.0.0.0\nport {KVROCKS_PORT}\ndir {DATA_DIR}\n"
+    ));
+    conf.push_str("daemonize no\n");
+    if cluster {
+        conf.push_str("cluster-enabled yes\npersist-cluster-nodes-enabled yes\n");
+    }
+    for (key, value) in &spec.config {
+        if kvrocks_api::config::OPERATOR_OWNED_KEYS.contains(&key.as_str())
+            || value.contains('\n')
+            || value.contains('\r')
+        {
+            continue;
+        }
+        conf.push_str(&format!("{key} {value}\n"));
+    }
+    conf
+}
+
+/// A short stable hash of a text (FNV-1a, hex).
+pub fn text_hash(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// The ConfigMap holding kvrocks.conf.
+pub fn config_map(meta: ObjectMeta, conf: String) -> ConfigMap {
+    ConfigMap {
+        metadata: meta,
+        data: Some([(CONF_KEY.to_owned(), conf)].into()),
+        ..Default::default()
+    }
+}
+
+/// The start script: a private kvrocks.conf with the password and `slaveof` itself appended.
+/// `cluster` nodes get no `slaveof` (kvrocks refuses replication commands in cluster mode).
+pub fn start_script(cluster: bool) -> String {
+    let slaveof = if cluster {
+        ""
+    } else {
+        "slaveof 127.0.0.1 6379\\n"
+    };
+    format!(
+        "set -e\n\
+         umask 077\n\
+         cp {CONF_DIR}/{CONF_KEY} {DATA_DIR}/kvrocks.conf\n\
+         printf 'requirepass %s\\nmasterauth %s\\n{slaveof}' \"${PASSWORD_ENV}\" \"${PASSWORD_ENV}\" >> {DATA_DIR}/kvrocks.conf\n\
+         exec kvrocks -c {DATA_DIR}/kvrocks.conf\n"
+    )
+}
+
+/// What a kvrocks StatefulSet is made of.
+#[derive(Clone, Debug)]
+pub struct KvrocksSet<'a> {
+    /// Metadata of the StatefulSet (name, namespace, labels, owner).
+    pub meta: ObjectMeta,
+    /// Pod labels (selector labels plus user labels and `kvrocks.io/sentinel`).
+    pub pod_labels: BTreeMap<String, String>,
+    /// The selector (a subset of `pod_labels`, immutable once created).
+    pub selector: BTreeMap<String, String>,
+    /// Pod annotations (user annotations plus the config hash).
+    pub pod_annotations: BTreeMap<String, String>,
+    /// The headless Service name.
+    pub service_name: String,
+    /// Number of pods.
+    pub replicas: i32,
+    /// The spec.
+    pub spec: &'a KvrocksPodSpec,
+    /// The ConfigMap with kvrocks.conf.
+    pub config_map: String,
+    /// The Secret with the password.
+    pub secret: String,
+    /// Cluster mode.
+    pub cluster: bool,
+}
+
+/// The StatefulSet. `OnDelete` updates: the operator rolls pods itself (replicas first, the
+/// master after a switchover); `Parallel` pod management, so a missing pod never blocks others.
+pub fn statefulset(set: &KvrocksSet<'_>) -> StatefulSet {
+    let spec = set.spec;
+    let mut containers = vec![kvrocks_container(spec)];
+    if spec.exporter.enabled {
+        containers.push(exporter_container(spec));
+    }
+    let mut volumes = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: set.config_map.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut claims = None;
+    match &spec.storage {
+        Some(storage) => {
+            claims = Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some("data".into()),
+                    ..Default::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".into()]),
+                    storage_class_name: storage.storage_class_name.clone(),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some([("storage".to_owned(), storage.size.clone())].into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]);
+        }
+        None => volumes.push(Volume {
+            name: "data".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        }),
+    }
+    let mut pod = PodSpec {
+        containers,
+        volumes: Some(volumes),
+        termination_grace_period_seconds: Some(30),
+        ..Default::default()
+    };
+    apply_scheduling(&mut pod, &spec.scheduling, &set.selector);
+    let mut container_env = pod.containers[0].env.take().unwrap_or_default();
+    container_env.push(EnvVar {
+        name: PASSWORD_ENV.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: set.secret.clone(),
+                key: PASSWORD_KEY.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    pod.containers[0].env = Some(container_env);
+    pod.containers[0].command = Some(vec!["sh".into(), "-c".into(), start_script(set.cluster)]);
+    if spec.exporter.enabled
+        && let Some(exporter) = pod.containers.get_mut(1)
+    {
+        exporter.env = Some(vec![
+            EnvVar {
+                name: "KVROCKS_ADDR".into(),
+                value: Some(format!("localhost:{KVROCKS_PORT}")),
+                ..Default::default()
+            },
+            EnvVar {
+                name: "KVROCKS_PASSWORD".into(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: set.secret.clone(),
+                        key: PASSWORD_KEY.into(),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ]);
+    }
+    let retention = spec.storage.as_ref().map(|s| {
+        let when_deleted = if s.delete_claims_on_delete {
+            "Delete"
+        } else {
+            "Retain"
+        };
+        StatefulSetPersistentVolumeClaimRetentionPolicy {
+            when_deleted: Some(when_deleted.into()),
+            when_scaled: Some("Retain".into()),
+        }
+    });
+    StatefulSet {
+        metadata: set.meta.clone(),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(set.replicas),
+            service_name: Some(set.service_name.clone()),
+            selector: label_selector(&set.selector),
+            pod_management_policy: Some("Parallel".into()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                ..Default::default()
+            }),
+            persistent_volume_claim_retention_policy: retention,
+            volume_claim_templates: claims,
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(set.pod_labels.clone()),
+                    annotations: Some(set.pod_annotations.clone()),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn tcp_probe(port: i32, period: i32, failures: i32) -> Probe {
+    Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::Int(port),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    }
+}
+
+fn kvrocks_container(spec: &KvrocksPodSpec) -> Container {
+    Container {
+        name: CONTAINER.into(),
+        image: Some(spec.image.clone()),
+        ports: Some(vec![ContainerPort {
+            name: Some("kvrocks".into()),
+            container_port: KVROCKS_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        env: Some(vec![EnvVar {
+            name: "POD_IP".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "status.podIP".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(tcp_probe(KVROCKS_PORT, 2, 3)),
+        liveness_probe: Some(Probe {
+            initial_delay_seconds: Some(10),
+            ..tcp_probe(KVROCKS_PORT, 5, 6)
+        }),
+        resources: spec.resources.clone(),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "data".into(),
+                mount_path: DATA_DIR.into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "config".into(),
+                mount_path: CONF_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    }
+}
+
+fn exporter_container(spec: &KvrocksPodSpec) -> Container {
+    Container {
+        name: EXPORTER_CONTAINER.into(),
+        image: Some(spec.exporter.image.clone()),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".into()),
+            container_port: EXPORTER_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        resources: spec.exporter.resources.clone(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn spec() -> KvrocksPodSpec {
+        serde_json::from_value(serde_json::json!({
+            "config": {"workers": "4", "requirepass": "leak", "rocksdb.block_size": "16384"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn config_has_no_password_and_no_owned_keys_from_the_spec() {
+        let conf = render_config(&spec(), false);
+        assert!(conf.contains("workers 4\n"));
+        assert!(conf.contains("rocksdb.block_size 16384\n"));
+        assert!(!conf.contains("leak"));
+        assert!(conf.contains("port 6379\n"));
+        assert!(!conf.contains("cluster-enabled"));
+        assert!(render_config(&spec(), true).contains("cluster-enabled yes\n"));
+        assert_ne!(text_hash("a"), text_hash("b"));
+    }
+
+    #[test]
+    fn the_password_comes_from_the_secret_never_from_args() {
+        let spec = spec();
+        let set = KvrocksSet {
+            meta: ObjectMeta::default(),
+            pod_labels: BTreeMap::new(),
+            selector: BTreeMap::new(),
+            pod_annotations: BTreeMap::new(),
+            service_name: "s".into(),
+            replicas: 3,
+            spec: &spec,
+            config_map: "s-config".into(),
+            secret: "s-auth".into(),
+            cluster: false,
+        };
+        let sts = statefulset(&set);
+        let pod = sts.spec.unwrap().template.spec.unwrap();
+        let c = &pod.containers[0];
+        let env = c.env.as_ref().unwrap();
+        let password = env.iter().find(|e| e.name == PASSWORD_ENV).unwrap();
+        let key = password
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(key.name, "s-auth");
+        let script = &c.command.as_ref().unwrap()[2];
+        assert!(script.contains("slaveof 127.0.0.1 6379"));
+        assert!(!start_script(true).contains("slaveof"));
+        // no storage: an emptyDir
+        assert!(
+            pod.volumes
+                .unwrap()
+                .iter()
+                .any(|v| v.name == "data" && v.empty_dir.is_some())
+        );
+    }
+}

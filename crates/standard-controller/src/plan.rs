@@ -1,0 +1,511 @@
+//! The pure heart of the KvrocksStandard controller: from what was observed (pods, what each
+//! kvrocks process says about its replication, what sentinel says about the master) to the next
+//! actions. No I/O here; every rule is unit-tested.
+
+use std::collections::BTreeMap;
+
+/// How far (bytes) a replica may trail the master and still count as caught up.
+pub const CAUGHT_UP_BYTES: i64 = 16 * 1024 * 1024;
+
+/// What one kvrocks process said (`INFO replication`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeView {
+    /// Role is master.
+    pub master: bool,
+    /// For a replica: the host it follows (`127.0.0.1` for a pod that just started).
+    pub master_host: Option<String>,
+    /// For a replica: whether the link is up.
+    pub link_up: bool,
+    /// For a replica: whether a full sync is running.
+    pub syncing: bool,
+    /// Replication offset (the master's own, or what the replica applied).
+    pub offset: i64,
+    /// `slave-priority` as configured now.
+    pub priority: Option<String>,
+}
+
+/// One pod of the StatefulSet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodView {
+    /// Pod name.
+    pub name: String,
+    /// StatefulSet ordinal.
+    pub ordinal: u32,
+    /// Pod IP.
+    pub ip: Option<String>,
+    /// Being deleted.
+    pub deleting: bool,
+    /// Value of the `kvrocks.io/role` label.
+    pub role_label: Option<String>,
+    /// The process's answer; `None` when it could not be reached.
+    pub node: Option<NodeView>,
+}
+
+/// Everything the plan looks at.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// `spec.replicas`.
+    pub desired: u32,
+    /// The StatefulSet's current `spec.replicas` (None: not created yet).
+    pub statefulset_replicas: Option<u32>,
+    /// The pods, by ordinal.
+    pub pods: Vec<PodView>,
+    /// The master address (IP) the sentinel group reports, if it monitors this instance.
+    pub sentinel_master: Option<String>,
+    /// Whether the sentinel group monitors this instance at all.
+    pub monitored: bool,
+    /// The master pod recorded in status.
+    pub status_master: Option<String>,
+    /// The `slave-priority` replicas get once synced (from spec.config, default 100).
+    pub priority: String,
+}
+
+/// One step to take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `SLAVEOF NO ONE` on the pod.
+    Promote {
+        /// Pod name.
+        pod: String,
+    },
+    /// `SLAVEOF <master> 6379` on the pod.
+    Follow {
+        /// Pod name.
+        pod: String,
+        /// The master's IP.
+        master_ip: String,
+    },
+    /// `CONFIG SET slave-priority <value>`.
+    SetPriority {
+        /// Pod name.
+        pod: String,
+        /// The value.
+        value: String,
+    },
+    /// Set the `kvrocks.io/role` label.
+    Label {
+        /// Pod name.
+        pod: String,
+        /// `master` or `replica`.
+        role: &'static str,
+    },
+    /// A planned switchover through sentinel (`SENTINEL FAILOVER`), to move the master off a pod
+    /// that is about to be removed.
+    Switchover {
+        /// The current master.
+        from: String,
+    },
+}
+
+/// The outcome of planning.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// The master pod after this plan.
+    pub master: Option<String>,
+    /// Whether the master is chosen by the operator (first start, or no one else can).
+    pub operator_promotes: bool,
+    /// Steps.
+    pub actions: Vec<Action>,
+    /// The StatefulSet size to apply.
+    pub statefulset_replicas: u32,
+    /// Why the plan is waiting (empty: not waiting): a condition message.
+    pub waiting: Option<(String, String)>,
+    /// Replicas linked to the master and caught up, by pod name.
+    pub synced: BTreeMap<String, bool>,
+}
+
+impl Plan {
+    /// Nothing to do and nothing to wait for.
+    pub fn steady(&self) -> bool {
+        self.actions.is_empty() && self.waiting.is_none()
+    }
+}
+
+fn reachable(pod: &PodView) -> Option<(&NodeView, &str)> {
+    if pod.deleting {
+        return None;
+    }
+    Some((pod.node.as_ref()?, pod.ip.as_deref()?))
+}
+
+/// Chooses the master and the actions that make every other pod follow it.
+pub fn plan(observed: &Observed) -> Plan {
+    let mut plan = Plan {
+        statefulset_replicas: observed.desired,
+        ..Default::default()
+    };
+    let pods = &observed.pods;
+    let by_ip = |ip: &str| pods.iter().find(|p| p.ip.as_deref() == Some(ip));
+    let expected = observed
+        .statefulset_replicas
+        .unwrap_or(observed.desired)
+        .max(1);
+    let all_reachable = pods.len() as u32 >= expected.min(observed.desired)
+        && pods
+            .iter()
+            .filter(|p| p.ordinal < observed.desired)
+            .all(|p| reachable(p).is_some());
+
+    // 1. Who is the master?
+    let mut master: Option<&PodView> = None;
+    if let Some(ip) = observed.sentinel_master.as_deref() {
+        match by_ip(ip) {
+            Some(pod) => match reachable(pod) {
+                Some((node, _)) if node.master => master = Some(pod),
+                Some(_) => {
+                    plan.waiting = Some((
+                        "WaitingForSentinel".into(),
+                        format!(
+                            "sentinel names {} the master but it still reports itself a replica; waiting for the failover to finish",
+                            pod.name
+                        ),
+                    ));
+                }
+                None => {
+                    plan.waiting = Some((
+                        "MasterUnreachable".into(),
+                        format!(
+                            "the master {} ({ip}) does not answer; sentinel will fail over once it is down for down-after-milliseconds",
+                            pod.name
+                        ),
+                    ));
+                }
+            },
+            None => {
+                // The master sentinel knows is no pod any more (its pod was recreated with a
+                // new IP). While replicas still follow that address, sentinel will promote one
+                // of them; otherwise nobody will, and the operator picks.
+                let followers = pods.iter().any(|p| {
+                    reachable(p)
+                        .is_some_and(|(n, _)| !n.master && n.master_host.as_deref() == Some(ip))
+                });
+                if followers {
+                    plan.waiting = Some((
+                        "WaitingForSentinel".into(),
+                        format!(
+                            "the master {ip} is gone; waiting for sentinel to promote a replica"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if master.is_none() && plan.waiting.is_none() {
+        let masters: Vec<&PodView> = pods
+            .iter()
+            .filter(|p| reachable(p).is_some_and(|(n, _)| n.master))
+            .collect();
+        let recorded = observed
+            .status_master
+            .as_deref()
+            .and_then(|name| masters.iter().find(|p| p.name == name).copied());
+        master = match (recorded, masters.as_slice()) {
+            (Some(pod), _) => Some(pod),
+            (None, [only]) => Some(*only),
+            _ => None,
+        };
+        if master.is_none() {
+            if all_reachable && !pods.is_empty() {
+                // First start, or every pod restarted as a replica of itself: the most advanced
+                // data wins; a brand-new set (all offsets equal) takes ordinal 0.
+                master = pods
+                    .iter()
+                    .filter(|p| p.ordinal < observed.desired.max(1))
+                    .filter_map(|p| reachable(p).map(|(n, _)| (p, n.offset)))
+                    .max_by_key(|(p, offset)| (*offset, std::cmp::Reverse(p.ordinal)))
+                    .map(|(p, _)| p);
+                if let Some(pod) = master
+                    && pod.node.as_ref().is_some_and(|n| !n.master)
+                {
+                    plan.operator_promotes = true;
+                    plan.actions.push(Action::Promote {
+                        pod: pod.name.clone(),
+                    });
+                }
+            } else {
+                plan.waiting = Some((
+                    "WaitingForPods".into(),
+                    format!(
+                        "no master yet: waiting until all {} pods answer, to promote the one with the most data",
+                        observed.desired
+                    ),
+                ));
+            }
+        }
+    }
+    let Some(master) = master else {
+        plan.statefulset_replicas = observed
+            .statefulset_replicas
+            .unwrap_or(observed.desired)
+            .max(observed.desired);
+        return plan;
+    };
+    plan.master = Some(master.name.clone());
+    let master_ip = master.ip.clone().unwrap_or_default();
+    let master_offset = master.node.as_ref().map_or(0, |n| n.offset);
+
+    // 2. Everybody else follows it; priorities and labels follow the facts.
+    for pod in pods {
+        let is_master = pod.name == master.name;
+        let want_label = if is_master { "master" } else { "replica" };
+        if pod.role_label.as_deref() != Some(want_label) && !pod.deleting {
+            plan.actions.push(Action::Label {
+                pod: pod.name.clone(),
+                role: want_label,
+            });
+        }
+        if is_master {
+            continue;
+        }
+        let Some((node, _)) = reachable(pod) else {
+            continue;
+        };
+        let follows = !node.master && node.master_host.as_deref() == Some(master_ip.as_str());
+        if !follows {
+            plan.actions.push(Action::Follow {
+                pod: pod.name.clone(),
+                master_ip: master_ip.clone(),
+            });
+        }
+        let synced = follows
+            && node.link_up
+            && !node.syncing
+            && master_offset.saturating_sub(node.offset) <= CAUGHT_UP_BYTES;
+        plan.synced.insert(pod.name.clone(), synced);
+        let leaving = pod.ordinal >= observed.desired;
+        let want_priority = if synced && !leaving {
+            observed.priority.clone()
+        } else {
+            "0".to_owned()
+        };
+        if node.priority.as_deref() != Some(want_priority.as_str()) {
+            plan.actions.push(Action::SetPriority {
+                pod: pod.name.clone(),
+                value: want_priority,
+            });
+        }
+    }
+
+    // 3. Scale: never remove the master.
+    let current = observed.statefulset_replicas.unwrap_or(observed.desired);
+    if master.ordinal >= observed.desired {
+        plan.statefulset_replicas = current.max(master.ordinal + 1);
+        let candidate = pods.iter().any(|p| {
+            p.ordinal < observed.desired && plan.synced.get(&p.name).copied().unwrap_or(false)
+        });
+        if candidate && observed.monitored {
+            plan.actions.push(Action::Switchover {
+                from: master.name.clone(),
+            });
+        } else if plan.waiting.is_none() {
+            plan.waiting = Some((
+                "WaitingForSwitchover".into(),
+                format!(
+                    "scaling in needs the master off {}: waiting for a synced replica below ordinal {} and sentinel monitoring",
+                    master.name, observed.desired
+                ),
+            ));
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn replica(of: &str, offset: i64, priority: &str) -> NodeView {
+        NodeView {
+            master: false,
+            master_host: Some(of.into()),
+            link_up: of != "127.0.0.1",
+            syncing: false,
+            offset,
+            priority: Some(priority.into()),
+        }
+    }
+
+    fn master(offset: i64) -> NodeView {
+        NodeView {
+            master: true,
+            master_host: None,
+            link_up: false,
+            syncing: false,
+            offset,
+            priority: Some("100".into()),
+        }
+    }
+
+    fn pod(ordinal: u32, node: Option<NodeView>, label: Option<&str>) -> PodView {
+        PodView {
+            name: format!("s-{ordinal}"),
+            ordinal,
+            ip: Some(format!("10.0.0.{}", ordinal + 10)),
+            deleting: false,
+            role_label: label.map(str::to_owned),
+            node,
+        }
+    }
+
+    fn observed(pods: Vec<PodView>) -> Observed {
+        Observed {
+            desired: pods.len() as u32,
+            statefulset_replicas: Some(pods.len() as u32),
+            pods,
+            priority: "100".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_brand_new_set_promotes_ordinal_0_and_the_others_follow() {
+        let o = observed(vec![
+            pod(0, Some(replica("127.0.0.1", 0, "100")), None),
+            pod(1, Some(replica("127.0.0.1", 0, "100")), None),
+            pod(2, Some(replica("127.0.0.1", 0, "100")), None),
+        ]);
+        let p = plan(&o);
+        assert_eq!(p.master.as_deref(), Some("s-0"));
+        assert!(p.operator_promotes);
+        assert!(p.actions.contains(&Action::Promote { pod: "s-0".into() }));
+        assert!(p.actions.contains(&Action::Follow {
+            pod: "s-1".into(),
+            master_ip: "10.0.0.10".into()
+        }));
+        // Not synced yet: never promotable by sentinel.
+        assert!(p.actions.contains(&Action::SetPriority {
+            pod: "s-2".into(),
+            value: "0".into()
+        }));
+        assert!(p.actions.contains(&Action::Label {
+            pod: "s-0".into(),
+            role: "master"
+        }));
+    }
+
+    #[test]
+    fn no_master_is_chosen_until_every_pod_answers() {
+        let o = observed(vec![
+            pod(0, Some(replica("127.0.0.1", 0, "100")), None),
+            pod(1, None, None),
+        ]);
+        let p = plan(&o);
+        assert_eq!(p.master, None);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.waiting.unwrap().0, "WaitingForPods");
+    }
+
+    #[test]
+    fn after_all_restarted_the_most_advanced_wins() {
+        let o = observed(vec![
+            pod(0, Some(replica("127.0.0.1", 100, "100")), None),
+            pod(1, Some(replica("127.0.0.1", 500, "100")), None),
+        ]);
+        assert_eq!(plan(&o).master.as_deref(), Some("s-1"));
+    }
+
+    #[test]
+    fn sentinel_is_followed_after_a_failover() {
+        // s-1 was promoted by sentinel; s-0 (old master) came back as a master of its own.
+        let mut o = observed(vec![
+            pod(0, Some(master(900)), Some("master")),
+            pod(1, Some(master(1000)), Some("replica")),
+            pod(2, Some(replica("10.0.0.11", 1000, "100")), Some("replica")),
+        ]);
+        o.sentinel_master = Some("10.0.0.11".into());
+        o.monitored = true;
+        o.status_master = Some("s-0".into());
+        let p = plan(&o);
+        assert_eq!(p.master.as_deref(), Some("s-1"));
+        assert!(!p.operator_promotes);
+        assert!(p.actions.contains(&Action::Follow {
+            pod: "s-0".into(),
+            master_ip: "10.0.0.11".into()
+        }));
+        assert!(p.actions.contains(&Action::Label {
+            pod: "s-1".into(),
+            role: "master"
+        }));
+        assert!(p.actions.contains(&Action::Label {
+            pod: "s-0".into(),
+            role: "replica"
+        }));
+        assert!(
+            !p.actions
+                .iter()
+                .any(|a| matches!(a, Action::Follow { pod, .. } if pod == "s-2"))
+        );
+    }
+
+    #[test]
+    fn a_lost_master_with_followers_is_left_to_sentinel() {
+        let mut o = observed(vec![
+            pod(0, Some(replica("127.0.0.1", 0, "100")), Some("master")),
+            pod(1, Some(replica("10.0.0.99", 1000, "100")), Some("replica")),
+        ]);
+        o.sentinel_master = Some("10.0.0.99".into());
+        o.monitored = true;
+        let p = plan(&o);
+        assert_eq!(p.master, None);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(p.waiting.unwrap().0, "WaitingForSentinel");
+    }
+
+    #[test]
+    fn a_steady_set_needs_nothing() {
+        let mut o = observed(vec![
+            pod(0, Some(master(1000)), Some("master")),
+            pod(1, Some(replica("10.0.0.10", 1000, "100")), Some("replica")),
+        ]);
+        o.sentinel_master = Some("10.0.0.10".into());
+        o.monitored = true;
+        o.status_master = Some("s-0".into());
+        let p = plan(&o);
+        assert!(p.steady(), "{p:?}");
+        assert!(p.synced["s-1"]);
+    }
+
+    #[test]
+    fn scale_in_moves_the_master_first_and_never_shrinks_under_it() {
+        let mut o = observed(vec![
+            pod(0, Some(replica("10.0.0.12", 1000, "100")), Some("replica")),
+            pod(1, Some(replica("10.0.0.12", 1000, "100")), Some("replica")),
+            pod(2, Some(master(1000)), Some("master")),
+        ]);
+        o.desired = 2;
+        o.sentinel_master = Some("10.0.0.12".into());
+        o.monitored = true;
+        let p = plan(&o);
+        assert_eq!(p.statefulset_replicas, 3);
+        assert!(
+            p.actions
+                .contains(&Action::Switchover { from: "s-2".into() })
+        );
+        // Once sentinel moved it to s-0 the set shrinks, and s-2 may not be promoted again.
+        o.pods[0].node = Some(master(1000));
+        o.pods[2].node = Some(replica("10.0.0.10", 1000, "100"));
+        o.sentinel_master = Some("10.0.0.10".into());
+        let p = plan(&o);
+        assert_eq!(p.statefulset_replicas, 2);
+        assert!(p.actions.contains(&Action::SetPriority {
+            pod: "s-2".into(),
+            value: "0".into()
+        }));
+    }
+
+    #[test]
+    fn a_replica_far_behind_is_not_promotable() {
+        let mut o = observed(vec![
+            pod(0, Some(master(100 * 1024 * 1024)), Some("master")),
+            pod(1, Some(replica("10.0.0.10", 0, "100")), Some("replica")),
+        ]);
+        o.status_master = Some("s-0".into());
+        let p = plan(&o);
+        assert!(!p.synced["s-1"]);
+        assert!(p.actions.contains(&Action::SetPriority {
+            pod: "s-1".into(),
+            value: "0".into()
+        }));
+    }
+}
