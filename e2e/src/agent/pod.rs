@@ -403,15 +403,15 @@ pub async fn run(shared: Arc<Shared>, pod: Arc<PodRun>) {
     tasks.spawn(write_status(shared.clone(), pod.clone()));
     tasks.spawn(follow_object(pod.clone()));
     tasks.spawn(follow_node(pod.clone()));
-    let lifecycle = lifecycle(shared.clone(), pod.clone());
+    // The lifecycle keeps running while the pod terminates: its container tasks see their
+    // processes exit (and stop restarting them), which is how termination knows they are gone.
+    let lifecycle = tokio::spawn(lifecycle(shared.clone(), pod.clone()));
     tokio::select! {
-        () = lifecycle => {}
         () = pod.terminating.cancelled() => {}
         () = pod.gone.cancelled() => {}
     }
-    if pod.is_terminating() {
-        terminate(&shared, &pod).await;
-    }
+    terminate(&shared, &pod).await;
+    lifecycle.abort();
     tasks.abort_all();
     cleanup(&shared, &pod).await;
     if pod.terminating.is_cancelled() && !pod.gone.is_cancelled() {
