@@ -34,6 +34,8 @@ use crate::plan::{Action, NodeView, Observed, PodView};
 
 /// Name of this controller in logs and metrics.
 pub const CONTROLLER: &str = "standard";
+/// Pod template annotation with the hash of everything in the template but kvrocks.conf.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "kvrocks.io/template-hash";
 /// Requeue while something is in motion.
 const BUSY: Duration = Duration::from_secs(2);
 /// Requeue of a steady instance (sentinel events wake it sooner).
@@ -200,6 +202,40 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
         .and_then(|s| s.replicas)
         .map(|r| r.max(0) as u32);
 
+    // The desired StatefulSet; its size is decided by the plan below.
+    let mut pod_labels = builders::pod_labels(&selector, &cr.spec.pod.pod_metadata);
+    pod_labels.insert(SENTINEL.to_owned(), cr.spec.sentinel.name.clone());
+    let build =
+        |replicas: u32, annotations: BTreeMap<String, String>| -> Result<StatefulSet, Error> {
+            Ok(kb::statefulset(&kb::KvrocksSet {
+                meta: builders::owned_meta(cr.as_ref(), &name, selector.clone())?,
+                pod_labels: pod_labels.clone(),
+                selector: selector.clone(),
+                pod_annotations: annotations,
+                service_name: name.clone(),
+                replicas: replicas as i32,
+                spec: &cr.spec.pod,
+                config_map: config_name.clone(),
+                secret: secret_name(&cr),
+                cluster: false,
+            }))
+        };
+    // Two hashes on the pod template: of kvrocks.conf (a change kvrocks may take live), and of
+    // the rest of the template (a change that needs a restart).
+    let user_annotations = cr.spec.pod.pod_metadata.pod_annotations.clone();
+    let template_hash = {
+        let bare = build(0, user_annotations.clone())?;
+        let template = bare.spec.map(|s| s.template);
+        kb::text_hash(&serde_json::to_string(&template).unwrap_or_default())
+    };
+    let mut annotations = user_annotations;
+    annotations.insert(kb::CONFIG_HASH_ANNOTATION.to_owned(), config_hash.clone());
+    annotations.insert(TEMPLATE_HASH_ANNOTATION.to_owned(), template_hash.clone());
+    let update_revision = live_set
+        .as_ref()
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.update_revision.clone());
+
     // Observe.
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let mut pods = pods_api
@@ -209,7 +245,31 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
         .items;
     pods.retain(|p| ordinal(&p.name_any(), &name).is_some());
     pods.sort_by_key(|p| ordinal(&p.name_any(), &name));
-    let views = observe_pods(&pods, &name, &password).await;
+    let mut views = observe_pods(&pods, &name, &password).await;
+    for (view, pod) in views.iter_mut().zip(&pods) {
+        let annotations = pod.annotations();
+        if annotations.get(TEMPLATE_HASH_ANNOTATION) != Some(&template_hash) {
+            view.outdated = true;
+        } else if annotations.get(kb::CONFIG_HASH_ANNOTATION) != Some(&config_hash)
+            && view.node.is_some()
+        {
+            // Only kvrocks.conf changed: set it live; a key kvrocks refuses to change live, or
+            // a removed key, means a restart.
+            let live = apply_config_live(view, &cr.spec.pod.config, &password).await;
+            if live {
+                mark_current(&pods_api, pod, &config_hash, update_revision.as_deref()).await?;
+                ctx.event(
+                    cr.as_ref(),
+                    "ConfigApplied",
+                    "Configure",
+                    format!("kvrocks.conf applied live on {}", view.name),
+                )
+                .await;
+            } else {
+                view.outdated = true;
+            }
+        }
+    }
     let monitor = names::standard_monitor(&name);
     let sentinel_master = sentinel_master(&ctx, &ns, &cr.spec.sentinel.name, &monitor).await;
     let observed = Observed {
@@ -229,28 +289,12 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
     };
     let plan = plan::plan(&observed);
 
-    // The StatefulSet (its size decided by the plan), Services, PDB.
-    let mut pod_labels = builders::pod_labels(&selector, &cr.spec.pod.pod_metadata);
-    pod_labels.insert(SENTINEL.to_owned(), cr.spec.sentinel.name.clone());
-    let mut annotations = cr.spec.pod.pod_metadata.pod_annotations.clone();
-    annotations.insert(kb::CONFIG_HASH_ANNOTATION.to_owned(), config_hash);
     let replicas = if live_set.is_none() {
         observed.desired
     } else {
         plan.statefulset_replicas
     };
-    let set = kb::statefulset(&kb::KvrocksSet {
-        meta: builders::owned_meta(cr.as_ref(), &name, selector.clone())?,
-        pod_labels,
-        selector: selector.clone(),
-        pod_annotations: annotations,
-        service_name: name.clone(),
-        replicas: replicas as i32,
-        spec: &cr.spec.pod,
-        config_map: config_name,
-        secret: secret_name(&cr),
-        cluster: false,
-    });
+    let set = build(replicas, annotations)?;
     owned.apply(&sets, &set, live_set.as_ref()).await?;
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let headless = builders::service(
@@ -362,6 +406,16 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
     let (ready, reason, message) = if plan.waiting.is_some() {
         let (reason, message) = plan.waiting.clone().unwrap_or_default();
         (false, reason, message)
+    } else if all_there && plan.steady() && !observed.monitored {
+        (
+            false,
+            "NotMonitored".to_owned(),
+            format!(
+                "master {} and {synced} synced replicas, but the sentinel group {} does not monitor this instance yet, so nothing would fail it over",
+                master.map(|m| m.name.as_str()).unwrap_or_default(),
+                cr.spec.sentinel.name
+            ),
+        )
     } else if all_there && plan.steady() {
         (
             true,
@@ -547,6 +601,7 @@ async fn observe_pods(pods: &[Pod], set: &str, password: &Password) -> Vec<PodVi
             deleting: pod.metadata.deletion_timestamp.is_some(),
             role_label: pod.labels().get(ROLE).cloned(),
             node,
+            outdated: false,
         }
     });
     futures::future::join_all(queries).await
@@ -662,6 +717,14 @@ async fn act(
                 .map(drop)
                 .map_err(kube_err(format!("label pod {ns}/{pod}")))
         }
+        Action::Restart { pod } => {
+            tracing::info!(%pod, "restarting the pod for a rolling update");
+            pods_api
+                .delete(pod, &Default::default())
+                .await
+                .map(drop)
+                .map_err(kube_err(format!("delete pod {ns}/{pod}")))
+        }
         Action::Switchover { from } => {
             let monitor = names::standard_monitor(&cr.name_any());
             let ips = sentinel_ips(ctx, ns, &cr.spec.sentinel.name).await;
@@ -734,4 +797,64 @@ async fn finalize(
     }
     ctx.metrics.forget_object("standard", &ns, &name);
     Ok(Requeue::await_change())
+}
+
+/// Sets every `spec.config` key that differs on the node with CONFIG SET. True when something
+/// differed and every change was accepted; false when kvrocks refused one or nothing differed
+/// (a removed key cannot be unset live).
+async fn apply_config_live(
+    view: &PodView,
+    config: &BTreeMap<String, String>,
+    password: &Password,
+) -> bool {
+    let Some(ip) = view.ip.as_deref() else {
+        return false;
+    };
+    let Ok(client) =
+        NodeClient::connect(endpoint(ip, labels::KVROCKS_PORT as u16, Some(password))).await
+    else {
+        return false;
+    };
+    let mut changed = 0;
+    let mut ok = true;
+    for (key, value) in config {
+        let current = client.config_get_one(key).await.ok().flatten();
+        if current.as_deref() == Some(value.as_str()) {
+            continue;
+        }
+        match client.config_set(key, value).await {
+            Ok(()) => changed += 1,
+            Err(e) => {
+                tracing::info!(pod = %view.name, %key, error = %e,
+                    "not changeable live: the pod will be restarted");
+                ok = false;
+                break;
+            }
+        }
+    }
+    client.close().await;
+    ok && changed > 0
+}
+
+/// Records on the pod that it runs the current config (and so the current revision).
+async fn mark_current(
+    pods: &Api<Pod>,
+    pod: &Pod,
+    config_hash: &str,
+    revision: Option<&str>,
+) -> Result<(), Error> {
+    let mut patch = serde_json::json!({
+        "metadata": {"annotations": {kb::CONFIG_HASH_ANNOTATION: config_hash}}
+    });
+    if let Some(revision) = revision {
+        patch["metadata"]["labels"] = serde_json::json!({"controller-revision-hash": revision});
+    }
+    pods.patch(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(drop)
+    .map_err(kube_err(format!("mark pod {} current", pod.name_any())))
 }

@@ -39,6 +39,8 @@ pub struct PodView {
     pub role_label: Option<String>,
     /// The process's answer; `None` when it could not be reached.
     pub node: Option<NodeView>,
+    /// Runs an old pod template (image, resources, or config kvrocks cannot change live).
+    pub outdated: bool,
 }
 
 /// Everything the plan looks at.
@@ -90,10 +92,15 @@ pub enum Action {
         role: &'static str,
     },
     /// A planned switchover through sentinel (`SENTINEL FAILOVER`), to move the master off a pod
-    /// that is about to be removed.
+    /// that is about to be removed or restarted, or that restarted and came back empty-handed.
     Switchover {
         /// The current master.
         from: String,
+    },
+    /// Delete the pod so it starts again from the current template (a rolling update step).
+    Restart {
+        /// Pod name.
+        pod: String,
     },
 }
 
@@ -119,6 +126,15 @@ impl Plan {
     pub fn steady(&self) -> bool {
         self.actions.is_empty() && self.waiting.is_none()
     }
+}
+
+/// A replica of itself: what every pod is right after it starts.
+fn restarted(node: &NodeView) -> bool {
+    !node.master
+        && matches!(
+            node.master_host.as_deref(),
+            None | Some("127.0.0.1" | "localhost")
+        )
 }
 
 fn reachable(pod: &PodView) -> Option<(&NodeView, &str)> {
@@ -152,6 +168,36 @@ pub fn plan(observed: &Observed) -> Plan {
         match by_ip(ip) {
             Some(pod) => match reachable(pod) {
                 Some((node, _)) if node.master => master = Some(pod),
+                Some((node, pod_ip)) if restarted(node) => {
+                    // The master's process restarted (as a replica of itself, as every pod
+                    // starts) faster than sentinel's down-after: sentinel would wait another
+                    // down-after + 20 s before acting. Ask it to fail over now, or with no
+                    // replica to promote, make it master again.
+                    let followers = pods.iter().any(|p| {
+                        p.name != pod.name
+                            && reachable(p).is_some_and(|(n, _)| {
+                                !n.master && n.master_host.as_deref() == Some(pod_ip)
+                            })
+                    });
+                    if followers && observed.monitored {
+                        plan.actions.push(Action::Switchover {
+                            from: pod.name.clone(),
+                        });
+                        plan.waiting = Some((
+                            "MasterRestarted".into(),
+                            format!(
+                                "the master {}'s process restarted; sentinel was asked to promote a replica",
+                                pod.name
+                            ),
+                        ));
+                    } else {
+                        master = Some(pod);
+                        plan.operator_promotes = true;
+                        plan.actions.push(Action::Promote {
+                            pod: pod.name.clone(),
+                        });
+                    }
+                }
                 Some(_) => {
                     plan.waiting = Some((
                         "WaitingForSentinel".into(),
@@ -307,6 +353,35 @@ pub fn plan(observed: &Observed) -> Plan {
             ));
         }
     }
+    // 4. Rolling update, one pod at a time, only from a healthy, quiet state: replicas from the
+    //    highest ordinal down, the master last after a switchover.
+    let quiet = plan.actions.is_empty() && plan.waiting.is_none();
+    let all_synced = pods
+        .iter()
+        .filter(|p| p.name != master.name)
+        .all(|p| plan.synced.get(&p.name).copied().unwrap_or(false));
+    if quiet && all_synced && pods.len() as u32 == plan.statefulset_replicas {
+        let replica = pods
+            .iter()
+            .filter(|p| p.outdated && p.name != master.name && !p.deleting)
+            .max_by_key(|p| p.ordinal);
+        if let Some(pod) = replica {
+            plan.actions.push(Action::Restart {
+                pod: pod.name.clone(),
+            });
+        } else if master.outdated {
+            if pods.len() > 1 && observed.monitored {
+                plan.actions.push(Action::Switchover {
+                    from: master.name.clone(),
+                });
+            } else {
+                // A single pod has nobody to hand over to: restart it in place.
+                plan.actions.push(Action::Restart {
+                    pod: master.name.clone(),
+                });
+            }
+        }
+    }
     plan
 }
 
@@ -345,6 +420,7 @@ mod tests {
             deleting: false,
             role_label: label.map(str::to_owned),
             node,
+            outdated: false,
         }
     }
 
@@ -507,5 +583,62 @@ mod tests {
             pod: "s-1".into(),
             value: "0".into()
         }));
+    }
+
+    #[test]
+    fn a_restarted_master_is_failed_over_by_sentinel_at_once() {
+        let mut o = observed(vec![
+            pod(0, Some(replica("127.0.0.1", 0, "100")), Some("master")),
+            pod(1, Some(replica("10.0.0.10", 1000, "100")), Some("replica")),
+        ]);
+        o.sentinel_master = Some("10.0.0.10".into());
+        o.monitored = true;
+        let p = plan(&o);
+        assert_eq!(p.master, None);
+        assert_eq!(p.actions, vec![Action::Switchover { from: "s-0".into() }]);
+        // Alone, it is made master again.
+        let mut o = observed(vec![pod(
+            0,
+            Some(replica("127.0.0.1", 0, "100")),
+            Some("master"),
+        )]);
+        o.sentinel_master = Some("10.0.0.10".into());
+        o.monitored = true;
+        let p = plan(&o);
+        assert_eq!(p.master.as_deref(), Some("s-0"));
+        assert!(p.actions.contains(&Action::Promote { pod: "s-0".into() }));
+    }
+
+    #[test]
+    fn rolling_updates_go_replicas_first_then_the_master_after_a_switchover() {
+        let mut o = observed(vec![
+            pod(0, Some(master(1000)), Some("master")),
+            pod(1, Some(replica("10.0.0.10", 1000, "100")), Some("replica")),
+            pod(2, Some(replica("10.0.0.10", 1000, "100")), Some("replica")),
+        ]);
+        o.sentinel_master = Some("10.0.0.10".into());
+        o.monitored = true;
+        for p in &mut o.pods {
+            p.outdated = true;
+        }
+        assert_eq!(
+            plan(&o).actions,
+            vec![Action::Restart { pod: "s-2".into() }]
+        );
+        o.pods[2].outdated = false;
+        o.pods[1].node = Some(replica("10.0.0.10", 0, "0"));
+        assert!(
+            !plan(&o)
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Restart { .. })),
+            "no restart while a replica is not synced"
+        );
+        o.pods[1].node = Some(replica("10.0.0.10", 1000, "100"));
+        o.pods[1].outdated = false;
+        assert_eq!(
+            plan(&o).actions,
+            vec![Action::Switchover { from: "s-0".into() }]
+        );
     }
 }
