@@ -245,7 +245,27 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
         .items;
     pods.retain(|p| ordinal(&p.name_any(), &name).is_some());
     pods.sort_by_key(|p| ordinal(&p.name_any(), &name));
-    let mut views = observe_pods(&pods, &name, &password).await;
+    // Password rotation: the password in effect is kept in the operator's own Secret
+    // `<cr>-auth-applied`; a new one in the user's Secret is rolled out as masterauth on every
+    // pod, then requirepass, then sentinel auth-pass, so replication never breaks.
+    let applied = applied_password(&cr, &ctx, &ns, &password).await?;
+    if applied.expose() != password.expose() {
+        let done = rotate_password(&pods, &applied, &password).await;
+        if done {
+            set_sentinel_auth_pass(&ctx, &ns, &cr, &password).await;
+            store_applied_password(&cr, &ctx, &ns, &password).await?;
+            ctx.event(
+                cr.as_ref(),
+                "PasswordRotated",
+                "Rotate",
+                "the new password from the Secret is in effect on every pod and sentinel",
+            )
+            .await;
+        } else {
+            tracing::info!(standard = %name, namespace = %ns, "password rotation not complete yet");
+        }
+    }
+    let mut views = observe_pods(&pods, &name, &password, &applied).await;
     for (view, pod) in views.iter_mut().zip(&pods) {
         let annotations = pod.annotations();
         if annotations.get(TEMPLATE_HASH_ANNOTATION) != Some(&template_hash) {
@@ -581,7 +601,12 @@ fn endpoint(ip: &str, port: u16, password: Option<&Password>) -> Endpoint {
 }
 
 /// Each pod's view of replication (unreachable pods: `node: None`).
-async fn observe_pods(pods: &[Pod], set: &str, password: &Password) -> Vec<PodView> {
+async fn observe_pods(
+    pods: &[Pod],
+    set: &str,
+    password: &Password,
+    fallback: &Password,
+) -> Vec<PodView> {
     let queries = pods.iter().map(|pod| async move {
         let name = pod.name_any();
         let ip = pod
@@ -591,7 +616,10 @@ async fn observe_pods(pods: &[Pod], set: &str, password: &Password) -> Vec<PodVi
             .filter(|ip| !ip.is_empty());
         let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
         let node = match (&ip, running) {
-            (Some(ip), true) => node_view(ip, password).await,
+            (Some(ip), true) => match node_view(ip, password).await {
+                Some(view) => Some(view),
+                None => node_view(ip, fallback).await,
+            },
             _ => None,
         };
         PodView {
@@ -857,4 +885,131 @@ async fn mark_current(
     .await
     .map(drop)
     .map_err(kube_err(format!("mark pod {} current", pod.name_any())))
+}
+
+fn applied_secret_name(cr: &KvrocksStandard) -> String {
+    format!("{}-auth-applied", cr.name_any())
+}
+
+/// The password in effect on the pods (from `<cr>-auth-applied`); created with `current` on
+/// first use.
+async fn applied_password(
+    cr: &KvrocksStandard,
+    ctx: &Context,
+    ns: &str,
+    current: &Password,
+) -> Result<Password, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let name = applied_secret_name(cr);
+    let found = secrets
+        .get_opt(&name)
+        .await
+        .map_err(kube_err(format!("get secret {ns}/{name}")))?;
+    let value = found
+        .as_ref()
+        .and_then(|s| s.data.as_ref())
+        .and_then(|d| d.get(PASSWORD_KEY))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .filter(|p| !p.is_empty());
+    match value {
+        Some(p) => Ok(Password::new(p)),
+        None => {
+            store_applied_password(cr, ctx, ns, current).await?;
+            Ok(current.clone())
+        }
+    }
+}
+
+async fn store_applied_password(
+    cr: &KvrocksStandard,
+    ctx: &Context,
+    ns: &str,
+    password: &Password,
+) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let name = applied_secret_name(cr);
+    let secret = Secret {
+        metadata: builders::owned_meta(
+            cr,
+            &name,
+            labels::common_labels(&cr.name_any(), Component::Standard),
+        )?,
+        data: Some(
+            [(
+                PASSWORD_KEY.to_owned(),
+                ByteString(password.expose().as_bytes().to_vec()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    secrets
+        .patch(
+            &name,
+            &PatchParams::apply(labels::MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .map(drop)
+        .map_err(kube_err(format!("store secret {ns}/{name}")))
+}
+
+/// masterauth on every pod, then requirepass on every pod. True when every pod accepts the new
+/// password (pods that started after the change already do).
+async fn rotate_password(pods: &[Pod], old: &Password, new: &Password) -> bool {
+    let ips: Vec<String> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect();
+    let port = labels::KVROCKS_PORT as u16;
+    let mut clients = Vec::new();
+    for ip in &ips {
+        match NodeClient::connect(endpoint(ip, port, Some(old))).await {
+            Ok(c) => clients.push(c),
+            Err(_) => {
+                // Already on the new password (started after the change), or down.
+                if NodeClient::connect(endpoint(ip, port, Some(new)))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+        }
+    }
+    for client in &clients {
+        if client.config_set("masterauth", new.expose()).await.is_err() {
+            return false;
+        }
+    }
+    for client in &clients {
+        if client
+            .config_set("requirepass", new.expose())
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        client.close().await;
+    }
+    true
+}
+
+/// `SENTINEL SET <monitor> auth-pass` on every pod of the group (best effort: the sentinel
+/// controller sets it again whenever it (re)creates the monitor).
+async fn set_sentinel_auth_pass(
+    ctx: &Context,
+    ns: &str,
+    cr: &KvrocksStandard,
+    password: &Password,
+) {
+    let monitor = names::standard_monitor(&cr.name_any());
+    for ip in sentinel_ips(ctx, ns, &cr.spec.sentinel.name).await {
+        let client = SentinelClient::new(endpoint(&ip, labels::SENTINEL_PORT as u16, None));
+        if let Err(e) = client.set_auth_pass(&monitor, password).await {
+            tracing::warn!(sentinel = %ip, error = %e, "cannot set auth-pass");
+        }
+        client.close().await;
+    }
 }
