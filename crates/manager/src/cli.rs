@@ -15,7 +15,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the three controllers (one leader among the replicas reconciles).
+    /// Run the controllers (one leader among the replicas reconciles).
     Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     Crd {
@@ -31,8 +31,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// One of the controllers `run` can start.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ControllerName {
+    /// KvrocksSentinel.
+    Sentinel,
+    /// KvrocksStandard.
+    Standard,
+    /// KvrocksCluster.
+    Cluster,
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
+    /// Controllers to run, comma separated (end-to-end tests run one alone).
+    #[arg(
+        long,
+        env = "KVROCKS_CONTROLLERS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "sentinel,standard,cluster"
+    )]
+    pub controllers: Vec<ControllerName>,
     /// Namespaces to watch, comma separated; empty means every namespace.
     #[arg(
         long,
@@ -70,6 +90,11 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The controllers to run, each once, in a fixed order.
+    pub fn enabled_controllers(&self) -> std::collections::BTreeSet<ControllerName> {
+        self.controllers.iter().copied().collect()
+    }
+
     /// The watched namespaces, or `None` for all.
     pub fn watched_namespaces(&self) -> Option<Vec<String>> {
         let list: Vec<String> = self
@@ -108,6 +133,26 @@ mod tests {
             Some(vec!["a".to_string(), "b".to_string(), "c".to_string()])
         );
         assert_eq!(args.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn every_controller_runs_unless_told_otherwise() {
+        assert_eq!(
+            run_args(&[]).enabled_controllers(),
+            [
+                ControllerName::Sentinel,
+                ControllerName::Standard,
+                ControllerName::Cluster
+            ]
+            .into()
+        );
+        assert_eq!(
+            run_args(&["--controllers", "sentinel,sentinel"]).enabled_controllers(),
+            [ControllerName::Sentinel].into()
+        );
+        assert!(
+            Cli::try_parse_from(["kvrocks-operator", "run", "--controllers", "redis"]).is_err()
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod leader;
 mod logging;
 mod preflight;
 
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use kvrocks_operator_core::context::Context;
 use kvrocks_operator_core::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, RunArgs};
+use crate::cli::{Cli, Command, ControllerName, RunArgs};
 use crate::http::{Health, Phase};
 
 fn main() -> ExitCode {
@@ -45,6 +46,10 @@ fn main() -> ExitCode {
 async fn run(args: RunArgs) -> Result<()> {
     logging::init(&args.log_level, args.log_format)?;
     let namespaces = args.watched_namespaces();
+    let controllers = args.enabled_controllers();
+    if controllers.is_empty() {
+        anyhow::bail!("--controllers names no controller: give sentinel, standard and/or cluster");
+    }
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration found: set KUBECONFIG or run inside a pod")?;
@@ -72,10 +77,10 @@ async fn run(args: RunArgs) -> Result<()> {
     let outcome = match election.acquired(&shutdown).await {
         Some(lease) => {
             health.set(Phase::Leading);
-            tracing::info!("holding the lease: starting the controllers");
-            let controllers = run_controllers(ctx, shutdown.clone());
+            tracing::info!(?controllers, "holding the lease: starting the controllers");
+            let running = run_controllers(ctx, &controllers, shutdown.clone());
             let outcome = tokio::select! {
-                () = controllers => Ok(()),
+                () = running => Ok(()),
                 () = lease.lost() => {
                     shutdown.cancel();
                     Err(anyhow::anyhow!("lost the lease; exiting so that only one replica reconciles"))
@@ -93,13 +98,29 @@ async fn run(args: RunArgs) -> Result<()> {
     outcome
 }
 
-/// The three controllers, each an independent reconciler on the shared client.
-async fn run_controllers(ctx: Arc<Context>, shutdown: CancellationToken) {
-    tokio::join!(
-        kvrocks_sentinel_controller::run(ctx.clone(), shutdown.clone()),
-        kvrocks_standard_controller::run(ctx.clone(), shutdown.clone()),
-        kvrocks_cluster_controller::run(ctx, shutdown),
-    );
+/// The chosen controllers, each an independent reconciler on the shared client.
+async fn run_controllers(
+    ctx: Arc<Context>,
+    controllers: &BTreeSet<ControllerName>,
+    shutdown: CancellationToken,
+) {
+    let on = |c: ControllerName| controllers.contains(&c);
+    let sentinel = async {
+        if on(ControllerName::Sentinel) {
+            kvrocks_sentinel_controller::run(ctx.clone(), shutdown.clone()).await;
+        }
+    };
+    let standard = async {
+        if on(ControllerName::Standard) {
+            kvrocks_standard_controller::run(ctx.clone(), shutdown.clone()).await;
+        }
+    };
+    let cluster = async {
+        if on(ControllerName::Cluster) {
+            kvrocks_cluster_controller::run(ctx.clone(), shutdown.clone()).await;
+        }
+    };
+    tokio::join!(sentinel, standard, cluster);
 }
 
 /// Cancels `shutdown` on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

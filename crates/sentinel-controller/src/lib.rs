@@ -1,30 +1,431 @@
-//! The KvrocksSentinel controller.
+//! The KvrocksSentinel controller: a group of redis-sentinel pods that monitors the masters of
+//! every KvrocksStandard (and every shard of every KvrocksCluster) that names it.
 //!
-//! Its reconciler has not landed yet: every KvrocksSentinel gets `Progressing=True` with reason
-//! `NotImplemented` (or `Ready=False` with `InvalidSpec` when the spec fails the Rust-side
-//! checks), written only when it changes.
+//! A reconcile is `observe -> plan -> act -> report`:
+//! - the group's objects are applied (ConfigMap `<cr>-config`, StatefulSet `<cr>`, headless
+//!   Service `<cr>`, PodDisruptionBudget `<cr>`; see
+//!   [`kvrocks_operator_core::builders::sentinel`]), written only when they changed;
+//! - the owners that name the group, their passwords and the group's pods are read, and every
+//!   sentinel is asked what it monitors ([`observe`]);
+//! - [`plan::plan`] decides which `SENTINEL MONITOR / REMOVE / SET / RESET` go where (pure);
+//! - [`act`] sends them;
+//! - [`report`] writes the status (only when it changed) and Events.
+//!
+//! Alongside, one task per sentinel pod ([`state`]) subscribes to its `+switch-master`,
+//! `+odown`, `-odown` and `+sdown` events and wakes the owning Standard or Cluster at once.
+//!
+//! Deletion: the finalizer [`SENTINEL_FINALIZER`] holds the group while any Standard or Cluster
+//! still names it (`Ready=False`, reason `InUse`, a Warning Event naming them); the monitors
+//! keep being maintained meanwhile. When none is left the finalizer goes and the garbage
+//! collector takes the pods.
 
+pub mod act;
+pub mod desired;
+pub mod model;
+pub mod observe;
+pub mod plan;
+pub mod report;
+pub mod state;
+
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
-use kube::runtime::controller::Action;
-use kvrocks_api::KvrocksSentinel;
-use kvrocks_operator_core::controller::{self, report_not_implemented};
-use kvrocks_operator_core::{Context, Error};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use kvrocks_api::labels::{COMPONENT, Component, SENTINEL_FINALIZER, selector};
+use kvrocks_api::{KvrocksCluster, KvrocksSentinel, KvrocksStandard};
+use kvrocks_operator_core::builders::sentinel as builders;
+use kvrocks_operator_core::conditions::{self, ConditionStatus};
+use kvrocks_operator_core::controller::{self, REASON_INVALID_SPEC};
+use kvrocks_operator_core::{
+    Context, WakeBus, get_and_apply_if_changed, object_name, patch_status_if_changed,
+};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
+
+use crate::model::{Owner, Settings};
+use crate::plan::PlanInput;
+use crate::state::{GroupKey, Shared};
 
 /// Name of this controller in logs and metrics.
 pub const CONTROLLER: &str = "sentinel";
+/// Requeue while something is in motion or wrong (and not watched: a Secret that appears).
+const BUSY: Duration = Duration::from_secs(10);
+/// Requeue of a steady group; watches and sentinel events wake it sooner.
+const STEADY: Duration = Duration::from_secs(45);
+
+/// What can make a reconcile fail (and be retried with backoff). A sentinel that does not
+/// answer is not an error: it is reported in the status and retried on the next pass.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A shared helper (apply, status) failed.
+    #[error(transparent)]
+    Core(#[from] kvrocks_operator_core::Error),
+    /// A Kubernetes API call failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done, on which object.
+        action: String,
+        /// The client error.
+        source: Box<kube::Error>,
+    },
+    /// The custom resource has no namespace (it is namespaced; the API server always sets it).
+    #[error("KvrocksSentinel {0} has no namespace")]
+    NoNamespace(String),
+}
+
+impl Error {
+    /// A `map_err` adapter for kube errors.
+    pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let action = action.into();
+        move |source| Error::Kube {
+            action,
+            source: Box::new(source),
+        }
+    }
+}
+
+impl kvrocks_operator_core::ReconcileError for Error {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Core(e) => e.metric_label(),
+            Error::Kube { .. } => "kube",
+            Error::NoNamespace(_) => "no_namespace",
+        }
+    }
+}
 
 /// Runs the KvrocksSentinel controller until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    controller::run(ctx, CONTROLLER, |c, _| c, reconcile, shutdown).await;
+    let shared = Arc::new(Shared::default());
+    let client = ctx.client.clone();
+    let wake = ctx.wake.clone();
+    let reconcile = move |cr: Arc<KvrocksSentinel>, ctx: Arc<Context>| {
+        let shared = shared.clone();
+        async move { reconcile(cr, ctx, shared).await }
+    };
+    controller::run(
+        ctx,
+        CONTROLLER,
+        move |c, api| configure(c, api, &client, &wake),
+        reconcile,
+        shutdown,
+    )
+    .await;
 }
 
-async fn reconcile(obj: Arc<KvrocksSentinel>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let existing = obj
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    report_not_implemented(&ctx, obj.as_ref(), existing, &obj.spec.validate()).await
+/// The watches of one per-namespace controller: its StatefulSets, the Standards and Clusters
+/// that name a group (so a new, changed or deleted owner reconciles the group at once), and
+/// wake-ups from the group's own event tasks.
+fn configure(
+    c: Controller<KvrocksSentinel>,
+    api: &Api<KvrocksSentinel>,
+    client: &Client,
+    wake: &WakeBus,
+) -> Controller<KvrocksSentinel> {
+    let namespace = api.namespace().map(str::to_owned);
+    fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let only_ours =
+        watcher::Config::default().labels(&format!("{COMPONENT}={}", Component::Sentinel.as_str()));
+    let wakes = wake
+        .stream::<KvrocksSentinel>(Component::Sentinel)
+        .filter(move |r| {
+            let keep = namespace.is_none() || r.namespace == namespace;
+            async move { keep }
+        });
+    c.owns(scoped::<StatefulSet>(client, api.namespace()), only_ours)
+        .watches(
+            scoped::<KvrocksStandard>(client, api.namespace()),
+            watcher::Config::default(),
+            |s| {
+                let group = s.spec.sentinel.name.clone();
+                s.namespace().map(|ns| ObjectRef::new(&group).within(&ns))
+            },
+        )
+        .watches(
+            scoped::<KvrocksCluster>(client, api.namespace()),
+            watcher::Config::default(),
+            |c| {
+                let group = c.spec.sentinel.as_ref()?.name.clone();
+                c.namespace().map(|ns| ObjectRef::new(&group).within(&ns))
+            },
+        )
+        .reconcile_on(wakes)
+}
+
+#[tracing::instrument(skip_all, fields(namespace = cr.namespace(), sentinel = %cr.name_any()))]
+async fn reconcile(
+    cr: Arc<KvrocksSentinel>,
+    ctx: Arc<Context>,
+    shared: Arc<Shared>,
+) -> Result<Action, Error> {
+    let name = cr.name_any();
+    let namespace = cr
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(name.clone()))?;
+    let group = GroupKey {
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    let groups: Api<KvrocksSentinel> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    let (standards, clusters) = observe::owners(&ctx, &namespace).await?;
+    let references = desired::references(&name, &standards, &clusters);
+    let has_finalizer = cr.finalizers().iter().any(|f| f == SENTINEL_FINALIZER);
+
+    let mut cr = cr;
+    let in_use_by = if cr.metadata.deletion_timestamp.is_some() {
+        if !has_finalizer {
+            return Ok(Action::await_change());
+        }
+        if references.is_empty() {
+            shared.forget_group(&group);
+            remove_finalizer(&groups, &cr).await?;
+            tracing::info!("no Standard or Cluster uses the group any more: deletion proceeds");
+            return Ok(Action::await_change());
+        }
+        Some(references.as_slice())
+    } else {
+        if !has_finalizer {
+            cr = Arc::new(add_finalizer(&groups, &cr).await?);
+        }
+        None
+    };
+
+    let previous = cr.status.clone().unwrap_or_default();
+    let problems = cr.spec.validate();
+    if !problems.is_empty() {
+        return report_invalid(&ctx, &groups, &cr, &previous, &problems, in_use_by).await;
+    }
+
+    // Objects.
+    get_and_apply_if_changed(
+        &ctx.api_for::<ConfigMap, _>(&*cr),
+        &builders::config_map(&cr)?,
+    )
+    .await?;
+    get_and_apply_if_changed(&ctx.api_for::<Service, _>(&*cr), &builders::service(&cr)?).await?;
+    get_and_apply_if_changed(
+        &ctx.api_for::<PodDisruptionBudget, _>(&*cr),
+        &builders::pdb(&cr)?,
+    )
+    .await?;
+    get_and_apply_if_changed(
+        &ctx.api_for::<StatefulSet, _>(&*cr),
+        &builders::statefulset(&cr)?,
+    )
+    .await?;
+
+    // Observe.
+    let pods = observe::sentinel_pods(&ctx, &group).await?;
+    shared.sync_watchers(&ctx, &group, &observe::watched(&pods));
+    let live_uids: BTreeSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
+    shared.retain_pods(&group, &live_uids.iter().map(String::as_str).collect());
+    let (observed, clients) = observe::ask_sentinels(&pods, &shared, &group).await;
+    let secrets = desired::needed_secrets(&name, &standards, &clusters);
+    let passwords = observe::passwords(&ctx, &namespace, &secrets).await?;
+    let (desired, pending) = desired::desired_monitors(&name, &standards, &clusters, &passwords);
+    let serving = observed
+        .iter()
+        .filter(|p| p.pod_ready && !p.terminating && p.monitors().is_some())
+        .count();
+    let settings = Settings {
+        quorum: plan::effective_quorum(cr.spec.replicas, serving),
+        down_after_ms: u64::try_from(cr.spec.down_after_milliseconds).unwrap_or(5000),
+        failover_timeout_ms: u64::try_from(cr.spec.failover_timeout_milliseconds).unwrap_or(10000),
+        parallel_syncs: u32::try_from(cr.spec.parallel_syncs).unwrap_or(1),
+    };
+    let owner_ips = observe::owner_ips(
+        &ctx,
+        &namespace,
+        &plan::owners_to_check(&desired, &observed),
+    )
+    .await?;
+
+    // Plan and act.
+    let plan = plan::plan(PlanInput {
+        desired: &desired,
+        pending: &pending,
+        settings,
+        pods: &observed,
+        owner_ips: &owner_ips,
+    });
+    for note in &plan.notes {
+        tracing::info!(note = %note, "plan");
+    }
+    let outcomes = act::run(&plan, &clients, &observed, &desired, &shared, &group).await;
+    for client in clients.values() {
+        client.close().await;
+    }
+
+    // Report.
+    let after: Vec<_> = observed
+        .iter()
+        .map(|p| {
+            let done = outcomes.get(&p.name).map_or(0, |o| o.done);
+            plan::pod_after(p, &plan, done, &desired)
+        })
+        .collect();
+    let pod_selector = selector(&name, Component::Sentinel);
+    let (status, steady) = report::status(&report::Inputs {
+        replicas: cr.spec.replicas,
+        generation: cr.metadata.generation,
+        selector: &pod_selector,
+        pods: &after,
+        desired: &desired,
+        pending: &pending,
+        quorum: settings.quorum,
+        plan: &plan,
+        outcomes: &outcomes,
+        previous: &previous,
+        in_use_by,
+    });
+    let written = patch_status_if_changed(&groups, &*cr, &status).await?;
+    for note in report::notes(&plan, &outcomes) {
+        ctx.publish(&*cr, note.type_, note.reason, note.action, note.text)
+            .await;
+    }
+    if let Some(owners) = in_use_by
+        && in_use_changed(&previous, owners, written.is_some())
+    {
+        ctx.warning(
+            &*cr,
+            report::REASON_IN_USE,
+            "Delete",
+            report::in_use_message(owners),
+        )
+        .await;
+    }
+    Ok(Action::requeue(if steady { STEADY } else { BUSY }))
+}
+
+/// Whether the in-use warning is news: the status was written and its Ready message changed.
+fn in_use_changed(
+    previous: &kvrocks_api::KvrocksSentinelStatus,
+    owners: &[Owner],
+    written: bool,
+) -> bool {
+    let message = report::in_use_message(owners);
+    written
+        && conditions::find(&previous.conditions, conditions::READY)
+            .is_none_or(|c| c.reason != report::REASON_IN_USE || c.message != message)
+}
+
+/// An invalid spec (one CEL could not catch): say so, build nothing, touch no sentinel.
+async fn report_invalid(
+    ctx: &Context,
+    groups: &Api<KvrocksSentinel>,
+    cr: &KvrocksSentinel,
+    previous: &kvrocks_api::KvrocksSentinelStatus,
+    problems: &[String],
+    in_use_by: Option<&[Owner]>,
+) -> Result<Action, Error> {
+    let generation = cr.metadata.generation;
+    let message = format!("the spec is invalid: {}", problems.join("; "));
+    let ready = match in_use_by {
+        Some(owners) => conditions::ready(
+            ConditionStatus::False,
+            report::REASON_IN_USE,
+            report::in_use_message(owners),
+            generation,
+        ),
+        None => conditions::ready(
+            ConditionStatus::False,
+            REASON_INVALID_SPEC,
+            message.clone(),
+            generation,
+        ),
+    };
+    let mut status = previous.clone();
+    status.observed_generation = generation;
+    status.conditions = conditions::merge(
+        &previous.conditions,
+        [
+            ready,
+            conditions::progressing(
+                ConditionStatus::False,
+                REASON_INVALID_SPEC,
+                message,
+                generation,
+            ),
+        ],
+    );
+    if patch_status_if_changed(groups, cr, &status)
+        .await?
+        .is_some()
+    {
+        ctx.warning(cr, REASON_INVALID_SPEC, "Validate", problems.join("; "))
+            .await;
+    }
+    Ok(Action::requeue(STEADY))
+}
+
+/// Adds the finalizer. The merge patch carries the `resourceVersion` it was computed from, so
+/// it fails (409, retried) rather than overwrite a finalizer someone added meanwhile.
+async fn add_finalizer(
+    groups: &Api<KvrocksSentinel>,
+    cr: &KvrocksSentinel,
+) -> Result<KvrocksSentinel, Error> {
+    let mut finalizers = cr.finalizers().to_vec();
+    finalizers.push(SENTINEL_FINALIZER.to_owned());
+    patch_finalizers(groups, cr, finalizers, "adding").await
+}
+
+/// Removes the finalizer (conditional on the `resourceVersion`, like [`add_finalizer`]).
+async fn remove_finalizer(
+    groups: &Api<KvrocksSentinel>,
+    cr: &KvrocksSentinel,
+) -> Result<(), Error> {
+    let finalizers: Vec<String> = cr
+        .finalizers()
+        .iter()
+        .filter(|f| *f != SENTINEL_FINALIZER)
+        .cloned()
+        .collect();
+    match patch_finalizers(groups, cr, finalizers, "removing").await {
+        Ok(_) => Ok(()),
+        // Already gone: nothing left to do.
+        Err(Error::Kube { source, .. }) if matches!(&*source, kube::Error::Api(s) if s.code == 404) => {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn patch_finalizers(
+    groups: &Api<KvrocksSentinel>,
+    cr: &KvrocksSentinel,
+    finalizers: Vec<String>,
+    what: &str,
+) -> Result<KvrocksSentinel, Error> {
+    let patch = json!({
+        "metadata": {"finalizers": finalizers, "resourceVersion": cr.resource_version()}
+    });
+    groups
+        .patch(
+            &cr.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Error::kube(format!(
+            "{what} the finalizer {SENTINEL_FINALIZER} of {}",
+            object_name(cr)
+        )))
 }

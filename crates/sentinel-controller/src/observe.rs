@@ -1,0 +1,328 @@
+//! Reading the world: the Standards and Clusters of the namespace, their Secrets and pods, the
+//! group's pods, and what every sentinel holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+use kvrocks_api::labels::{COMPONENT, INSTANCE, PASSWORD_KEY, SENTINEL_PORT, selector};
+use kvrocks_api::{KvrocksCluster, KvrocksStandard, labels::Component};
+use kvrocks_client::{Endpoint, NodeAddr, Password, SentinelClient, Timeouts};
+use kvrocks_operator_core::Context;
+
+use crate::Error;
+use crate::desired::PasswordLookup;
+use crate::model::{Addr, MonitorName, ObservedMonitor, ObservedPod, Owner, Reach};
+use crate::state::{GroupKey, PodKey, Shared, WatchedPod};
+
+/// How long a sentinel may take to answer; a reconcile never waits on a dead one for longer.
+fn timeouts() -> Timeouts {
+    Timeouts::new(
+        std::time::Duration::from_secs(2),
+        std::time::Duration::from_secs(3),
+    )
+}
+
+fn sentinel_port() -> u16 {
+    u16::try_from(SENTINEL_PORT).unwrap_or(26379)
+}
+
+/// Every KvrocksStandard and KvrocksCluster of the namespace.
+pub async fn owners(
+    ctx: &Context,
+    namespace: &str,
+) -> Result<(Vec<KvrocksStandard>, Vec<KvrocksCluster>), Error> {
+    let standards: Api<KvrocksStandard> = Api::namespaced(ctx.client.clone(), namespace);
+    let clusters: Api<KvrocksCluster> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = ListParams::default();
+    let (standards, clusters) = futures::join!(standards.list(&params), clusters.list(&params));
+    let standards = standards.map_err(Error::kube(format!(
+        "listing KvrocksStandards in {namespace}"
+    )))?;
+    let clusters = clusters.map_err(Error::kube(format!(
+        "listing KvrocksClusters in {namespace}"
+    )))?;
+    Ok((standards.items, clusters.items))
+}
+
+/// The password in each of `secrets`, or why there is none. Never logged.
+pub async fn passwords(
+    ctx: &Context,
+    namespace: &str,
+    secrets: &BTreeSet<String>,
+) -> Result<BTreeMap<String, PasswordLookup>, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut out = BTreeMap::new();
+    for name in secrets {
+        let secret = api
+            .get_opt(name)
+            .await
+            .map_err(Error::kube(format!("reading Secret {namespace}/{name}")))?;
+        out.insert(name.clone(), password_in(namespace, name, secret.as_ref()));
+    }
+    Ok(out)
+}
+
+/// The password of a Secret (key `password`), or a message for a person saying what is wrong.
+pub fn password_in(namespace: &str, name: &str, secret: Option<&Secret>) -> PasswordLookup {
+    let Some(secret) = secret else {
+        return Err(format!("Secret {namespace}/{name} does not exist yet"));
+    };
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(PASSWORD_KEY))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(PASSWORD_KEY))
+                .map(|s| s.clone().into_bytes())
+        });
+    match bytes {
+        None => Err(format!(
+            "Secret {namespace}/{name} has no key {PASSWORD_KEY:?}"
+        )),
+        Some(b) if b.is_empty() => Err(format!(
+            "Secret {namespace}/{name} has an empty {PASSWORD_KEY:?}"
+        )),
+        Some(b) => String::from_utf8(b).map(Password::new).map_err(|_| {
+            format!("the {PASSWORD_KEY:?} of Secret {namespace}/{name} is not UTF-8 text")
+        }),
+    }
+}
+
+/// The group's pods, in ordinal order.
+pub async fn sentinel_pods(ctx: &Context, group: &GroupKey) -> Result<Vec<Pod>, Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &group.namespace);
+    let params = ListParams::default().labels(&selector(&group.name, Component::Sentinel));
+    let mut pods = api
+        .list(&params)
+        .await
+        .map_err(Error::kube(format!(
+            "listing the pods of KvrocksSentinel {}/{}",
+            group.namespace, group.name
+        )))?
+        .items;
+    pods.sort_by_key(|p| ordinal_key(&p.name_any()));
+    Ok(pods)
+}
+
+/// Sorts `s-10` after `s-9`.
+fn ordinal_key(name: &str) -> (String, u64) {
+    match name.rsplit_once('-') {
+        Some((base, n)) => match n.parse() {
+            Ok(n) => (base.to_owned(), n),
+            Err(_) => (name.to_owned(), 0),
+        },
+        None => (name.to_owned(), 0),
+    }
+}
+
+/// The IP of a pod that has one.
+pub fn pod_ip(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .pod_ip
+        .clone()
+        .filter(|ip| !ip.is_empty())
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The pods worth an event subscription: with an IP and not being deleted.
+pub fn watched(pods: &[Pod]) -> Vec<WatchedPod> {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            Some(WatchedPod {
+                name: p.name_any(),
+                key: PodKey {
+                    uid: p.uid()?,
+                    ip: pod_ip(p)?,
+                },
+            })
+        })
+        .collect()
+}
+
+/// Asks every sentinel pod (in parallel) for its monitors of ours; returns the observations
+/// and a client per pod that answered.
+pub async fn ask_sentinels(
+    pods: &[Pod],
+    shared: &Shared,
+    group: &GroupKey,
+) -> (Vec<ObservedPod>, BTreeMap<String, SentinelClient>) {
+    let with_ip = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ip(p).is_some())
+        .count();
+    let asks = pods.iter().map(|pod| async move {
+        let name = pod.name_any();
+        let uid = pod.uid().unwrap_or_default();
+        let ip = pod_ip(pod);
+        let terminating = pod.metadata.deletion_timestamp.is_some();
+        let mut client = None;
+        let reach = match (&ip, terminating) {
+            (Some(ip), false) => {
+                let c = SentinelClient::new(
+                    Endpoint::new(NodeAddr::new(ip.clone(), sentinel_port()))
+                        .with_timeouts(timeouts()),
+                );
+                let reach = match monitors_of(&c, with_ip.saturating_sub(1)).await {
+                    Ok(monitors) => Reach::Monitors(monitors),
+                    Err(e) => Reach::Unreachable(e.to_string()),
+                };
+                client = Some(c);
+                reach
+            }
+            _ => Reach::NotAsked,
+        };
+        let auth_applied = match &reach {
+            Reach::Monitors(m) => m
+                .keys()
+                .filter_map(|n| Some((n.clone(), shared.auth_applied(group, &uid, n)?)))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        let observed = ObservedPod {
+            name: name.clone(),
+            uid,
+            ip,
+            pod_ready: pod_ready(pod),
+            terminating,
+            reach,
+            auth_applied,
+        };
+        (observed, client.map(|c| (name, c)))
+    });
+    let answers = join_all(asks).await;
+    let mut observed = Vec::with_capacity(answers.len());
+    let mut clients = BTreeMap::new();
+    for (pod, client) in answers {
+        if matches!(pod.reach, Reach::Monitors(_))
+            && let Some((name, c)) = client
+        {
+            clients.insert(name, c);
+        }
+        observed.push(pod);
+    }
+    (observed, clients)
+}
+
+/// `SENTINEL MASTERS`, keeping ours; the peers of a monitor are read only when the count of
+/// other sentinels it knows differs from the number of other sentinel pods (the only case
+/// in which some of them can be stale).
+async fn monitors_of(
+    client: &SentinelClient,
+    other_pods: usize,
+) -> kvrocks_client::Result<BTreeMap<String, ObservedMonitor>> {
+    let masters = client.masters().await?;
+    let mut out = BTreeMap::new();
+    for m in masters {
+        if MonitorName::parse(&m.name).is_none() {
+            continue;
+        }
+        let knows = m.num_other_sentinels.and_then(|n| usize::try_from(n).ok());
+        let peers = if knows.is_some_and(|n| n > other_pods) {
+            Some(
+                client
+                    .sentinels(&m.name)
+                    .await?
+                    .into_iter()
+                    .map(|p| Addr::new(p.addr.host, p.addr.port))
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        out.insert(
+            m.name.clone(),
+            ObservedMonitor {
+                master: Addr::new(m.addr.host.clone(), m.addr.port),
+                quorum: m.quorum,
+                down_after_ms: m.down_after_ms,
+                failover_timeout_ms: m.failover_timeout_ms,
+                parallel_syncs: m.parallel_syncs,
+                failover_in_progress: m.is_failover_in_progress(),
+                peers,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// The IPs of the current pods of each owner (label `app.kubernetes.io/instance=<owner>` and
+/// the owner's component), pods being deleted included: a pod that is shutting down may still
+/// be the master sentinel just elected.
+pub async fn owner_ips(
+    ctx: &Context,
+    namespace: &str,
+    owners: &BTreeSet<Owner>,
+) -> Result<BTreeMap<Owner, BTreeSet<String>>, Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut out = BTreeMap::new();
+    for owner in owners {
+        let labels = format!(
+            "{INSTANCE}={},{COMPONENT}={}",
+            owner.name,
+            owner.kind.component().as_str()
+        );
+        let pods = api
+            .list(&ListParams::default().labels(&labels))
+            .await
+            .map_err(Error::kube(format!(
+                "listing the pods of {owner} in {namespace}"
+            )))?;
+        out.insert(
+            owner.clone(),
+            pods.items.iter().filter_map(pod_ip).collect(),
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    #[test]
+    fn passwords_come_from_the_password_key() {
+        assert!(
+            password_in("ns", "a-auth", None)
+                .unwrap_err()
+                .contains("does not exist")
+        );
+        let mut secret = Secret::default();
+        assert!(
+            password_in("ns", "a-auth", Some(&secret))
+                .unwrap_err()
+                .contains("no key")
+        );
+        secret.data = Some([("password".to_owned(), ByteString(b"s3cret".to_vec()))].into());
+        assert_eq!(
+            password_in("ns", "a-auth", Some(&secret)).unwrap().expose(),
+            "s3cret"
+        );
+        secret.data = Some([("password".to_owned(), ByteString(vec![0xff]))].into());
+        let err = password_in("ns", "a-auth", Some(&secret)).unwrap_err();
+        assert!(err.contains("UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn pods_sort_by_ordinal() {
+        let mut names = vec!["s-10", "s-2", "s-1"];
+        names.sort_by_key(|n| ordinal_key(n));
+        assert_eq!(names, ["s-1", "s-2", "s-10"]);
+    }
+}
