@@ -63,6 +63,7 @@ crds-check: ## Fail when config/crd is stale.
 .PHONY: unit
 unit: ## Unit, property and client integration tests (real redis-server and redis-sentinel).
 	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
+	$(CARGO) build --locked -p kvrocks-operator; \
 	$(CARGO) test --workspace --locked 2>&1 | tee "$$log"; \
 	awk '/^test result:/ {p += $$4; f += $$6; s += $$8} /^SKIPPED/ {s++} \
 	  END {printf "\ntests: %d passed, %d failed, %d skipped\n", p, f, s}' "$$log"

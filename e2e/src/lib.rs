@@ -26,6 +26,7 @@ pub mod http;
 pub mod kubeconfig;
 pub mod launcher;
 pub mod network;
+pub mod operator;
 pub mod pki;
 pub mod process;
 pub mod state;

@@ -1,0 +1,221 @@
+//! Running the operator itself against the testbed: the `kvrocks-operator run` binary built by
+//! `cargo build -p kvrocks-operator`, with the admin kubeconfig, its own metrics port and its own
+//! Lease, so several tests (or several operators in one test) never share a leader election.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::process::{self, Mode, Spec};
+use crate::testbed::Testbed;
+
+/// The default log filter: debug for the controllers, info for everything else.
+pub const CONTROLLER_LOGS: &str = "info,kvrocks_sentinel_controller=debug,\
+kvrocks_standard_controller=debug,kvrocks_cluster_controller=debug";
+
+/// How long the operator may take to start and win its Lease.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running operator; killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Operator {
+    child: Option<Child>,
+    metrics_addr: SocketAddr,
+    log: PathBuf,
+    lease: String,
+}
+
+impl Operator {
+    /// The address of its `/metrics`, `/healthz` and `/readyz`.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// Its log file (stdout and stderr).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The name of its Lease (in namespace `default`).
+    pub fn lease_name(&self) -> &str {
+        &self.lease
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The text of its `/metrics`.
+    pub async fn metrics(&self) -> Result<String> {
+        crate::http::get_ok(self.metrics_addr, "/metrics", Duration::from_secs(5)).await
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        process::log_tail(&self.log, lines)
+    }
+
+    /// Kills it with SIGKILL, as a crash would, and reaps it. Idempotent.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops it with SIGTERM (a graceful shutdown that releases the Lease) and waits up to
+    /// `grace` before killing it.
+    pub fn stop(&mut self, grace: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = i32::try_from(child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `kvrocks-operator run <args>` against the testbed and waits until it leads (its
+/// `/readyz` says `leading`), so its controllers run when this returns.
+///
+/// It gets the admin kubeconfig (`KUBECONFIG`), a free loopback metrics address, a Lease of
+/// its own in `default`, and a log file under `<testbed root>/logs/`. `args` come last
+/// (`["--controllers", "sentinel"]`); `--log-level` defaults to [`CONTROLLER_LOGS`].
+///
+/// Returns `None` after printing a `SKIPPED` line (counted by `make test`) when the binary has
+/// not been built: `cargo build -p kvrocks-operator`.
+pub async fn start_operator(testbed: &Testbed, args: &[&str]) -> Result<Option<Operator>> {
+    let binary = crate::testbed::operator_binary();
+    if !binary.is_file() {
+        crate::say!(
+            "\nSKIPPED operator test: no operator binary at {} (run `cargo build -p kvrocks-operator`)",
+            binary.display()
+        );
+        return Ok(None);
+    }
+    static STARTED: AtomicU32 = AtomicU32::new(0);
+    let n = STARTED.fetch_add(1, Ordering::Relaxed);
+    let id = format!("{}-{n}", std::process::id());
+    let metrics_addr = free_loopback_addr()?;
+    let lease = format!("kvrocks-operator-e2e-{id}");
+    let log = testbed.root().join("logs").join(format!("operator-{id}.log"));
+    let mut full: Vec<std::ffi::OsString> = vec![
+        "run".into(),
+        "--metrics-address".into(),
+        metrics_addr.to_string().into(),
+        "--lease-name".into(),
+        lease.clone().into(),
+        "--lease-namespace".into(),
+        "default".into(),
+    ];
+    if !args.iter().any(|a| a.starts_with("--log-level")) {
+        full.extend(["--log-level".into(), CONTROLLER_LOGS.into()]);
+    }
+    full.extend(args.iter().map(Into::into));
+    let (child, _record) = process::start(
+        Mode::Attached,
+        Spec {
+            name: "kvrocks-operator",
+            program: &binary,
+            args: full,
+            env: vec![
+                (
+                    "KUBECONFIG".to_owned(),
+                    testbed.kubeconfig_path().display().to_string(),
+                ),
+                ("POD_NAME".to_owned(), format!("e2e-operator-{id}")),
+            ],
+            log: log.clone(),
+        },
+    )?;
+    let mut operator = Operator {
+        child: Some(child),
+        metrics_addr,
+        log,
+        lease,
+    };
+    crate::say!(
+        "operator: started {} {} (log {})",
+        binary.display(),
+        args.join(" "),
+        operator.log.display()
+    );
+    let started = Instant::now();
+    loop {
+        if !operator.is_running() {
+            return Err(failed(&operator, "exited before it started leading"));
+        }
+        let readyz = crate::http::request(
+            metrics_addr,
+            "GET",
+            "/readyz",
+            None,
+            Duration::from_secs(2),
+        )
+        .await;
+        if let Ok(r) = readyz
+            && r.is_success()
+            && r.body.trim() == "leading"
+        {
+            crate::say!(
+                "operator: leading after {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(Some(operator));
+        }
+        if started.elapsed() > START_TIMEOUT {
+            return Err(failed(
+                &operator,
+                &format!("not leading within {START_TIMEOUT:?}"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn failed(operator: &Operator, reason: &str) -> Error {
+    Error::Component {
+        component: "kvrocks-operator".to_owned(),
+        reason: reason.to_owned(),
+        log: operator.log.clone(),
+        tail: operator.log_tail(40),
+    }
+}
+
+/// A loopback address with a port nothing listens on right now.
+fn free_loopback_addr() -> Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::io("bind", "127.0.0.1:0", e))?;
+    listener
+        .local_addr()
+        .map_err(|e| Error::io("read the address of", "127.0.0.1:0", e))
+}
