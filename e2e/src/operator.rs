@@ -13,8 +13,9 @@ use crate::process::{self, Mode, Spec};
 use crate::testbed::Testbed;
 
 /// The default log filter: debug for the controllers, info for everything else.
-pub const CONTROLLER_LOGS: &str = "info,kvrocks_sentinel_controller=debug,\
-kvrocks_standard_controller=debug,kvrocks_cluster_controller=debug";
+pub const CONTROLLER_LOGS: &str = "info,kvrocks_operator_core=debug,\
+kvrocks_sentinel_controller=debug,kvrocks_standard_controller=debug,\
+kvrocks_cluster_controller=debug";
 
 /// How long the operator may take to start and win its Lease.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -127,7 +128,10 @@ pub async fn start_operator(testbed: &Testbed, args: &[&str]) -> Result<Option<O
     let id = format!("{}-{n}", std::process::id());
     let metrics_addr = free_loopback_addr()?;
     let lease = format!("kvrocks-operator-e2e-{id}");
-    let log = testbed.root().join("logs").join(format!("operator-{id}.log"));
+    let log = testbed
+        .root()
+        .join("logs")
+        .join(format!("operator-{id}.log"));
     let mut full: Vec<std::ffi::OsString> = vec![
         "run".into(),
         "--metrics-address".into(),
@@ -174,14 +178,9 @@ pub async fn start_operator(testbed: &Testbed, args: &[&str]) -> Result<Option<O
         if !operator.is_running() {
             return Err(failed(&operator, "exited before it started leading"));
         }
-        let readyz = crate::http::request(
-            metrics_addr,
-            "GET",
-            "/readyz",
-            None,
-            Duration::from_secs(2),
-        )
-        .await;
+        let readyz =
+            crate::http::request(metrics_addr, "GET", "/readyz", None, Duration::from_secs(2))
+                .await;
         if let Ok(r) = readyz
             && r.is_success()
             && r.body.trim() == "leading"

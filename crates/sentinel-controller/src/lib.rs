@@ -61,6 +61,9 @@ pub const CONTROLLER: &str = "sentinel";
 const BUSY: Duration = Duration::from_secs(10);
 /// Requeue of a steady group; watches and sentinel events wake it sooner.
 const STEADY: Duration = Duration::from_secs(45);
+/// Requeue while sentinels count gone peers: a reset sentinel rediscovers its peers from their
+/// hello messages (every 2 s), after which the next one can be reset.
+const RESET_SPACING: Duration = Duration::from_secs(3);
 
 /// What can make a reconcile fail (and be retried with backoff). A sentinel that does not
 /// answer is not an error: it is reported in the status and retried on the next pass.
@@ -195,6 +198,7 @@ async fn reconcile(
             return Ok(Action::await_change());
         }
         if references.is_empty() {
+            release(&ctx, &cr, &group, &shared).await?;
             shared.forget_group(&group);
             remove_finalizer(&groups, &cr).await?;
             tracing::info!("no Standard or Cluster uses the group any more: deletion proceeds");
@@ -237,7 +241,8 @@ async fn reconcile(
     shared.sync_watchers(&ctx, &group, &observe::watched(&pods));
     let live_uids: BTreeSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
     shared.retain_pods(&group, &live_uids.iter().map(String::as_str).collect());
-    let (observed, clients) = observe::ask_sentinels(&pods, &shared, &group).await;
+    let (observed, clients) =
+        observe::ask_sentinels(&pods, cr.spec.replicas, &shared, &group).await;
     let secrets = desired::needed_secrets(&name, &standards, &clusters);
     let passwords = observe::passwords(&ctx, &namespace, &secrets).await?;
     let (desired, pending) = desired::desired_monitors(&name, &standards, &clusters, &passwords);
@@ -312,7 +317,49 @@ async fn reconcile(
         )
         .await;
     }
-    Ok(Action::requeue(if steady { STEADY } else { BUSY }))
+    let next = if !plan.stale.is_empty() {
+        RESET_SPACING
+    } else if steady {
+        STEADY
+    } else {
+        BUSY
+    };
+    Ok(Action::requeue(next))
+}
+
+/// The last pass of a group being deleted that nothing uses any more: every monitor of ours is
+/// removed from the sentinels that answer (best effort: the pods go anyway, and an unreachable
+/// sentinel must not hold up the deletion).
+async fn release(
+    ctx: &Context,
+    cr: &KvrocksSentinel,
+    group: &GroupKey,
+    shared: &Shared,
+) -> Result<(), Error> {
+    let pods = observe::sentinel_pods(ctx, group).await?;
+    let (observed, clients) = observe::ask_sentinels(&pods, i32::MAX, shared, group).await;
+    let settings = Settings {
+        quorum: plan::effective_quorum(cr.spec.replicas, 0),
+        down_after_ms: 0,
+        failover_timeout_ms: 0,
+        parallel_syncs: 0,
+    };
+    let plan = plan::plan(PlanInput {
+        desired: &[],
+        pending: &[],
+        settings,
+        pods: &observed,
+        owner_ips: &std::collections::BTreeMap::new(),
+    });
+    let outcomes = act::run(&plan, &clients, &observed, &[], shared, group).await;
+    for client in clients.values() {
+        client.close().await;
+    }
+    for note in report::notes(&plan, &outcomes) {
+        ctx.publish(cr, note.type_, note.reason, note.action, note.text)
+            .await;
+    }
+    Ok(())
 }
 
 /// Whether the in-use warning is news: the status was written and its Ready message changed.

@@ -214,6 +214,8 @@ pub struct ObservedMonitor {
     pub parallel_syncs: Option<u32>,
     /// A failover of this master is running on this sentinel: leave the monitor alone.
     pub failover_in_progress: bool,
+    /// How many other sentinels this one knows for the master (`num-other-sentinels`).
+    pub known_sentinels: Option<u32>,
     /// The other sentinels this one knows for the master, when they were read.
     pub peers: Option<Vec<Addr>>,
 }
@@ -228,6 +230,7 @@ impl ObservedMonitor {
             failover_timeout_ms: None,
             parallel_syncs: None,
             failover_in_progress: false,
+            known_sentinels: None,
             peers: None,
         }
     }
@@ -255,7 +258,8 @@ pub struct ObservedPod {
     pub ip: Option<String>,
     /// The pod's Ready condition is True.
     pub pod_ready: bool,
-    /// The pod is being deleted.
+    /// The pod is going away: being deleted, or scaled away (see
+    /// [`crate::observe::leaving`]). It is not configured and does not count.
     pub terminating: bool,
     /// What its sentinel answered.
     pub reach: Reach,

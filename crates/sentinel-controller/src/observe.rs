@@ -154,10 +154,23 @@ pub fn watched(pods: &[Pod]) -> Vec<WatchedPod> {
         .collect()
 }
 
-/// Asks every sentinel pod (in parallel) for its monitors of ours; returns the observations
-/// and a client per pod that answered.
+/// Whether a pod of the group is going away: being deleted, or scaled away (StatefulSet
+/// scale-in removes the ordinals from `replicas` up, so the controller stops configuring
+/// them as soon as the spec shrinks).
+pub fn leaving(pod: &Pod, group: &str, replicas: i32) -> bool {
+    let ordinal = pod
+        .name_any()
+        .strip_prefix(group)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|n| n.parse::<i64>().ok());
+    pod.metadata.deletion_timestamp.is_some() || ordinal.is_some_and(|n| n >= i64::from(replicas))
+}
+
+/// Asks every sentinel pod that is not [`leaving`] (in parallel) for its monitors of ours;
+/// returns the observations and a client per pod that answered.
 pub async fn ask_sentinels(
     pods: &[Pod],
+    replicas: i32,
     shared: &Shared,
     group: &GroupKey,
 ) -> (Vec<ObservedPod>, BTreeMap<String, SentinelClient>) {
@@ -169,7 +182,7 @@ pub async fn ask_sentinels(
         let name = pod.name_any();
         let uid = pod.uid().unwrap_or_default();
         let ip = pod_ip(pod);
-        let terminating = pod.metadata.deletion_timestamp.is_some();
+        let terminating = leaving(pod, &group.name, replicas);
         let mut client = None;
         let reach = match (&ip, terminating) {
             (Some(ip), false) => {
@@ -253,6 +266,7 @@ async fn monitors_of(
                 failover_timeout_ms: m.failover_timeout_ms,
                 parallel_syncs: m.parallel_syncs,
                 failover_in_progress: m.is_failover_in_progress(),
+                known_sentinels: m.num_other_sentinels,
                 peers,
             },
         );
@@ -317,6 +331,23 @@ mod tests {
         secret.data = Some([("password".to_owned(), ByteString(vec![0xff]))].into());
         let err = password_in("ns", "a-auth", Some(&secret)).unwrap_err();
         assert!(err.contains("UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn pods_beyond_the_replicas_are_leaving() {
+        let pod = |name: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap()
+        };
+        assert!(!leaving(&pod("g-2"), "g", 3));
+        assert!(leaving(&pod("g-3"), "g", 3));
+        assert!(leaving(&pod("g-10"), "g", 3));
+        assert!(!leaving(&pod("other-7"), "g", 3));
+        let mut deleted = pod("g-0");
+        deleted.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        assert!(leaving(&deleted, "g", 3));
     }
 
     #[test]

@@ -180,6 +180,20 @@ pub struct Plan {
     pub pods: Vec<PodPlan>,
     /// Decisions a person may want to know about (a monitor left at a failed-over address).
     pub notes: Vec<String>,
+    /// Every sentinel that counts peers which are no sentinel pod of the group, by pod and
+    /// monitor (at most one of them is reset per pass).
+    pub stale: Vec<StalePeers>,
+}
+
+/// A sentinel that counts gone peers for a monitor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StalePeers {
+    /// Pod name.
+    pub pod: String,
+    /// Monitor name.
+    pub monitor: String,
+    /// The peers that are no sentinel pod of the group.
+    pub peers: Vec<Addr>,
 }
 
 impl Plan {
@@ -350,12 +364,23 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         }
     }
 
-    if let Some((pod, name, stale)) = reset_candidate(desired, pods, &out) {
+    let (stale, candidate) = stale_and_reset(desired, pods, &out);
+    out.stale = stale;
+    if let Some(StalePeers {
+        pod,
+        monitor,
+        peers,
+    }) = candidate
+    {
+        let reset = Step::Reset {
+            name: monitor,
+            stale: peers,
+        };
         match out.pods.iter_mut().find(|p| p.pod == pod) {
-            Some(p) => p.steps.push(Step::Reset { name, stale }),
+            Some(p) => p.steps.push(reset),
             None => out.pods.push(PodPlan {
                 pod,
-                steps: vec![Step::Reset { name, stale }],
+                steps: vec![reset],
             }),
         }
     }
@@ -406,18 +431,32 @@ fn stale_peers(observed: &ObservedMonitor, sentinel_ips: &BTreeSet<&str>) -> Vec
         .collect()
 }
 
-/// The one (pod, monitor) that gets `SENTINEL RESET` in this pass, if any: a desired monitor
-/// that is left as it is on this pod, not failing over, and counting stale peers.
-fn reset_candidate(
+/// Every (pod, monitor) counting stale peers, and the one that gets `SENTINEL RESET` in this
+/// pass, if any: a desired monitor that is left as it is on its pod and not failing over.
+///
+/// A reset sentinel forgets its peers for a few seconds (until their next hello), so resets are
+/// spaced: none while monitors are being added or removed, and none while any other sentinel
+/// has not (re)discovered all the others for that monitor, which is what a sentinel reset in an
+/// earlier pass looks like until it has recovered.
+fn stale_and_reset(
     desired: &[DesiredMonitor],
     pods: &[ObservedPod],
     planned: &Plan,
-) -> Option<(String, String, Vec<Addr>)> {
+) -> (Vec<StalePeers>, Option<StalePeers>) {
+    let reshaping = planned
+        .pods
+        .iter()
+        .flat_map(|p| &p.steps)
+        .any(|s| matches!(s, Step::Monitor { .. } | Step::Remove { .. }));
     let sentinel_ips: BTreeSet<&str> = pods.iter().filter_map(|p| p.ip.as_deref()).collect();
-    for pod in pods {
-        let Some(monitors) = plannable(pod) else {
-            continue;
-        };
+    let serving: Vec<(&ObservedPod, &BTreeMap<String, ObservedMonitor>)> = pods
+        .iter()
+        .filter_map(|p| Some((p, plannable(p)?)))
+        .collect();
+    let others = u32::try_from(serving.len().saturating_sub(1)).unwrap_or(u32::MAX);
+    let mut all = Vec::new();
+    let mut candidate = None;
+    for &(pod, monitors) in &serving {
         let touched: BTreeSet<&str> = planned
             .steps_for(&pod.name)
             .iter()
@@ -432,12 +471,32 @@ fn reset_candidate(
                 continue;
             }
             let stale = stale_peers(observed, &sentinel_ips);
-            if !stale.is_empty() {
-                return Some((pod.name.clone(), name, stale));
+            if stale.is_empty() {
+                continue;
             }
+            let settled = serving
+                .iter()
+                .filter(|(q, _)| q.name != pod.name)
+                .all(|(_, m)| {
+                    m.get(&name)
+                        .and_then(|m| m.known_sentinels)
+                        .is_some_and(|known| known >= others)
+                });
+            if candidate.is_none() && settled && !reshaping {
+                candidate = Some(StalePeers {
+                    pod: pod.name.clone(),
+                    monitor: name.clone(),
+                    peers: stale.clone(),
+                });
+            }
+            all.push(StalePeers {
+                pod: pod.name.clone(),
+                monitor: name,
+                peers: stale,
+            });
         }
     }
-    None
+    (all, candidate)
 }
 
 /// `monitors` after `steps` ran (the model of what the sentinel then holds), and the
@@ -483,6 +542,7 @@ pub fn simulate(
             Step::Reset { name, .. } => {
                 if let Some(m) = monitors.get_mut(name) {
                     m.peers = None;
+                    m.known_sentinels = Some(0);
                 }
             }
         }

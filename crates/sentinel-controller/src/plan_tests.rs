@@ -29,6 +29,7 @@ fn held(ip: &str) -> ObservedMonitor {
         failover_timeout_ms: Some(SETTINGS.failover_timeout_ms),
         parallel_syncs: Some(SETTINGS.parallel_syncs),
         failover_in_progress: false,
+        known_sentinels: None,
         peers: None,
     }
 }
@@ -343,6 +344,7 @@ fn stale_peers_are_reset_on_one_pod_per_pass() {
     let sentinel = |ip: &str| Addr::new(ip, 26379);
     let with_peers = |peers: Vec<Addr>| {
         let mut m = held("10.0.0.1");
+        m.known_sentinels = Some(u32::try_from(peers.len()).unwrap());
         m.peers = Some(peers);
         m
     };
@@ -382,6 +384,26 @@ fn stale_peers_are_reset_on_one_pod_per_pass() {
             }]
         }]
     );
+    assert_eq!(plan.stale.len(), 2, "both are reported, one is reset");
+}
+
+#[test]
+fn a_reset_waits_until_the_previous_one_recovered() {
+    let desired = [want(MonitorName::standard("a"), "10.0.0.1", "pw")];
+    let gone = Addr::new("10.1.0.9", 26379);
+    let mut stale = held("10.0.0.1");
+    stale.known_sentinels = Some(2);
+    stale.peers = Some(vec![Addr::new("10.1.0.2", 26379), gone]);
+    let mut just_reset = held("10.0.0.1");
+    just_reset.known_sentinels = Some(0);
+    let pods = [
+        authed(pod("s-0", "10.1.0.1", &[("standard_a", stale)]), "pw"),
+        authed(pod("s-1", "10.1.0.2", &[("standard_a", just_reset)]), "pw"),
+    ];
+    let plan = run(&desired, &[], &pods, &BTreeMap::new());
+    assert!(plan.is_empty(), "{plan:?}");
+    assert_eq!(plan.stale.len(), 1, "still reported: {plan:?}");
+    assert_eq!(plan.stale[0].pod, "s-0");
 }
 
 #[test]
@@ -466,6 +488,7 @@ fn arb_observed() -> impl Strategy<Value = ObservedMonitor> {
                 parallel_syncs: Some(1),
                 // Rare, so most cases exercise the other rules.
                 failover_in_progress: failover && quorum == Some(4),
+                known_sentinels: peers.as_ref().map(|ps| u32::try_from(ps.len()).unwrap()),
                 peers: peers.map(|ps| {
                     ps.into_iter()
                         .map(|i| Addr::new(format!("10.1.0.{i}"), 26379))

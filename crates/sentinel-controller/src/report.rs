@@ -173,15 +173,20 @@ pub fn status(inputs: &Inputs<'_>) -> (KvrocksSentinelStatus, bool) {
         })
         .collect();
     let stale: Vec<String> = plan
-        .pods
+        .stale
         .iter()
-        .flat_map(|p| p.steps.iter().map(move |s| (&p.pod, s)))
-        .filter_map(|(pod, s)| match s {
-            Step::Reset { name, stale } => Some(format!(
-                "{pod} counts gone sentinels {} for {name}; reset it so it rediscovers its peers",
-                list(stale.iter().map(ToString::to_string))
-            )),
-            _ => None,
+        .map(|s| {
+            format!(
+                "{} counts gone sentinels {} for {}; they are reset one at a time so they \
+                 rediscover their peers",
+                s.pod,
+                s.peers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                s.monitor
+            )
         })
         .collect();
     let degraded = if !errors.is_empty() {

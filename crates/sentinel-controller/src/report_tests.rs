@@ -202,6 +202,7 @@ fn notes_count_only_the_steps_that_ran() {
             },
         ],
         notes: vec![],
+        stale: vec![],
     };
     let outcomes: BTreeMap<String, PodOutcome> = [
         (
