@@ -370,6 +370,57 @@ async fn a_sentinel_group_monitors_scales_and_outlives_its_users() {
         "a steady reconcile wrote something"
     );
 
+    // Sentinel events reach the operator: with the master cut off, the sentinels agree it is
+    // down (+sdown, +odown; a failover finds no replica), and -odown once it is back.
+    let master_ref = PodRef::new(NS, "db-master");
+    let counted = async |event: &str| -> Result<(), String> {
+        let text = operator.metrics().await.map_err(|e| e.to_string())?;
+        let line = format!("kvrocks_operator_sentinel_events_total{{event=\"{event}\"}}");
+        if text.lines().any(|l| l.starts_with(&line)) {
+            Ok(())
+        } else {
+            Err(format!("no {line} yet"))
+        }
+    };
+    let cut = Instant::now();
+    testbed.cut_network(&master_ref).await.unwrap();
+    wait::until(
+        "the operator to count +odown",
+        Duration::from_secs(60),
+        async || counted("+odown").await,
+    )
+    .await
+    .unwrap();
+    kvrocks_e2e::say!(
+        "sentinel e2e: +odown counted {:.1} s after the master was cut off (down-after 3 s)",
+        cut.elapsed().as_secs_f64()
+    );
+    counted("+sdown").await.unwrap();
+    testbed.restore_network(&master_ref).await.unwrap();
+    wait::until(
+        "the operator to count -odown",
+        Duration::from_secs(60),
+        async || counted("-odown").await,
+    )
+    .await
+    .unwrap();
+    wait::until(
+        "every sentinel to see the master up again",
+        TIMEOUT,
+        async || {
+            for i in 0..3 {
+                let pod = format!("{GROUP}-{i}");
+                let m = sentinel_master(testbed, &pod, "standard_db").await?;
+                if m.get("flags").map(String::as_str) != Some("master") || m["ip"] != master_ip {
+                    return Err(format!("{pod}: {:?} at {:?}", m.get("flags"), m.get("ip")));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+
     // 3 -> 5: quorum 3 on every pod.
     let started = Instant::now();
     scale(&groups, 5).await;

@@ -26,6 +26,7 @@ pub mod observe;
 pub mod plan;
 pub mod report;
 pub mod state;
+pub mod triggers;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -37,7 +38,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use kvrocks_api::labels::{COMPONENT, Component, SENTINEL_FINALIZER, selector};
@@ -126,8 +126,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
 }
 
 /// The watches of one per-namespace controller: its StatefulSets, the Standards and Clusters
-/// that name a group (so a new, changed or deleted owner reconciles the group at once), and
-/// wake-ups from the group's own event tasks.
+/// that name a group (so a new, changed or deleted owner reconciles the group at once; see
+/// [`triggers`]), and wake-ups from the group's own event tasks.
 fn configure(
     c: Controller<KvrocksSentinel>,
     api: &Api<KvrocksSentinel>,
@@ -153,22 +153,14 @@ fn configure(
             async move { keep }
         });
     c.owns(scoped::<StatefulSet>(client, api.namespace()), only_ours)
-        .watches(
+        .reconcile_on(triggers::group_triggers(
             scoped::<KvrocksStandard>(client, api.namespace()),
-            watcher::Config::default(),
-            |s| {
-                let group = s.spec.sentinel.name.clone();
-                s.namespace().map(|ns| ObjectRef::new(&group).within(&ns))
-            },
-        )
-        .watches(
+            triggers::standard_signature,
+        ))
+        .reconcile_on(triggers::group_triggers(
             scoped::<KvrocksCluster>(client, api.namespace()),
-            watcher::Config::default(),
-            |c| {
-                let group = c.spec.sentinel.as_ref()?.name.clone();
-                c.namespace().map(|ns| ObjectRef::new(&group).within(&ns))
-            },
-        )
+            triggers::cluster_signature,
+        ))
         .reconcile_on(wakes)
 }
 
