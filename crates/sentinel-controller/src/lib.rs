@@ -16,8 +16,10 @@
 //!
 //! Deletion: the finalizer [`SENTINEL_FINALIZER`] holds the group while any Standard or Cluster
 //! still names it (`Ready=False`, reason `InUse`, a Warning Event naming them); the monitors
-//! keep being maintained meanwhile. When none is left the finalizer goes and the garbage
-//! collector takes the pods.
+//! keep being maintained meanwhile. When none is left, a last pass removes the group's monitors
+//! from the sentinels that answer, the finalizer goes and the garbage collector takes the pods.
+
+#![warn(missing_docs)]
 
 pub mod act;
 pub mod desired;
