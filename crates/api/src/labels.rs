@@ -89,6 +89,10 @@ pub mod names {
     pub fn auth_secret(cr: &str) -> String {
         format!("{cr}-auth")
     }
+    /// The operator's own Secret holding the password in effect on the pods (password rotation).
+    pub fn applied_auth_secret(cr: &str) -> String {
+        format!("{cr}-auth-applied")
+    }
     /// The Service that selects the current master of a KvrocksStandard.
     pub fn master_service(cr: &str) -> String {
         format!("{cr}-master")

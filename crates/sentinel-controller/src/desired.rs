@@ -64,7 +64,7 @@ pub fn secret_name(owner: &str, auth: &AuthSpec) -> String {
 /// controller). Sentinel must use the password the pods accept, or it sees the master answer
 /// `NOAUTH`, calls it down and fails it over; so this Secret, when it exists, wins.
 pub fn applied_secret_name(owner: &str) -> String {
-    format!("{owner}-auth-applied")
+    kvrocks_api::labels::names::applied_auth_secret(owner)
 }
 
 /// The Secrets the live (not deleting) owners of `group` need, by name.

@@ -308,6 +308,11 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
             .unwrap_or_else(|| "100".to_owned()),
     };
     let plan = plan::plan(&observed);
+    if !plan.steady() {
+        tracing::info!(standard = %name, namespace = %ns, master = ?plan.master,
+            sentinel_master = ?observed.sentinel_master, waiting = ?plan.waiting,
+            actions = ?plan.actions, "plan");
+    }
 
     let replicas = if live_set.is_none() {
         observed.desired
@@ -617,8 +622,10 @@ async fn observe_pods(
         let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
         let node = match (&ip, running) {
             (Some(ip), true) => match node_view(ip, password).await {
-                Some(view) => Some(view),
-                None => node_view(ip, fallback).await,
+                Ok(view) => Some(view),
+                // A pod not yet on the new password (rotation in progress).
+                Err(kvrocks_client::Error::Auth { .. }) => node_view(ip, fallback).await.ok(),
+                Err(_) => None,
             },
             _ => None,
         };
@@ -635,16 +642,18 @@ async fn observe_pods(
     futures::future::join_all(queries).await
 }
 
-async fn node_view(ip: &str, password: &Password) -> Option<NodeView> {
-    let client = NodeClient::connect(endpoint(ip, labels::KVROCKS_PORT as u16, Some(password)))
-        .await
-        .ok()?;
-    let info = client.info_replication().await.ok();
-    let priority = client.config_get_one("slave-priority").await.ok().flatten();
+async fn node_view(ip: &str, password: &Password) -> Result<NodeView, kvrocks_client::Error> {
+    let client =
+        NodeClient::connect(endpoint(ip, labels::KVROCKS_PORT as u16, Some(password))).await?;
+    let info = client.info_replication().await;
+    let priority = match &info {
+        Ok(_) => client.config_get_one("slave-priority").await.ok().flatten(),
+        Err(_) => None,
+    };
     client.close().await;
     let info = info?;
     let master = matches!(info.role, kvrocks_client::ReplicationRole::Master);
-    Some(NodeView {
+    Ok(NodeView {
         master,
         master_host: info.master_host.clone(),
         link_up: matches!(
@@ -888,7 +897,7 @@ async fn mark_current(
 }
 
 fn applied_secret_name(cr: &KvrocksStandard) -> String {
-    format!("{}-auth-applied", cr.name_any())
+    names::applied_auth_secret(&cr.name_any())
 }
 
 /// The password in effect on the pods (from `<cr>-auth-applied`); created with `current` on

@@ -128,6 +128,17 @@ impl Plan {
     }
 }
 
+/// The one reachable pod (other than `except`) that reports itself master, when there is
+/// exactly one: while sentinel fails over a lost master, the replica it promoted says so seconds
+/// before sentinel's own view switches (kvrocks takes a moment to confirm the promotion).
+fn promoted_by_sentinel<'a>(pods: &'a [PodView], except: Option<&str>) -> Option<&'a PodView> {
+    let mut masters = pods
+        .iter()
+        .filter(|p| Some(p.name.as_str()) != except && reachable(p).is_some_and(|(n, _)| n.master));
+    let first = masters.next()?;
+    masters.next().is_none().then_some(first)
+}
+
 /// A replica of itself: what every pod is right after it starts.
 fn restarted(node: &NodeView) -> bool {
     !node.master
@@ -207,6 +218,9 @@ pub fn plan(observed: &Observed) -> Plan {
                         ),
                     ));
                 }
+                None if promoted_by_sentinel(pods, Some(&pod.name)).is_some() => {
+                    master = promoted_by_sentinel(pods, Some(&pod.name));
+                }
                 None => {
                     plan.waiting = Some((
                         "MasterUnreachable".into(),
@@ -225,7 +239,10 @@ pub fn plan(observed: &Observed) -> Plan {
                     reachable(p)
                         .is_some_and(|(n, _)| !n.master && n.master_host.as_deref() == Some(ip))
                 });
-                if followers {
+                if let Some(promoted) = promoted_by_sentinel(pods, None) {
+                    // Sentinel's failover is under way and has already promoted this one.
+                    master = Some(promoted);
+                } else if followers {
                     plan.waiting = Some((
                         "WaitingForSentinel".into(),
                         format!(
@@ -640,5 +657,19 @@ mod tests {
             plan(&o).actions,
             vec![Action::Switchover { from: "s-0".into() }]
         );
+    }
+
+    #[test]
+    fn a_replica_sentinel_already_promoted_is_adopted_before_sentinel_says_so() {
+        let mut o = observed(vec![
+            pod(0, Some(replica("127.0.0.1", 0, "100")), Some("replica")),
+            pod(1, Some(master(1000)), Some("replica")),
+            pod(2, Some(replica("10.0.0.99", 1000, "100")), Some("replica")),
+        ]);
+        o.sentinel_master = Some("10.0.0.99".into());
+        o.monitored = true;
+        let p = plan(&o);
+        assert_eq!(p.master.as_deref(), Some("s-1"));
+        assert!(!p.operator_promotes);
     }
 }
