@@ -73,6 +73,7 @@ test: deps fmt-check clippy crds-check unit ## Everything CI runs; the last line
 
 .PHONY: e2e
 e2e: ## End-to-end tests on the local testbed (needs root: network namespaces, a bridge, mounts).
+	$(CARGO) build --locked -p kvrocks-operator
 	$(CARGO) test --locked -p kvrocks-e2e
 
 # The testbed `make demo` starts; `make demo-down` removes it.
