@@ -93,11 +93,13 @@ demo: ## Start the local testbed, install the CRDs, run the operator and apply e
 	@for kind in kvsentinel/sentinel kvstandard/standard kvcluster/cluster; do \
 	  $(TESTBED) kubectl wait --for=create --timeout=60s $$kind >/dev/null; \
 	done
-	@# The operator reports a condition on each resource once it has seen it.
-	@for kind in kvsentinel/sentinel kvstandard/standard kvcluster/cluster; do \
-	  $(TESTBED) kubectl wait --for=jsonpath='{.status.conditions}' --timeout=60s $$kind >/dev/null \
-	    || echo "note: $$kind has no status yet (see $(TESTBED_ROOT)/operator.log)"; \
+	@# Sentinel and Standard come up Ready; Cluster reports its condition (issue 5 lands it).
+	@for kind in kvsentinel/sentinel kvstandard/standard; do \
+	  $(TESTBED) kubectl wait --for=condition=Ready --timeout=180s $$kind >/dev/null \
+	    || echo "note: $$kind is not Ready yet (see $(TESTBED_ROOT)/operator.log)"; \
 	done
+	@$(TESTBED) kubectl wait --for=jsonpath='{.status.conditions}' --timeout=60s kvcluster/cluster >/dev/null \
+	  || echo "note: kvcluster/cluster has no status yet (see $(TESTBED_ROOT)/operator.log)"
 	@echo
 	@$(TESTBED) kubectl get kvsentinel,kvstandard,kvcluster -o wide
 	@echo
