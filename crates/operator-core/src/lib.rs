@@ -16,6 +16,7 @@
 //! ```
 
 pub mod apply;
+pub mod auth;
 pub mod backoff;
 pub mod builders;
 pub mod compare;

@@ -15,7 +15,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::{Api, ResourceExt};
 use kvrocks_api::labels::{
@@ -527,73 +527,27 @@ fn ordinal(pod: &str, set: &str) -> Option<u32> {
 }
 
 fn secret_name(cr: &KvrocksStandard) -> String {
-    cr.spec
-        .pod
-        .auth
-        .secret_name
-        .clone()
-        .unwrap_or_else(|| names::auth_secret(&cr.name_any()))
+    kvrocks_operator_core::auth::secret_name(
+        &cr.name_any(),
+        cr.spec.pod.auth.secret_name.as_deref(),
+    )
 }
 
-/// The password: from the named Secret, or from `<cr>-auth`, created with a random one.
-/// `Ok(Err(message))` when a named Secret is missing or has no password.
+/// The password (see `kvrocks_operator_core::auth`); `Ok(Err(message))` when the named Secret
+/// is missing or unusable.
 async fn ensure_password(
     cr: &KvrocksStandard,
     ctx: &Context,
-    ns: &str,
+    _ns: &str,
 ) -> Result<std::result::Result<Password, String>, Error> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let name = secret_name(cr);
-    let found = secrets
-        .get_opt(&name)
-        .await
-        .map_err(kube_err(format!("get secret {ns}/{name}")))?;
-    let secret = match found {
-        Some(s) => s,
-        None if cr.spec.pod.auth.secret_name.is_none() => {
-            let password: String = {
-                use rand::Rng;
-                let mut rng = rand::rng();
-                (0..32)
-                    .map(|_| rng.sample(rand::distr::Alphanumeric) as char)
-                    .collect()
-            };
-            let secret = Secret {
-                metadata: builders::owned_meta(
-                    cr,
-                    &name,
-                    labels::common_labels(&cr.name_any(), Component::Standard),
-                )?,
-                data: Some([(PASSWORD_KEY.to_owned(), ByteString(password.into_bytes()))].into()),
-                ..Default::default()
-            };
-            match secrets.create(&PostParams::default(), &secret).await {
-                Ok(s) => s,
-                Err(kube::Error::Api(e)) if e.code == 409 => secrets
-                    .get(&name)
-                    .await
-                    .map_err(kube_err(format!("get secret {ns}/{name}")))?,
-                Err(e) => return Err(kube_err(format!("create secret {ns}/{name}"))(e)),
-            }
-        }
-        None => {
-            return Ok(Err(format!(
-                "the Secret {name} named in spec.auth.secretName does not exist; create it with a key \"{PASSWORD_KEY}\""
-            )));
-        }
-    };
-    let value = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(PASSWORD_KEY))
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-        .filter(|p| !p.is_empty() && !p.contains(['\n', '\r', ' ']));
-    Ok(match value {
-        Some(p) => Ok(Password::new(p)),
-        None => Err(format!(
-            "the Secret {name} has no usable \"{PASSWORD_KEY}\" key (missing, empty, or with spaces or newlines)"
-        )),
-    })
+    let found = kvrocks_operator_core::auth::ensure_password(
+        &ctx.client,
+        cr,
+        Component::Standard,
+        cr.spec.pod.auth.secret_name.as_deref(),
+    )
+    .await?;
+    Ok(found.map(Password::new))
 }
 
 fn endpoint(ip: &str, port: u16, password: Option<&Password>) -> Endpoint {

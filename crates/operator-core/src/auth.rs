@@ -1,0 +1,117 @@
+//! The password of a KvrocksStandard or KvrocksCluster: read from the Secret the spec names, or
+//! from `<cr>-auth`, which the operator creates (owned by the resource) with a random password.
+//! The value is only ever handed to the caller, never logged.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
+use kube::{Api, Resource, ResourceExt};
+use kvrocks_api::labels::{self, Component, PASSWORD_KEY, names};
+
+use crate::builders;
+use crate::error::{Error, Result};
+
+/// Length of a generated password (alphanumeric).
+pub const GENERATED_LEN: usize = 32;
+
+/// The name of the password Secret: `spec.auth.secretName`, else `<cr>-auth`.
+pub fn secret_name(cr: &str, named: Option<&str>) -> String {
+    named
+        .map(str::to_owned)
+        .unwrap_or_else(|| names::auth_secret(cr))
+}
+
+/// A usable password: not empty, no whitespace or newline (it goes into kvrocks.conf lines).
+pub fn usable(value: &str) -> bool {
+    !value.is_empty() && !value.chars().any(char::is_whitespace)
+}
+
+fn generate() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..GENERATED_LEN)
+        .map(|_| rng.sample(rand::distr::Alphanumeric) as char)
+        .collect()
+}
+
+/// The password. `Ok(Err(message))` when the named Secret is missing or holds no usable
+/// `password` key: the caller reports it in a condition and waits.
+pub async fn ensure_password<K>(
+    client: &kube::Client,
+    owner: &K,
+    component: Component,
+    named: Option<&str>,
+) -> Result<std::result::Result<String, String>>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let ns = owner.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let name = secret_name(&owner.name_any(), named);
+    let get_err = |source: kube::Error| Error::Get {
+        kind: "Secret".into(),
+        object: format!("{ns}/{name}"),
+        source: Box::new(source),
+    };
+    let secret = match secrets.get_opt(&name).await.map_err(get_err)? {
+        Some(s) => s,
+        None if named.is_none() => {
+            let secret = Secret {
+                metadata: builders::owned_meta(
+                    owner,
+                    &name,
+                    labels::common_labels(&owner.name_any(), component),
+                )?,
+                data: Some([(PASSWORD_KEY.to_owned(), ByteString(generate().into_bytes()))].into()),
+                ..Default::default()
+            };
+            match secrets.create(&PostParams::default(), &secret).await {
+                Ok(s) => s,
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    secrets.get(&name).await.map_err(get_err)?
+                }
+                Err(source) => {
+                    return Err(Error::Apply {
+                        kind: "Secret".into(),
+                        object: format!("{ns}/{name}"),
+                        source: Box::new(source),
+                    });
+                }
+            }
+        }
+        None => {
+            return Ok(Err(format!(
+                "the Secret {name} named in spec.auth.secretName does not exist; create it with a key \"{PASSWORD_KEY}\""
+            )));
+        }
+    };
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(PASSWORD_KEY))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .filter(|p| usable(p));
+    Ok(value.ok_or_else(|| {
+        format!(
+            "the Secret {name} has no usable \"{PASSWORD_KEY}\" key (missing, empty, or with whitespace)"
+        )
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_passwords_are_usable_and_differ() {
+        let a = generate();
+        assert_eq!(a.len(), GENERATED_LEN);
+        assert!(usable(&a));
+        assert_ne!(a, generate());
+        assert!(!usable("with space"));
+        assert!(!usable("line\nbreak"));
+        assert!(!usable(""));
+        assert_eq!(secret_name("c", None), "c-auth");
+        assert_eq!(secret_name("c", Some("mine")), "mine");
+    }
+}
