@@ -1,30 +1,603 @@
-//! The KvrocksCluster controller.
+//! The KvrocksCluster controller: shards of kvrocks in cluster mode whose topology the operator
+//! keeps (in status, with a version) and pushes with `CLUSTERX SETNODEID` / `SETNODES`.
 //!
-//! Its reconciler has not landed yet: every KvrocksCluster gets `Progressing=True` with reason
-//! `NotImplemented` (or `Ready=False` with `InvalidSpec` when the spec fails the Rust-side
-//! checks), written only when it changes.
+//! `reconcile` is `observe -> plan -> act -> report`: one StatefulSet per shard, every node's id,
+//! version and replication state read, the layout updated (first split, pods that moved, replicas
+//! that joined or left, a replica promoted when a master stays unreachable), the version bumped
+//! when the layout changed and pushed to every node that lags, and the status written.
+//!
+//! Not yet here (issue 5 continues): changing the shard count (slot migration, draining),
+//! `spec.slotMigrations`, rolling updates.
 
-use std::sync::Arc;
+pub mod topo;
 
-use kube::runtime::controller::Action;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::ListParams;
+use kube::runtime::controller::Action as Requeue;
+use kube::{Api, ResourceExt};
 use kvrocks_api::KvrocksCluster;
-use kvrocks_operator_core::controller::{self, report_not_implemented};
-use kvrocks_operator_core::{Context, Error};
+use kvrocks_api::cluster::{KvrocksClusterStatus, ShardStatus};
+use kvrocks_api::labels::{self, Component, SHARD, names};
+use kvrocks_client::{Endpoint, NodeAddr, NodeClient, NodeId, Password, Timeouts};
+use kvrocks_operator_core::builders::{self, kvrocks as kb};
+use kvrocks_operator_core::conditions::{self, ConditionStatus};
+use kvrocks_operator_core::controller::{self, REASON_INVALID_SPEC};
+use kvrocks_operator_core::{Context, OwnedObjects, patch_status_if_changed};
 use tokio_util::sync::CancellationToken;
+
+use crate::topo::PlacedPod;
 
 /// Name of this controller in logs and metrics.
 pub const CONTROLLER: &str = "cluster";
+/// How often nodes are probed (the reconcile runs this often).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Consecutive failed probes of a master before its shard fails over.
+const FAILED_PROBES: u32 = 3;
+
+/// What can go wrong in a reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A shared helper failed.
+    #[error(transparent)]
+    Core(#[from] kvrocks_operator_core::Error),
+    /// A Kubernetes API call failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: String,
+        /// The client error.
+        source: Box<kube::Error>,
+    },
+}
+
+impl kvrocks_operator_core::ReconcileError for Error {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Core(e) => e.metric_label(),
+            Error::Kube { .. } => "kube",
+        }
+    }
+}
+
+fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |e| Error::Kube {
+        action,
+        source: Box::new(e),
+    }
+}
+
+/// Consecutive failed probes per (cluster uid, pod).
+static FAILURES: Mutex<Option<HashMap<(String, String), u32>>> = Mutex::new(None);
+
+fn count_failure(uid: &str, pod: &str, failed: bool) -> u32 {
+    let mut guard = FAILURES.lock().unwrap_or_else(|p| p.into_inner());
+    let map = guard.get_or_insert_with(HashMap::new);
+    let key = (uid.to_owned(), pod.to_owned());
+    if failed {
+        let n = map.entry(key).or_insert(0);
+        *n += 1;
+        *n
+    } else {
+        map.remove(&key);
+        0
+    }
+}
 
 /// Runs the KvrocksCluster controller until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    controller::run(ctx, CONTROLLER, |c, _| c, reconcile, shutdown).await;
+    let wake = ctx.wake.clone();
+    let client = ctx.client.clone();
+    controller::run(
+        ctx,
+        CONTROLLER,
+        move |c, api| {
+            let sets: Api<StatefulSet> = match api.namespace() {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            let only_ours = kube::runtime::watcher::Config::default().labels(&format!(
+                "{}={}",
+                labels::COMPONENT,
+                Component::Cluster.as_str()
+            ));
+            c.owns(sets, only_ours)
+                .reconcile_on(wake.stream::<KvrocksCluster>(Component::Cluster))
+        },
+        reconcile,
+        shutdown,
+    )
+    .await;
 }
 
-async fn reconcile(obj: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let existing = obj
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    report_not_implemented(&ctx, obj.as_ref(), existing, &obj.spec.validate()).await
+/// One node as observed.
+#[derive(Clone, Debug, Default)]
+struct NodeObs {
+    reachable: bool,
+    myid: Option<NodeId>,
+    version: Option<u64>,
+    offset: i64,
+    link_up: bool,
+}
+
+fn endpoint(ip: &str, password: &Password) -> Endpoint {
+    Endpoint::new(NodeAddr::new(ip, labels::KVROCKS_PORT as u16))
+        .with_password(password.clone())
+        .with_timeouts(Timeouts::new(
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+        ))
+}
+
+async fn observe(ip: &str, password: &Password) -> NodeObs {
+    let Ok(client) = NodeClient::connect(endpoint(ip, password)).await else {
+        return NodeObs::default();
+    };
+    let myid = client.clusterx_myid().await.ok().flatten();
+    let version = client.clusterx_version().await.ok().flatten();
+    let info = client.info_replication().await.ok();
+    client.close().await;
+    let (offset, link_up) = match &info {
+        Some(i) if matches!(i.role, kvrocks_client::ReplicationRole::Master) => {
+            (i.master_repl_offset.unwrap_or(0), true)
+        }
+        Some(i) => (
+            i.slave_repl_offset.unwrap_or(0),
+            matches!(i.master_link_status, Some(kvrocks_client::LinkStatus::Up)),
+        ),
+        None => (0, false),
+    };
+    NodeObs {
+        reachable: true,
+        myid,
+        version,
+        offset,
+        link_up,
+    }
+}
+
+async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let ns = cr.namespace().unwrap_or_default();
+    let name = cr.name_any();
+    let uid = cr.uid().unwrap_or_default();
+    let crs: Api<KvrocksCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let generation = cr.metadata.generation;
+    let old = cr.status.clone().unwrap_or_default();
+    if cr.metadata.deletion_timestamp.is_some() {
+        return Ok(Requeue::await_change());
+    }
+
+    let problems = cr.spec.validate();
+    if !problems.is_empty() {
+        let message = format!("the spec is invalid: {}", problems.join("; "));
+        ctx.warning(
+            cr.as_ref(),
+            REASON_INVALID_SPEC,
+            "Validate",
+            message.clone(),
+        )
+        .await;
+        let status = KvrocksClusterStatus {
+            observed_generation: generation,
+            conditions: conditions::merge(
+                &old.conditions,
+                [conditions::ready(
+                    ConditionStatus::False,
+                    REASON_INVALID_SPEC,
+                    &message,
+                    generation,
+                )],
+            ),
+            ..old.clone()
+        };
+        patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
+        return Ok(Requeue::await_change());
+    }
+    let password = match kvrocks_operator_core::auth::ensure_password(
+        &ctx.client,
+        cr.as_ref(),
+        Component::Cluster,
+        cr.spec.pod.auth.secret_name.as_deref(),
+    )
+    .await?
+    {
+        Ok(p) => Password::new(p),
+        Err(message) => {
+            let status = KvrocksClusterStatus {
+                observed_generation: generation,
+                conditions: conditions::merge(
+                    &old.conditions,
+                    [conditions::ready(
+                        ConditionStatus::False,
+                        "AuthSecretMissing",
+                        &message,
+                        generation,
+                    )],
+                ),
+                ..old.clone()
+            };
+            patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
+            return Ok(Requeue::requeue(Duration::from_secs(10)));
+        }
+    };
+    let secret =
+        kvrocks_operator_core::auth::secret_name(&name, cr.spec.pod.auth.secret_name.as_deref());
+
+    // Shard count changes are not implemented yet: keep the shards the status has.
+    let desired_shards = cr.spec.shards.max(1) as u32;
+    let shards = if old.shards.is_empty() {
+        desired_shards
+    } else {
+        old.shards.len() as u32
+    };
+    let per_shard = 1 + cr.spec.replicas_per_shard.max(0) as u32;
+
+    // Objects.
+    let mut owned = OwnedObjects::new(cr.as_ref(), Component::Cluster)?;
+    let selector = labels::common_labels(&name, Component::Cluster);
+    let conf = kb::render_config(&cr.spec.pod, true);
+    let config_name = format!("{name}-config");
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    owned
+        .apply(
+            &cms,
+            &kb::config_map(
+                builders::owned_meta(cr.as_ref(), &config_name, selector.clone())?,
+                conf.clone(),
+            ),
+            None,
+        )
+        .await?;
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    owned
+        .apply(
+            &services,
+            &builders::service(
+                builders::owned_meta(cr.as_ref(), &name, selector.clone())?,
+                selector.clone(),
+                vec![builders::port("kvrocks", labels::KVROCKS_PORT)],
+                true,
+            ),
+            None,
+        )
+        .await?;
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut annotations = cr.spec.pod.pod_metadata.pod_annotations.clone();
+    annotations.insert(kb::CONFIG_HASH_ANNOTATION.to_owned(), kb::text_hash(&conf));
+    for shard in 0..shards {
+        let set_name = names::shard_statefulset(&name, shard);
+        let mut shard_selector = selector.clone();
+        shard_selector.insert(SHARD.to_owned(), shard.to_string());
+        let mut pod_labels = builders::pod_labels(&shard_selector, &cr.spec.pod.pod_metadata);
+        if let Some(sentinel) = &cr.spec.sentinel {
+            pod_labels.insert(labels::SENTINEL.to_owned(), sentinel.name.clone());
+        }
+        let set = kb::statefulset(&kb::KvrocksSet {
+            meta: builders::owned_meta(cr.as_ref(), &set_name, shard_selector.clone())?,
+            pod_labels,
+            selector: shard_selector.clone(),
+            pod_annotations: annotations.clone(),
+            service_name: set_name.clone(),
+            replicas: per_shard as i32,
+            spec: &cr.spec.pod,
+            config_map: config_name.clone(),
+            secret: secret.clone(),
+            cluster: true,
+        });
+        owned.apply(&sets, &set, None).await?;
+        owned
+            .apply(
+                &services,
+                &builders::service(
+                    builders::owned_meta(cr.as_ref(), &set_name, shard_selector.clone())?,
+                    shard_selector.clone(),
+                    vec![builders::port("kvrocks", labels::KVROCKS_PORT)],
+                    true,
+                ),
+                None,
+            )
+            .await?;
+        owned
+            .apply(
+                &pdbs,
+                &builders::pdb(
+                    builders::owned_meta(cr.as_ref(), &set_name, shard_selector.clone())?,
+                    &shard_selector,
+                    1,
+                ),
+                None,
+            )
+            .await?;
+    }
+
+    // Observe.
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods = pods_api
+        .list(&ListParams::default().labels(&labels::selector(&name, Component::Cluster)))
+        .await
+        .map_err(kube_err(format!("list pods of {ns}/{name}")))?
+        .items;
+    let mut placed: Vec<PlacedPod> = Vec::new();
+    for pod in &pods {
+        let shard = pod.labels().get(SHARD).and_then(|s| s.parse::<u32>().ok());
+        let ordinal = topo::ordinal_of(&pod.name_any());
+        let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        let (Some(shard), Some(ordinal)) = (shard, ordinal) else {
+            continue;
+        };
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .filter(|ip| !ip.is_empty() && running);
+        placed.push(PlacedPod {
+            shard,
+            ordinal,
+            pod: pod.name_any(),
+            ip,
+        });
+    }
+    let observed: BTreeMap<String, NodeObs> = futures::future::join_all(placed.iter().map(|p| {
+        let password = password.clone();
+        async move {
+            let obs = match &p.ip {
+                Some(ip) => observe(ip, &password).await,
+                None => NodeObs::default(),
+            };
+            (p.pod.clone(), obs)
+        }
+    }))
+    .await
+    .into_iter()
+    .collect();
+
+    // Plan: the layout.
+    let mut layout: Vec<ShardStatus> = old.shards.clone();
+    let mut changed = false;
+    let mut waiting: Option<(String, String)> = None;
+    let mut failovers: Vec<(String, String)> = Vec::new();
+    if layout.is_empty() {
+        let by_shard: Vec<Vec<PlacedPod>> = (0..shards)
+            .map(|s| {
+                placed
+                    .iter()
+                    .filter(|p| p.shard == s && p.ordinal < per_shard)
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        let complete = by_shard.iter().all(|s| s.len() as u32 == per_shard)
+            && placed
+                .iter()
+                .all(|p| observed.get(&p.pod).is_some_and(|o| o.reachable));
+        match topo::initial(&uid, &by_shard, labels::KVROCKS_PORT as u16) {
+            Some(first) if complete => {
+                layout = first;
+                changed = true;
+            }
+            _ => {
+                waiting = Some((
+                    "WaitingForPods".into(),
+                    format!(
+                        "waiting for all {} pods ({shards} shards x {per_shard}) to run before the first topology",
+                        shards * per_shard
+                    ),
+                ));
+            }
+        }
+    } else {
+        changed |= topo::refresh(
+            &mut layout,
+            &uid,
+            &placed,
+            per_shard,
+            labels::KVROCKS_PORT as u16,
+        );
+        // Failover: a master that failed several probes in a row, and a replica to promote.
+        for shard in &mut layout {
+            let Some(master) = topo::master_of(shard).cloned() else {
+                continue;
+            };
+            let down = !observed.get(&master.pod).is_some_and(|o| o.reachable);
+            let failures = count_failure(&uid, &master.pod, down);
+            if failures < FAILED_PROBES {
+                continue;
+            }
+            let best = shard
+                .nodes
+                .iter()
+                .filter(|n| n.role == "replica")
+                .filter_map(|n| observed.get(&n.pod).filter(|o| o.reachable).map(|o| (n, o)))
+                .max_by_key(|(n, o)| {
+                    (
+                        o.link_up || o.offset > 0,
+                        o.offset,
+                        std::cmp::Reverse(n.pod.clone()),
+                    )
+                })
+                .map(|(n, _)| n.pod.clone());
+            match best {
+                Some(pod) => {
+                    topo::promote(shard, &pod);
+                    count_failure(&uid, &master.pod, false);
+                    failovers.push((master.pod.clone(), pod));
+                    changed = true;
+                }
+                None => {
+                    waiting = Some((
+                        "NoFailoverCandidate".into(),
+                        format!(
+                            "shard {}: master {} is down and no replica can take over; waiting",
+                            shard.index, master.pod
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    // Act: identities, then the topology at its version.
+    let mut version = old.topology_version.unwrap_or(0).max(0) as u64;
+    let max_seen = observed
+        .values()
+        .filter_map(|o| o.version)
+        .max()
+        .unwrap_or(0);
+    if changed || max_seen > version {
+        version = version.max(max_seen) + 1;
+    }
+    let mut lagging = 0;
+    if !layout.is_empty() {
+        match topo::to_topology(&layout) {
+            Ok(topology) => {
+                for shard in &layout {
+                    for node in &shard.nodes {
+                        let Some(obs) = observed.get(&node.pod).filter(|o| o.reachable) else {
+                            lagging += 1;
+                            continue;
+                        };
+                        let client = NodeClient::new(endpoint(&node.ip, &password));
+                        let Ok(id) = NodeId::new(node.node_id.clone()) else {
+                            continue;
+                        };
+                        let fresh = obs.myid.as_ref() != Some(&id);
+                        if fresh && let Err(e) = client.clusterx_setnodeid(&id).await {
+                            tracing::warn!(cluster = %name, pod = %node.pod, error = %e, "SETNODEID failed");
+                            lagging += 1;
+                            continue;
+                        }
+                        if fresh || obs.version != Some(version) {
+                            let pushed = if fresh || obs.version.is_some_and(|v| v >= version) {
+                                client.clusterx_setnodes_force(&topology, version).await
+                            } else {
+                                client.clusterx_setnodes(&topology, version).await
+                            };
+                            if let Err(e) = pushed {
+                                tracing::warn!(cluster = %name, pod = %node.pod, error = %e, "SETNODES failed");
+                                lagging += 1;
+                            } else {
+                                tracing::info!(cluster = %name, pod = %node.pod, version, "topology pushed");
+                            }
+                        }
+                        client.close().await;
+                    }
+                }
+            }
+            Err(e) => {
+                waiting = Some(("InvalidTopology".into(), e));
+            }
+        }
+    }
+    for (from, to) in &failovers {
+        ctx.warning(
+            cr.as_ref(),
+            "Failover",
+            "Failover",
+            format!("master {from} did not answer {FAILED_PROBES} probes in a row: {to} promoted"),
+        )
+        .await;
+        ctx.metrics.failover("cluster", &ns, &name);
+    }
+    ctx.metrics.set_topology_version(&ns, &name, version as i64);
+
+    // Report.
+    let masters_down = layout
+        .iter()
+        .filter_map(topo::master_of)
+        .filter(|m| !observed.get(&m.pod).is_some_and(|o| o.reachable))
+        .count();
+    let nodes = layout.iter().map(|s| s.nodes.len()).sum::<usize>();
+    let shard_change_pending = desired_shards != shards;
+    let ready = waiting.is_none()
+        && !layout.is_empty()
+        && lagging == 0
+        && masters_down == 0
+        && nodes as u32 == shards * per_shard
+        && !shard_change_pending;
+    let (reason, message) = if let Some(w) = waiting.clone() {
+        w
+    } else if shard_change_pending {
+        (
+            "ShardScalingNotImplemented".to_owned(),
+            format!(
+                "spec.shards is {desired_shards} but the cluster has {shards}; changing the shard count is not implemented yet"
+            ),
+        )
+    } else if ready {
+        (
+            "TopologyInSync".to_owned(),
+            format!(
+                "{shards} shards x {per_shard} nodes, every node at topology version {version}"
+            ),
+        )
+    } else {
+        (
+            "Converging".to_owned(),
+            format!(
+                "{lagging} node(s) not at version {version}; {masters_down} master(s) not answering"
+            ),
+        )
+    };
+    let status = KvrocksClusterStatus {
+        observed_generation: generation,
+        topology_version: (!layout.is_empty()).then_some(version as i64),
+        shards: layout,
+        migration: old.migration.clone(),
+        slot_migrations_done: old.slot_migrations_done,
+        conditions: conditions::merge(
+            &old.conditions,
+            [
+                conditions::ready(
+                    if ready {
+                        ConditionStatus::True
+                    } else {
+                        ConditionStatus::False
+                    },
+                    &reason,
+                    &message,
+                    generation,
+                ),
+                conditions::progressing(
+                    if ready {
+                        ConditionStatus::False
+                    } else {
+                        ConditionStatus::True
+                    },
+                    &reason,
+                    &message,
+                    generation,
+                ),
+                conditions::degraded(
+                    if masters_down > 0 {
+                        ConditionStatus::True
+                    } else {
+                        ConditionStatus::False
+                    },
+                    if masters_down > 0 {
+                        "MasterDown"
+                    } else {
+                        "Healthy"
+                    },
+                    if masters_down > 0 {
+                        format!("{masters_down} shard master(s) not answering")
+                    } else {
+                        "every shard has a master".to_owned()
+                    },
+                    generation,
+                ),
+            ],
+        ),
+    };
+    patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
+    Ok(Requeue::requeue(PROBE_EVERY))
 }
