@@ -9,6 +9,7 @@
 //! Not yet here (issue 5 continues): changing the shard count (slot migration, draining),
 //! `spec.slotMigrations`, rolling updates.
 
+pub mod planning;
 pub mod topo;
 
 use std::collections::{BTreeMap, HashMap};
