@@ -461,7 +461,8 @@ pub fn rebalance_moves(current: &Assignment, target_shards: u32) -> Vec<Move> {
     receivers.sort_by_key(|(shard, _)| (current.count(*shard), *shard));
 
     // Pour the pieces, in order, into the receivers, in order: at most one cut per receiver.
-    // The excess never exceeds the room (both sum to the owned slots minus 16384 the other way).
+    // Excess minus room is the number of owned slots minus 16384, never positive, so the
+    // receivers do not run out before the pieces.
     let mut moves = Vec::new();
     let mut receivers = receivers.into_iter();
     let mut receiver = receivers.next();

@@ -384,8 +384,6 @@ fn run_plan(start: &Assignment, target: u32) -> (Vec<Move>, Assignment) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
-
     #[test]
     fn rebalance_between_even_layouts_is_minimal(a in 1u32..=64, b in 1u32..=64) {
         let start = Assignment::initial(a);
