@@ -46,6 +46,7 @@ async fn cluster_client(ip: &str, password: &str) -> Client {
     };
     let client = Builder::from_config(config)
         .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(5))
+        .set_policy(ReconnectPolicy::new_constant(0, 200))
         .build()
         .unwrap();
     client.init().await.unwrap();
