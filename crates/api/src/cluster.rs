@@ -158,6 +158,10 @@ pub struct KvrocksClusterStatus {
     /// How many entries of spec.slotMigrations are done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_migrations_done: Option<i32>,
+    /// The shard count a rebalance in progress aims at (set when spec.shards changes, cleared
+    /// once the slots are spread evenly and drained shards are gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance_target: Option<i32>,
     /// Ready, Progressing and Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -230,14 +230,19 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
     let secret =
         kvrocks_operator_core::auth::secret_name(&name, cr.spec.pod.auth.secret_name.as_deref());
 
-    // Shard count changes are not implemented yet: keep the shards the status has.
+    // StatefulSets: every shard of the spec, plus shards still being drained.
     let desired_shards = cr.spec.shards.max(1) as u32;
-    let shards = if old.shards.is_empty() {
-        desired_shards
-    } else {
-        old.shards.len() as u32
-    };
+    let shards = desired_shards.max(old.shards.len() as u32);
     let per_shard = 1 + cr.spec.replicas_per_shard.max(0) as u32;
+    // A shard shrinks only once its master is below the new size (the master is moved first).
+    let set_size = |shard: u32| -> u32 {
+        old.shards
+            .iter()
+            .find(|s| s.index == shard as i32)
+            .and_then(topo::master_of)
+            .and_then(|m| topo::ordinal_of(&m.pod))
+            .map_or(per_shard, |o| per_shard.max(o + 1))
+    };
 
     // Objects.
     let mut owned = OwnedObjects::new(cr.as_ref(), Component::Cluster)?;
@@ -286,7 +291,7 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
             selector: shard_selector.clone(),
             pod_annotations: annotations.clone(),
             service_name: set_name.clone(),
-            replicas: per_shard as i32,
+            replicas: set_size(shard) as i32,
             spec: &cr.spec.pod,
             config_map: config_name.clone(),
             secret: secret.clone(),
@@ -317,6 +322,11 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
             )
             .await?;
     }
+
+    // Shards drained and dropped from the layout lose their objects.
+    owned.delete_orphans(&sets).await?;
+    owned.delete_orphans(&services).await?;
+    owned.delete_orphans(&pdbs).await?;
 
     // Observe.
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
@@ -368,7 +378,7 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
     let mut waiting: Option<(String, String)> = None;
     let mut failovers: Vec<(String, String)> = Vec::new();
     if layout.is_empty() {
-        let by_shard: Vec<Vec<PlacedPod>> = (0..shards)
+        let by_shard: Vec<Vec<PlacedPod>> = (0..desired_shards)
             .map(|s| {
                 placed
                     .iter()
@@ -447,6 +457,139 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
         }
     }
 
+    // Slots: new shards join empty, a migration in flight is driven, the next one started.
+    let in_sync = !layout.is_empty()
+        && layout.iter().flat_map(|s| &s.nodes).all(|n| {
+            observed
+                .get(&n.pod)
+                .is_some_and(|o| o.reachable && o.version == old.topology_version.map(|v| v as u64))
+        });
+    let mut migration = old.migration.clone();
+    let mut done = old.slot_migrations_done.unwrap_or(0).max(0) as usize;
+    let mut rebalance = old.rebalance_target;
+    if !layout.is_empty() && failovers.is_empty() && waiting.is_none() {
+        // Shards the spec added join the layout (empty) once their pods run.
+        while (layout.len() as u32) < desired_shards {
+            let index = layout.len() as u32;
+            let pods: Vec<PlacedPod> = placed
+                .iter()
+                .filter(|p| p.shard == index && p.ordinal < per_shard)
+                .cloned()
+                .collect();
+            let ready = pods.len() as u32 == per_shard
+                && pods
+                    .iter()
+                    .all(|p| observed.get(&p.pod).is_some_and(|o| o.reachable));
+            match topo::initial(&uid, &[pods], labels::KVROCKS_PORT as u16) {
+                Some(mut joined) if ready => {
+                    if let Some(mut shard) = joined.pop() {
+                        shard.index = index as i32;
+                        shard.slots.clear();
+                        layout.push(shard);
+                        changed = true;
+                    }
+                }
+                _ => {
+                    waiting = Some((
+                        "WaitingForShard".into(),
+                        format!("waiting for the pods of new shard {index} to run"),
+                    ));
+                    break;
+                }
+            }
+        }
+        if layout.len() as u32 != desired_shards
+            || rebalance.is_some_and(|t| t as u32 != desired_shards)
+        {
+            rebalance = Some(desired_shards as i32);
+        }
+        // A master on an ordinal that is going away hands over to a synced replica first.
+        for shard in &mut layout {
+            let Some(master) = topo::master_of(shard).cloned() else {
+                continue;
+            };
+            if topo::ordinal_of(&master.pod).is_some_and(|o| o >= per_shard) {
+                let master_offset = observed.get(&master.pod).map_or(0, |o| o.offset);
+                let candidate = shard
+                    .nodes
+                    .iter()
+                    .filter(|n| {
+                        n.role == "replica"
+                            && topo::ordinal_of(&n.pod).is_some_and(|o| o < per_shard)
+                    })
+                    .filter_map(|n| {
+                        observed
+                            .get(&n.pod)
+                            .filter(|o| o.reachable && o.link_up)
+                            .map(|o| (n, o))
+                    })
+                    .filter(|(_, o)| o.offset >= master_offset)
+                    .max_by_key(|(_, o)| o.offset)
+                    .map(|(n, _)| n.pod.clone());
+                if let Some(pod) = candidate {
+                    topo::promote(shard, &pod);
+                    changed = true;
+                    ctx.event(
+                        cr.as_ref(),
+                        "Switchover",
+                        "Switchover",
+                        format!(
+                            "shard {}: master moved from {} to {} before the shard shrinks",
+                            shard.index, master.pod, pod
+                        ),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+    if !layout.is_empty() && in_sync && !changed && waiting.is_none() {
+        match drive_slots(
+            &cr,
+            &layout,
+            &observed,
+            &password,
+            &mut migration,
+            &mut done,
+            &mut rebalance,
+            desired_shards,
+        )
+        .await
+        {
+            Ok(Some(moved)) => {
+                // The migration finished: the new owner goes out with the next version.
+                let mut assignment = planning::Assignment::from_status(&layout)
+                    .unwrap_or_else(|_| planning::Assignment::initial(0));
+                assignment.apply(&moved);
+                for shard in &mut layout {
+                    shard.slots = assignment.status_slots(shard.index as u32);
+                }
+                ctx.metrics.slots_migrated(moved.slot_count() as u64);
+                ctx.event(
+                    cr.as_ref(),
+                    "SlotsMigrated",
+                    "Migrate",
+                    format!(
+                        "slots {} moved from shard {} to shard {}",
+                        moved.range, moved.from, moved.to
+                    ),
+                )
+                .await;
+                changed = true;
+            }
+            Ok(None) => {}
+            Err(message) => waiting = Some(("SlotMigrationBlocked".into(), message)),
+        }
+        // Drained shards leave the layout once they own nothing.
+        if migration.is_none() && rebalance.is_some() {
+            let before = layout.len();
+            layout.retain(|s| s.index < desired_shards as i32 || !s.slots.is_empty());
+            if layout.len() != before {
+                changed = true;
+            }
+        }
+    }
+
     // Act: identities, then the topology at its version.
     let mut version = old.topology_version.unwrap_or(0).max(0) as u64;
     let max_seen = observed
@@ -518,21 +661,35 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
         .filter(|m| !observed.get(&m.pod).is_some_and(|o| o.reachable))
         .count();
     let nodes = layout.iter().map(|s| s.nodes.len()).sum::<usize>();
-    let shard_change_pending = desired_shards != shards;
+    let shard_change_pending = migration.is_some()
+        || rebalance.is_some()
+        || layout.len() as u32 != desired_shards
+        || done < cr.spec.slot_migrations.len();
     let ready = waiting.is_none()
         && !layout.is_empty()
         && lagging == 0
         && masters_down == 0
-        && nodes as u32 == shards * per_shard
+        && nodes as u32 == layout.len() as u32 * per_shard
         && !shard_change_pending;
     let (reason, message) = if let Some(w) = waiting.clone() {
         w
     } else if shard_change_pending {
         (
-            "ShardScalingNotImplemented".to_owned(),
-            format!(
-                "spec.shards is {desired_shards} but the cluster has {shards}; changing the shard count is not implemented yet"
-            ),
+            "MigratingSlots".to_owned(),
+            match &migration {
+                Some(m) => format!(
+                    "moving slots {} from shard {} to shard {} ({}); {} shards now, {desired_shards} wanted",
+                    m.slots,
+                    m.from_shard,
+                    m.to_shard,
+                    m.state,
+                    layout.len()
+                ),
+                None => format!(
+                    "rebalancing toward {desired_shards} shards; {} shards now",
+                    layout.len()
+                ),
+            },
         )
     } else if ready {
         (
@@ -553,8 +710,9 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
         observed_generation: generation,
         topology_version: (!layout.is_empty()).then_some(version as i64),
         shards: layout,
-        migration: old.migration.clone(),
-        slot_migrations_done: old.slot_migrations_done,
+        migration: migration.clone(),
+        slot_migrations_done: (done > 0).then_some(done as i32),
+        rebalance_target: rebalance,
         conditions: conditions::merge(
             &old.conditions,
             [
@@ -601,4 +759,122 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
     };
     patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
     Ok(Requeue::requeue(PROBE_EVERY))
+}
+
+/// Drives slot movement one migration at a time: a migration in flight is polled on its source
+/// master (`CLUSTER INFO`) and returned once it succeeded (the caller pushes the new owner);
+/// otherwise the next one starts, from `spec.slotMigrations` first, then the rebalance toward
+/// the wanted shard count. Err: why nothing can move (a condition message).
+#[allow(clippy::too_many_arguments)]
+async fn drive_slots(
+    cr: &KvrocksCluster,
+    layout: &[ShardStatus],
+    observed: &BTreeMap<String, NodeObs>,
+    password: &Password,
+    migration: &mut Option<kvrocks_api::cluster::MigrationStatus>,
+    done: &mut usize,
+    rebalance: &mut Option<i32>,
+    desired_shards: u32,
+) -> Result<Option<planning::Move>, String> {
+    let master = |shard: u32| {
+        layout
+            .iter()
+            .find(|s| s.index == shard as i32)
+            .and_then(topo::master_of)
+            .filter(|m| observed.get(&m.pod).is_some_and(|o| o.reachable))
+    };
+    let assignment = planning::Assignment::from_status(layout).map_err(|e| e.to_string())?;
+    if let Some(current) = migration.clone() {
+        let mv = planning::Move::from_status(&current).map_err(|e| e.to_string())?;
+        if !assignment
+            .slots(mv.from)
+            .iter()
+            .any(|r| r.overlaps(&mv.range))
+        {
+            // Already applied (the operator stopped after pushing): nothing left to do.
+            *migration = None;
+            return Ok(None);
+        }
+        let source = master(mv.from)
+            .ok_or_else(|| format!("the master of shard {} does not answer", mv.from))?;
+        let client = NodeClient::new(endpoint(&source.ip, password));
+        let info = client.cluster_info().await.map_err(|e| e.to_string())?;
+        let state = info
+            .migration
+            .as_ref()
+            .filter(|m| m.slots == Some(mv.range))
+            .map(|m| m.state.clone());
+        match state {
+            Some(kvrocks_client::MigrationState::Success) => {
+                client.close().await;
+                *migration = None;
+                return Ok(Some(mv));
+            }
+            Some(kvrocks_client::MigrationState::Start) => {
+                client.close().await;
+                return Ok(None);
+            }
+            _ => {
+                // Failed, or forgotten after a restart or failover: start it again.
+                let result = start(&client, layout, &mv).await;
+                client.close().await;
+                result?;
+                *migration = Some(mv.to_status("start"));
+                return Ok(None);
+            }
+        }
+    }
+    let mut next: Option<planning::Move> = None;
+    while *done < cr.spec.slot_migrations.len() {
+        let wanted = &cr.spec.slot_migrations[*done];
+        let moves = planning::manual_moves(&assignment, wanted)
+            .map_err(|e| format!("spec.slotMigrations[{}]: {e}", *done))?;
+        match moves.into_iter().next() {
+            Some(mv) => {
+                next = Some(mv);
+                break;
+            }
+            None => *done += 1,
+        }
+    }
+    if next.is_none()
+        && let Some(target) = *rebalance
+    {
+        let moves = planning::rebalance_moves(&assignment, target.max(1) as u32);
+        next = planning::next_moves(&moves, &Default::default())
+            .into_iter()
+            .next();
+        if next.is_none() && layout.len() as u32 == desired_shards {
+            *rebalance = None;
+        }
+    }
+    let Some(mv) = next else {
+        return Ok(None);
+    };
+    let source = master(mv.from)
+        .ok_or_else(|| format!("the master of shard {} does not answer", mv.from))?;
+    let client = NodeClient::new(endpoint(&source.ip, password));
+    let result = start(&client, layout, &mv).await;
+    client.close().await;
+    result?;
+    tracing::info!(cluster = %cr.name_any(), slots = %mv.range, from = mv.from, to = mv.to, "migration started");
+    *migration = Some(mv.to_status("start"));
+    Ok(None)
+}
+
+async fn start(
+    client: &NodeClient,
+    layout: &[ShardStatus],
+    mv: &planning::Move,
+) -> Result<(), String> {
+    let destination = layout
+        .iter()
+        .find(|s| s.index == mv.to as i32)
+        .and_then(topo::master_of)
+        .ok_or_else(|| format!("shard {} has no master", mv.to))?;
+    let id = NodeId::new(destination.node_id.clone()).map_err(|e| e.to_string())?;
+    client
+        .clusterx_migrate(mv.range, &id)
+        .await
+        .map_err(|e| format!("CLUSTERX MIGRATE {} to shard {}: {e}", mv.range, mv.to))
 }
