@@ -47,6 +47,13 @@ async fn cluster_client(ip: &str, password: &str) -> Client {
     let client = Builder::from_config(config)
         .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(5))
         .set_policy(ReconnectPolicy::new_constant(0, 200))
+        // fred follows MOVED and ASK itself, and each redirect is a write attempt; while the
+        // nodes take the new topology a slot can bounce a few times, so allow more than the
+        // default three. What still reaches the writer is a server error, counted by kind.
+        .with_connection_config(|c| {
+            c.max_command_attempts = 20;
+            c.max_redirections = 20;
+        })
         .build()
         .unwrap();
     client.init().await.unwrap();
@@ -70,6 +77,84 @@ async fn count_readable(client: &Client) -> usize {
             .count();
     }
     found
+}
+
+fn shards_ready(c: &KvrocksCluster, shards: usize, nodes_per_shard: usize) -> bool {
+    ready(c)
+        && c.status.as_ref().is_some_and(|s| {
+            s.shards.len() == shards && s.shards.iter().all(|sh| sh.nodes.len() == nodes_per_shard)
+        })
+}
+
+async fn patch_spec(clusters: &Api<KvrocksCluster>, spec: serde_json::Value) {
+    clusters
+        .patch(
+            "kc",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "spec": spec })),
+        )
+        .await
+        .unwrap();
+}
+
+/// Writes `w:<n>` keys until stopped; returns the acknowledged ones and the errors seen (each
+/// failed write is retried until acknowledged).
+fn start_writer(
+    kv: Client,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(Vec<usize>, std::collections::BTreeMap<String, usize>)> {
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut errors = std::collections::BTreeMap::new();
+        let mut n = 0usize;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let result = kv
+                .set::<(), _, _>(format!("w:{n}"), format!("v{n}"), None, None, false)
+                .await;
+            match result {
+                Ok(()) => {
+                    acked.push(n);
+                    n += 1;
+                }
+                Err(e) => {
+                    // fred reports a slot bouncing between its old and new owner while the
+                    // new topology reaches the nodes as "Too many redirections" (of MOVED).
+                    let details = e.details().to_owned();
+                    let kind = if details.contains("redirections") {
+                        "MOVED (too many redirections)".to_owned()
+                    } else {
+                        details
+                            .split_whitespace()
+                            .take(6)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    };
+                    *errors.entry(kind).or_default() += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        (acked, errors)
+    })
+}
+
+async fn check_acked(kv: &Client, acked: &[usize]) -> usize {
+    let mut missing = 0;
+    for chunk in acked.chunks(500) {
+        let gets = chunk.iter().map(|n| {
+            let kv = kv.clone();
+            async move {
+                let v: Option<String> = kv.get(format!("w:{n}")).await.ok().flatten();
+                v == Some(format!("v{n}"))
+            }
+        });
+        missing += futures::future::join_all(gets)
+            .await
+            .into_iter()
+            .filter(|ok| !ok)
+            .count();
+    }
+    missing
 }
 
 #[tokio::test]
@@ -198,4 +283,153 @@ async fn a_cluster_is_created_written_and_fails_over() {
         .unwrap();
     let kv2 = cluster_client(&seed_ip, &password).await;
     assert_eq!(count_readable(&kv2).await, KEYS, "every key after the kill");
+
+    wait::for_object(&clusters, "kc", READY_TIMEOUT, "Ready, 3 x 2", |c| {
+        shards_ready(c, 3, 2)
+    })
+    .await
+    .unwrap();
+
+    // 3 -> 4 shards under a continuous writer: no acknowledged write lost.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = start_writer(cluster_client(&seed_ip, &password).await, stop.clone());
+    let scale_started = Instant::now();
+    patch_spec(&clusters, json!({"shards": 4})).await;
+    let scaled = wait::for_object(&clusters, "kc", READY_TIMEOUT, "Ready, 4 x 2", |c| {
+        shards_ready(c, 4, 2)
+    })
+    .await
+    .unwrap();
+    let scale_took = scale_started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (acked, errors) = writer.await.unwrap();
+    let moved: usize = scaled.status.as_ref().unwrap().shards[3]
+        .slots
+        .iter()
+        .map(|r| {
+            let (a, b) = kvrocks_api::slots::parse_slot_string(r).unwrap();
+            usize::from(b - a) + 1
+        })
+        .sum();
+    kvrocks_e2e::say!(
+        "cluster e2e: 3 -> 4 shards in {:.1} s ({moved} slots to shard 3, ~{:.0} keys/s of the {KEYS} + writer keys); writer: {} acked, errors {errors:?}",
+        scale_took.as_secs_f64(),
+        (KEYS as f64 * moved as f64 / 16384.0) / scale_took.as_secs_f64(),
+        acked.len()
+    );
+    let kv3 = cluster_client(&seed_ip, &password).await;
+    assert_eq!(
+        check_acked(&kv3, &acked).await,
+        0,
+        "every acknowledged write after 3 -> 4"
+    );
+    assert_eq!(count_readable(&kv3).await, KEYS, "every key after 3 -> 4");
+    for kind in errors.keys() {
+        assert!(
+            ["MOVED", "ASK", "TRYAGAIN"]
+                .iter()
+                .any(|k| kind.contains(k)),
+            "unexpected error kind during the migration: {kind} ({errors:?})"
+        );
+    }
+
+    // 4 -> 2: the highest shards drained, then their StatefulSets deleted.
+    patch_spec(&clusters, json!({"shards": 2})).await;
+    wait::for_object(&clusters, "kc", READY_TIMEOUT, "Ready, 2 x 2", |c| {
+        shards_ready(c, 2, 2)
+    })
+    .await
+    .unwrap();
+    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(client.clone(), NS);
+    wait::for_deletion(&sets, "kc-3", READY_TIMEOUT)
+        .await
+        .unwrap();
+    wait::for_deletion(&sets, "kc-2", READY_TIMEOUT)
+        .await
+        .unwrap();
+    let kv4 = cluster_client(&seed_ip, &password).await;
+    assert_eq!(count_readable(&kv4).await, KEYS, "every key after 4 -> 2");
+    assert_eq!(
+        check_acked(&kv4, &acked).await,
+        0,
+        "every acknowledged write after 4 -> 2"
+    );
+
+    // Manual slot moves, done once.
+    patch_spec(
+        &clusters,
+        json!({"slotMigrations": [{"toShard": 1, "slots": ["0-99", "200"]}]}),
+    )
+    .await;
+    let moved = wait::for_object(&clusters, "kc", READY_TIMEOUT, "slotMigrations done", |c| {
+        ready(c)
+            && c.status
+                .as_ref()
+                .is_some_and(|s| s.slot_migrations_done == Some(1))
+    })
+    .await
+    .unwrap();
+    let shard1 = &moved.status.as_ref().unwrap().shards[1].slots;
+    assert!(shard1.iter().any(|r| r == "0-99"), "{shard1:?}");
+    assert!(shard1.iter().any(|r| r == "200"), "{shard1:?}");
+    let kv5 = cluster_client(&seed_ip, &password).await;
+    assert_eq!(
+        count_readable(&kv5).await,
+        KEYS,
+        "every key after the manual moves"
+    );
+
+    // Replicas 1 -> 2 -> 0.
+    patch_spec(&clusters, json!({"replicasPerShard": 2})).await;
+    wait::for_object(&clusters, "kc", READY_TIMEOUT, "Ready, 2 x 3", |c| {
+        shards_ready(c, 2, 3)
+    })
+    .await
+    .unwrap();
+    patch_spec(&clusters, json!({"replicasPerShard": 0})).await;
+    wait::for_object(&clusters, "kc", READY_TIMEOUT, "Ready, 2 x 1", |c| {
+        shards_ready(c, 2, 1)
+    })
+    .await
+    .unwrap();
+    let kv6 = cluster_client(&seed_ip, &password).await;
+    assert_eq!(
+        count_readable(&kv6).await,
+        KEYS,
+        "every key after replicas 1 -> 2 -> 0"
+    );
+
+    // The operator killed in the middle of a migration resumes it.
+    let mut operator = _operator;
+    patch_spec(&clusters, json!({"shards": 3})).await;
+    wait::for_object(
+        &clusters,
+        "kc",
+        READY_TIMEOUT,
+        "a migration in flight",
+        |c| c.status.as_ref().is_some_and(|s| s.migration.is_some()),
+    )
+    .await
+    .unwrap();
+    operator.kill();
+    let restarted = kvrocks_e2e::operator::start_operator(testbed, &[])
+        .await
+        .unwrap()
+        .unwrap();
+    wait::for_object(
+        &clusters,
+        "kc",
+        READY_TIMEOUT,
+        "Ready, 3 x 1 after the restart",
+        |c| shards_ready(c, 3, 1),
+    )
+    .await
+    .unwrap();
+    let kv7 = cluster_client(&seed_ip, &password).await;
+    assert_eq!(
+        count_readable(&kv7).await,
+        KEYS,
+        "every key after a resumed migration"
+    );
+    drop(restarted);
 }

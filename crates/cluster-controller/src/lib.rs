@@ -38,6 +38,8 @@ use crate::topo::PlacedPod;
 pub const CONTROLLER: &str = "cluster";
 /// How often nodes are probed (the reconcile runs this often).
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How long one reconcile watches a running migration closely before it requeues.
+const MIGRATION_POLL: Duration = Duration::from_secs(5);
 /// Consecutive failed probes of a master before its shard fails over.
 const FAILED_PROBES: u32 = 3;
 
@@ -604,38 +606,49 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
     if !layout.is_empty() {
         match topo::to_topology(&layout) {
             Ok(topology) => {
-                for shard in &layout {
-                    for node in &shard.nodes {
-                        let Some(obs) = observed.get(&node.pod).filter(|o| o.reachable) else {
-                            lagging += 1;
-                            continue;
-                        };
-                        let client = NodeClient::new(endpoint(&node.ip, &password));
+                // Every node at once: the shorter the time nodes disagree about a slot's owner,
+                // the fewer MOVED ping-pongs clients see.
+                let pushes = layout.iter().flat_map(|s| &s.nodes).map(|node| {
+                    let obs = observed.get(&node.pod).filter(|o| o.reachable).cloned();
+                    let topology = &topology;
+                    let password = &password;
+                    let name = &name;
+                    async move {
+                        let Some(obs) = obs else { return false };
                         let Ok(id) = NodeId::new(node.node_id.clone()) else {
-                            continue;
+                            return false;
                         };
+                        let client = NodeClient::new(endpoint(&node.ip, password));
                         let fresh = obs.myid.as_ref() != Some(&id);
                         if fresh && let Err(e) = client.clusterx_setnodeid(&id).await {
                             tracing::warn!(cluster = %name, pod = %node.pod, error = %e, "SETNODEID failed");
-                            lagging += 1;
-                            continue;
+                            client.close().await;
+                            return false;
                         }
+                        let mut ok = true;
                         if fresh || obs.version != Some(version) {
                             let pushed = if fresh || obs.version.is_some_and(|v| v >= version) {
-                                client.clusterx_setnodes_force(&topology, version).await
+                                client.clusterx_setnodes_force(topology, version).await
                             } else {
-                                client.clusterx_setnodes(&topology, version).await
+                                client.clusterx_setnodes(topology, version).await
                             };
-                            if let Err(e) = pushed {
-                                tracing::warn!(cluster = %name, pod = %node.pod, error = %e, "SETNODES failed");
-                                lagging += 1;
-                            } else {
-                                tracing::info!(cluster = %name, pod = %node.pod, version, "topology pushed");
+                            match pushed {
+                                Ok(()) => tracing::info!(cluster = %name, pod = %node.pod, version, "topology pushed"),
+                                Err(e) => {
+                                    tracing::warn!(cluster = %name, pod = %node.pod, error = %e, "SETNODES failed");
+                                    ok = false;
+                                }
                             }
                         }
                         client.close().await;
+                        ok
                     }
-                }
+                });
+                lagging += futures::future::join_all(pushes)
+                    .await
+                    .into_iter()
+                    .filter(|ok| !ok)
+                    .count();
             }
             Err(e) => {
                 waiting = Some(("InvalidTopology".into(), e));
@@ -798,12 +811,9 @@ async fn drive_slots(
         let source = master(mv.from)
             .ok_or_else(|| format!("the master of shard {} does not answer", mv.from))?;
         let client = NodeClient::new(endpoint(&source.ip, password));
-        let info = client.cluster_info().await.map_err(|e| e.to_string())?;
-        let state = info
-            .migration
-            .as_ref()
-            .filter(|m| m.slots == Some(mv.range))
-            .map(|m| m.state.clone());
+        // Poll closely for a while: between kvrocks' `success` and the new topology, source and
+        // destination each send clients to the other (MOVED), so that window must stay short.
+        let state = poll_migration(&client, &mv).await?;
         match state {
             Some(kvrocks_client::MigrationState::Success) => {
                 client.close().await;
@@ -854,12 +864,43 @@ async fn drive_slots(
     let source = master(mv.from)
         .ok_or_else(|| format!("the master of shard {} does not answer", mv.from))?;
     let client = NodeClient::new(endpoint(&source.ip, password));
-    let result = start(&client, layout, &mv).await;
-    client.close().await;
-    result?;
+    if let Err(e) = start(&client, layout, &mv).await {
+        client.close().await;
+        return Err(e);
+    }
     tracing::info!(cluster = %cr.name_any(), slots = %mv.range, from = mv.from, to = mv.to, "migration started");
     *migration = Some(mv.to_status("start"));
+    let state = poll_migration(&client, &mv).await;
+    client.close().await;
+    if matches!(state, Ok(Some(kvrocks_client::MigrationState::Success))) {
+        *migration = None;
+        return Ok(Some(mv));
+    }
     Ok(None)
+}
+
+/// `CLUSTER INFO` on the source every 20 ms while the migration runs, for up to
+/// [`MIGRATION_POLL`]: between kvrocks' `success` and the new topology, source and destination
+/// each send clients to the other (MOVED), so that window must stay short.
+async fn poll_migration(
+    client: &NodeClient,
+    mv: &planning::Move,
+) -> Result<Option<kvrocks_client::MigrationState>, String> {
+    let until = tokio::time::Instant::now() + MIGRATION_POLL;
+    loop {
+        let info = client.cluster_info().await.map_err(|e| e.to_string())?;
+        let state = info
+            .migration
+            .as_ref()
+            .filter(|m| m.slots == Some(mv.range))
+            .map(|m| m.state.clone());
+        if state != Some(kvrocks_client::MigrationState::Start)
+            || tokio::time::Instant::now() >= until
+        {
+            return Ok(state);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn start(
