@@ -311,6 +311,7 @@ async fn a_cluster_is_created_written_and_fails_over() {
             usize::from(b - a) + 1
         })
         .sum();
+    assert!(moved >= 4096, "shard 3 got its share of the slots: {moved}");
     kvrocks_e2e::say!(
         "cluster e2e: 3 -> 4 shards in {:.1} s ({moved} slots to shard 3, ~{:.0} keys/s of the {KEYS} + writer keys); writer: {} acked, errors {errors:?}",
         scale_took.as_secs_f64(),

@@ -234,7 +234,13 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
 
     // StatefulSets: every shard of the spec, plus shards still being drained.
     let desired_shards = cr.spec.shards.max(1) as u32;
-    let shards = desired_shards.max(old.shards.len() as u32);
+    let shard_set: std::collections::BTreeSet<u32> = (0..desired_shards)
+        .chain(
+            old.shards
+                .iter()
+                .filter_map(|s| u32::try_from(s.index).ok()),
+        )
+        .collect();
     let per_shard = 1 + cr.spec.replicas_per_shard.max(0) as u32;
     // A shard shrinks only once its master is below the new size (the master is moved first).
     let set_size = |shard: u32| -> u32 {
@@ -279,7 +285,7 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
     let mut annotations = cr.spec.pod.pod_metadata.pod_annotations.clone();
     annotations.insert(kb::CONFIG_HASH_ANNOTATION.to_owned(), kb::text_hash(&conf));
-    for shard in 0..shards {
+    for &shard in &shard_set {
         let set_name = names::shard_statefulset(&name, shard);
         let mut shard_selector = selector.clone();
         shard_selector.insert(SHARD.to_owned(), shard.to_string());
@@ -402,8 +408,8 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
                 waiting = Some((
                     "WaitingForPods".into(),
                     format!(
-                        "waiting for all {} pods ({shards} shards x {per_shard}) to run before the first topology",
-                        shards * per_shard
+                        "waiting for all {} pods ({desired_shards} shards x {per_shard}) to run before the first topology",
+                        desired_shards * per_shard
                     ),
                 ));
             }
@@ -470,6 +476,9 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
     let mut done = old.slot_migrations_done.unwrap_or(0).max(0) as usize;
     let mut rebalance = old.rebalance_target;
     if !layout.is_empty() && failovers.is_empty() && waiting.is_none() {
+        if old.shards.len() as u32 != desired_shards {
+            rebalance = Some(desired_shards as i32);
+        }
         // Shards the spec added join the layout (empty) once their pods run.
         while (layout.len() as u32) < desired_shards {
             let index = layout.len() as u32;
@@ -708,7 +717,8 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
         (
             "TopologyInSync".to_owned(),
             format!(
-                "{shards} shards x {per_shard} nodes, every node at topology version {version}"
+                "{} shards x {per_shard} nodes, every node at topology version {version}",
+                layout.len()
             ),
         )
     } else {
@@ -771,7 +781,11 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
         ),
     };
     patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
-    Ok(Requeue::requeue(PROBE_EVERY))
+    Ok(Requeue::requeue(if status.migration.is_some() {
+        Duration::from_millis(100)
+    } else {
+        PROBE_EVERY
+    }))
 }
 
 /// Drives slot movement one migration at a time: a migration in flight is polled on its source
@@ -869,13 +883,10 @@ async fn drive_slots(
         return Err(e);
     }
     tracing::info!(cluster = %cr.name_any(), slots = %mv.range, from = mv.from, to = mv.to, "migration started");
+    // Recorded in status before anything waits on it, so an operator stopped now resumes it;
+    // the next reconcile (at once) watches it closely.
     *migration = Some(mv.to_status("start"));
-    let state = poll_migration(&client, &mv).await;
     client.close().await;
-    if matches!(state, Ok(Some(kvrocks_client::MigrationState::Success))) {
-        *migration = None;
-        return Ok(Some(mv));
-    }
     Ok(None)
 }
 
