@@ -24,7 +24,7 @@ use kube::runtime::controller::Action as Requeue;
 use kube::{Api, ResourceExt};
 use kvrocks_api::KvrocksCluster;
 use kvrocks_api::cluster::{KvrocksClusterStatus, ShardStatus};
-use kvrocks_api::labels::{self, Component, SHARD, names};
+use kvrocks_api::labels::{self, Component, MONITOR_FINALIZER, SHARD, names};
 use kvrocks_client::{Endpoint, NodeAddr, NodeClient, NodeId, Password, Timeouts};
 use kvrocks_operator_core::builders::{self, kvrocks as kb};
 use kvrocks_operator_core::conditions::{self, ConditionStatus};
@@ -173,8 +173,9 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
     let generation = cr.metadata.generation;
     let old = cr.status.clone().unwrap_or_default();
     if cr.metadata.deletion_timestamp.is_some() {
-        return Ok(Requeue::await_change());
+        return finalize(&cr, &ctx, &crs).await;
     }
+    kvrocks_operator_core::finalizers::add(&crs, cr.as_ref(), MONITOR_FINALIZER).await?;
 
     let problems = cr.spec.validate();
     if !problems.is_empty() {
@@ -929,4 +930,35 @@ async fn start(
         .clusterx_migrate(mv.range, &id)
         .await
         .map_err(|e| format!("CLUSTERX MIGRATE {} to shard {}: {e}", mv.range, mv.to))
+}
+
+/// Deletion: when a sentinel group watches the shards, wait until it no longer lists any of
+/// this cluster's monitors (the sentinel controller removes them once the cluster is being
+/// deleted), then drop the finalizer; the objects go with the garbage collector.
+async fn finalize(
+    cr: &KvrocksCluster,
+    ctx: &Context,
+    crs: &Api<KvrocksCluster>,
+) -> Result<Requeue, Error> {
+    let ns = cr.namespace().unwrap_or_default();
+    let name = cr.name_any();
+    if let Some(group) = &cr.spec.sentinel {
+        let groups: Api<kvrocks_api::KvrocksSentinel> = Api::namespaced(ctx.client.clone(), &ns);
+        let found = groups
+            .get_opt(&group.name)
+            .await
+            .map_err(kube_err(format!("get kvrockssentinel {ns}/{}", group.name)))?;
+        let prefix = format!("cluster_{name}_");
+        let monitored = found
+            .as_ref()
+            .and_then(|g| g.status.as_ref())
+            .is_some_and(|s| s.monitors.iter().any(|m| m.name.starts_with(&prefix)));
+        if monitored {
+            tracing::info!(cluster = %name, namespace = %ns, "waiting for the sentinel group to drop the shard monitors");
+            return Ok(Requeue::requeue(Duration::from_secs(2)));
+        }
+    }
+    kvrocks_operator_core::finalizers::remove(crs, cr, MONITOR_FINALIZER).await?;
+    ctx.metrics.forget_object("cluster", &ns, &name);
+    Ok(Requeue::await_change())
 }

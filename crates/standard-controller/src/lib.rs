@@ -114,14 +114,7 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
     if cr.metadata.deletion_timestamp.is_some() {
         return finalize(&cr, &ctx, &crs).await;
     }
-    if !cr.finalizers().iter().any(|f| f == MONITOR_FINALIZER) {
-        let mut finalizers = cr.finalizers().to_vec();
-        finalizers.push(MONITOR_FINALIZER.to_owned());
-        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": cr.resource_version()}});
-        crs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(kube_err(format!("add finalizer to {ns}/{name}")))?;
-    }
+    kvrocks_operator_core::finalizers::add(&crs, cr.as_ref(), MONITOR_FINALIZER).await?;
 
     let problems = cr.spec.validate();
     if !problems.is_empty() {
@@ -771,21 +764,7 @@ async fn finalize(
         tracing::info!(standard = %name, namespace = %ns, "waiting for the sentinel group to drop its monitor");
         return Ok(Requeue::requeue(BUSY));
     }
-    let finalizers: Vec<String> = cr
-        .finalizers()
-        .iter()
-        .filter(|f| *f != MONITOR_FINALIZER)
-        .cloned()
-        .collect();
-    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": cr.resource_version()}});
-    match crs
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => return Err(kube_err(format!("remove finalizer of {ns}/{name}"))(e)),
-    }
+    kvrocks_operator_core::finalizers::remove(crs, cr, MONITOR_FINALIZER).await?;
     ctx.metrics.forget_object("standard", &ns, &name);
     Ok(Requeue::await_change())
 }

@@ -63,6 +63,11 @@ pub fn render_config(spec: &KvrocksPodSpec, cluster: bool) -> String {
         }
         conf.push_str(&format!("{key} {value}\n"));
     }
+    if cluster {
+        // Sentinel (when it watches a cluster's shards) must never try to promote a cluster
+        // replica: kvrocks refuses SLAVEOF in cluster mode; the operator promotes. Last, so it wins.
+        conf.push_str("slave-priority 0\n");
+    }
     conf
 }
 
@@ -343,6 +348,7 @@ mod tests {
         assert!(conf.contains("port 6379\n"));
         assert!(!conf.contains("cluster-enabled"));
         assert!(render_config(&spec(), true).contains("cluster-enabled yes\n"));
+        assert!(render_config(&spec(), true).ends_with("slave-priority 0\n"));
         assert_ne!(text_hash("a"), text_hash("b"));
     }
 
