@@ -38,6 +38,8 @@ use crate::topo::PlacedPod;
 pub const CONTROLLER: &str = "cluster";
 /// How often nodes are probed (the reconcile runs this often).
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Pod template annotation with the hash of everything in the template but kvrocks.conf.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "kvrocks.io/template-hash";
 /// How long one reconcile watches a running migration closely before it requeues.
 const MIGRATION_POLL: Duration = Duration::from_secs(5);
 /// Consecutive failed probes of a master before its shard fails over.
@@ -284,8 +286,8 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
         .await?;
     let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut annotations = cr.spec.pod.pod_metadata.pod_annotations.clone();
-    annotations.insert(kb::CONFIG_HASH_ANNOTATION.to_owned(), kb::text_hash(&conf));
+    let config_hash = kb::text_hash(&conf);
+    let mut template_hashes: BTreeMap<u32, String> = BTreeMap::new();
     for &shard in &shard_set {
         let set_name = names::shard_statefulset(&name, shard);
         let mut shard_selector = selector.clone();
@@ -294,18 +296,32 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
         if let Some(sentinel) = &cr.spec.sentinel {
             pod_labels.insert(labels::SENTINEL.to_owned(), sentinel.name.clone());
         }
-        let set = kb::statefulset(&kb::KvrocksSet {
-            meta: builders::owned_meta(cr.as_ref(), &set_name, shard_selector.clone())?,
-            pod_labels,
-            selector: shard_selector.clone(),
-            pod_annotations: annotations.clone(),
-            service_name: set_name.clone(),
-            replicas: set_size(shard) as i32,
-            spec: &cr.spec.pod,
-            config_map: config_name.clone(),
-            secret: secret.clone(),
-            cluster: true,
-        });
+        let user_annotations = cr.spec.pod.pod_metadata.pod_annotations.clone();
+        let build = |annotations: BTreeMap<String, String>| -> Result<StatefulSet, Error> {
+            Ok(kb::statefulset(&kb::KvrocksSet {
+                meta: builders::owned_meta(cr.as_ref(), &set_name, shard_selector.clone())?,
+                pod_labels: pod_labels.clone(),
+                selector: shard_selector.clone(),
+                pod_annotations: annotations,
+                service_name: set_name.clone(),
+                replicas: set_size(shard) as i32,
+                spec: &cr.spec.pod,
+                config_map: config_name.clone(),
+                secret: secret.clone(),
+                cluster: true,
+            }))
+        };
+        // Two hashes on the template, as for Standard: kvrocks.conf (may be applied live) and
+        // everything else (needs a restart).
+        let template_hash = kb::text_hash(
+            &serde_json::to_string(&build(user_annotations.clone())?.spec.map(|s| s.template))
+                .unwrap_or_default(),
+        );
+        let mut annotations = user_annotations;
+        annotations.insert(kb::CONFIG_HASH_ANNOTATION.to_owned(), config_hash.clone());
+        annotations.insert(TEMPLATE_HASH_ANNOTATION.to_owned(), template_hash.clone());
+        template_hashes.insert(shard, template_hash);
+        let set = build(annotations)?;
         owned.apply(&sets, &set, None).await?;
         owned
             .apply(
@@ -600,6 +616,126 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
                 changed = true;
             }
         }
+    }
+
+    // Rolling update, one pod at a time from a quiet, in-sync cluster: kvrocks.conf changes are
+    // applied live where kvrocks allows; other changes restart replicas first, then each master
+    // after its shard switched to a synced replica.
+    let mut rolling = 0usize;
+    let mut restart: Option<String> = None;
+    for pod in &pods {
+        let Some(place) = placed.iter().find(|p| p.pod == pod.name_any()) else {
+            continue;
+        };
+        let annotations = pod.annotations();
+        let template_ok =
+            annotations.get(TEMPLATE_HASH_ANNOTATION) == template_hashes.get(&place.shard);
+        let config_ok = annotations.get(kb::CONFIG_HASH_ANNOTATION) == Some(&config_hash);
+        if template_ok && config_ok {
+            continue;
+        }
+        let reachable = observed.get(&place.pod).is_some_and(|o| o.reachable);
+        if template_ok
+            && reachable
+            && let Some(ip) = &place.ip
+            && apply_config_live(ip, &cr.spec.pod.config, &password).await
+        {
+            let patch = serde_json::json!({"metadata": {"annotations": {kb::CONFIG_HASH_ANNOTATION: config_hash}}});
+            pods_api
+                .patch(
+                    &place.pod,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .map_err(kube_err(format!("mark pod {} current", place.pod)))?;
+            continue;
+        }
+        rolling += 1;
+        let is_master = layout
+            .iter()
+            .filter_map(topo::master_of)
+            .any(|m| m.pod == place.pod);
+        let quiet =
+            in_sync && !changed && waiting.is_none() && migration.is_none() && failovers.is_empty();
+        if !quiet || restart.is_some() {
+            continue;
+        }
+        if !is_master {
+            restart = Some(place.pod.clone());
+        }
+    }
+    if restart.is_none()
+        && rolling > 0
+        && in_sync
+        && !changed
+        && waiting.is_none()
+        && migration.is_none()
+    {
+        // Only masters are left: hand one over to a synced replica, or restart it in place when
+        // its shard has no replica.
+        for shard in &mut layout {
+            let Some(master) = topo::master_of(shard).cloned() else {
+                continue;
+            };
+            let Some(pod) = pods.iter().find(|p| p.name_any() == master.pod) else {
+                continue;
+            };
+            let outdated = pod.annotations().get(TEMPLATE_HASH_ANNOTATION)
+                != template_hashes.get(&(shard.index as u32))
+                || pod.annotations().get(kb::CONFIG_HASH_ANNOTATION) != Some(&config_hash);
+            if !outdated {
+                continue;
+            }
+            let master_offset = observed.get(&master.pod).map_or(0, |o| o.offset);
+            let candidate = shard
+                .nodes
+                .iter()
+                .filter(|n| n.role == "replica")
+                .filter_map(|n| {
+                    observed
+                        .get(&n.pod)
+                        .filter(|o| o.reachable && o.link_up)
+                        .map(|o| (n, o))
+                })
+                .filter(|(_, o)| o.offset >= master_offset)
+                .max_by_key(|(_, o)| o.offset)
+                .map(|(n, _)| n.pod.clone());
+            match candidate {
+                Some(replica) => {
+                    topo::promote(shard, &replica);
+                    changed = true;
+                    ctx.event(
+                        cr.as_ref(),
+                        "Switchover",
+                        "Switchover",
+                        format!(
+                            "shard {}: master moved from {} to {} before its restart",
+                            shard.index, master.pod, replica
+                        ),
+                    )
+                    .await;
+                }
+                None if shard.nodes.len() == 1 => restart = Some(master.pod.clone()),
+                None => {}
+            }
+            break;
+        }
+    }
+    if let Some(pod) = &restart {
+        tracing::info!(cluster = %name, %pod, "restarting the pod for a rolling update");
+        pods_api
+            .delete(pod, &Default::default())
+            .await
+            .map_err(kube_err(format!("delete pod {ns}/{pod}")))?;
+    }
+    if rolling > 0 && waiting.is_none() {
+        waiting = Some((
+            "RollingUpdate".into(),
+            format!(
+                "{rolling} pod(s) run an old template or kvrocks.conf; restarting them one at a time, masters last"
+            ),
+        ));
     }
 
     // Act: identities, then the topology at its version.
@@ -961,4 +1097,20 @@ async fn finalize(
     kvrocks_operator_core::finalizers::remove(crs, cr, MONITOR_FINALIZER).await?;
     ctx.metrics.forget_object("cluster", &ns, &name);
     Ok(Requeue::await_change())
+}
+
+/// Applies `spec.config` live. True when something differed and kvrocks took every change;
+/// false when it refused one, or nothing differed (a removed key cannot be unset live): then the
+/// pod restarts.
+async fn apply_config_live(
+    ip: &str,
+    config: &BTreeMap<String, String>,
+    password: &Password,
+) -> bool {
+    let Ok(client) = NodeClient::connect(endpoint(ip, password)).await else {
+        return false;
+    };
+    let result = client.config_set_all(config).await;
+    client.close().await;
+    matches!(result, Ok(n) if n > 0)
 }

@@ -191,6 +191,24 @@ impl NodeClient {
             .await
     }
 
+    /// Makes the running configuration match `config`: CONFIG GET each key, CONFIG SET those
+    /// that differ. Returns how many were changed; the first refusal (a key the server cannot
+    /// change live) is the error.
+    pub async fn config_set_all(
+        &self,
+        config: &std::collections::BTreeMap<String, String>,
+    ) -> Result<usize> {
+        let mut changed = 0;
+        for (key, value) in config {
+            if self.config_get_one(key).await?.as_deref() == Some(value.as_str()) {
+                continue;
+            }
+            self.config_set(key, value).await?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
     /// `CONFIG REWRITE`: persist the running configuration to the config file.
     pub async fn config_rewrite(&self) -> Result<()> {
         self.link

@@ -769,9 +769,9 @@ async fn finalize(
     Ok(Requeue::await_change())
 }
 
-/// Sets every `spec.config` key that differs on the node with CONFIG SET. True when something
-/// differed and every change was accepted; false when kvrocks refused one or nothing differed
-/// (a removed key cannot be unset live).
+/// Applies `spec.config` live. True when something differed and kvrocks took every change;
+/// false when it refused one, or nothing differed (a removed key cannot be unset live): then the
+/// pod restarts.
 async fn apply_config_live(
     view: &PodView,
     config: &BTreeMap<String, String>,
@@ -785,25 +785,12 @@ async fn apply_config_live(
     else {
         return false;
     };
-    let mut changed = 0;
-    let mut ok = true;
-    for (key, value) in config {
-        let current = client.config_get_one(key).await.ok().flatten();
-        if current.as_deref() == Some(value.as_str()) {
-            continue;
-        }
-        match client.config_set(key, value).await {
-            Ok(()) => changed += 1,
-            Err(e) => {
-                tracing::info!(pod = %view.name, %key, error = %e,
-                    "not changeable live: the pod will be restarted");
-                ok = false;
-                break;
-            }
-        }
-    }
+    let result = client.config_set_all(config).await;
     client.close().await;
-    ok && changed > 0
+    if let Err(e) = &result {
+        tracing::info!(pod = %view.name, error = %e, "not changeable live: the pod will be restarted");
+    }
+    matches!(result, Ok(n) if n > 0)
 }
 
 /// Records on the pod that it runs the current config (and so the current revision).
