@@ -60,6 +60,13 @@ async fn cluster_client(ip: &str, password: &str) -> Client {
     client
 }
 
+/// A node to seed a cluster client with: the current IP of shard 0's master (pods move).
+async fn seed(testbed: &Testbed, clusters: &Api<KvrocksCluster>) -> String {
+    let c = clusters.get("kc").await.unwrap();
+    let pod = master_of_shard(&c, 0).unwrap();
+    testbed.pod_ip(&PodRef::new(NS, &pod)).await.unwrap()
+}
+
 async fn count_readable(client: &Client) -> usize {
     let mut found = 0;
     for chunk in (0..KEYS).collect::<Vec<_>>().chunks(500) {
@@ -120,7 +127,11 @@ fn start_writer(
                     // fred reports a slot bouncing between its old and new owner while the
                     // new topology reaches the nodes as "Too many redirections" (of MOVED).
                     let details = e.details().to_owned();
-                    let kind = if details.contains("redirections") {
+                    // fred counts each write of a command, redirected ones included, and gives
+                    // up with "Too many failed write attempts" when MOVED keeps bouncing.
+                    let kind = if details.contains("redirections")
+                        || details.contains("Too many failed write attempts")
+                    {
                         "MOVED (too many redirections)".to_owned()
                     } else {
                         details
@@ -214,8 +225,7 @@ async fn a_cluster_is_created_written_and_fails_over() {
             .clone(),
     )
     .unwrap();
-    let seed_ip = testbed.pod_ip(&PodRef::new(NS, "kc-0-0")).await.unwrap();
-    let kv = cluster_client(&seed_ip, &password).await;
+    let kv = cluster_client(&seed(testbed, &clusters).await, &password).await;
     let write_started = Instant::now();
     for chunk in (0..KEYS).collect::<Vec<_>>().chunks(500) {
         let sets = chunk.iter().map(|i| {
@@ -281,7 +291,7 @@ async fn a_cluster_is_created_written_and_fails_over() {
     wait::for_object(&clusters, "kc", READY_TIMEOUT, "Ready", ready)
         .await
         .unwrap();
-    let kv2 = cluster_client(&seed_ip, &password).await;
+    let kv2 = cluster_client(&seed(testbed, &clusters).await, &password).await;
     assert_eq!(count_readable(&kv2).await, KEYS, "every key after the kill");
 
     wait::for_object(&clusters, "kc", READY_TIMEOUT, "Ready, 3 x 2", |c| {
@@ -292,7 +302,10 @@ async fn a_cluster_is_created_written_and_fails_over() {
 
     // 3 -> 4 shards under a continuous writer: no acknowledged write lost.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = start_writer(cluster_client(&seed_ip, &password).await, stop.clone());
+    let writer = start_writer(
+        cluster_client(&seed(testbed, &clusters).await, &password).await,
+        stop.clone(),
+    );
     let scale_started = Instant::now();
     patch_spec(&clusters, json!({"shards": 4})).await;
     let scaled = wait::for_object(&clusters, "kc", READY_TIMEOUT, "Ready, 4 x 2", |c| {
@@ -318,7 +331,7 @@ async fn a_cluster_is_created_written_and_fails_over() {
         (KEYS as f64 * moved as f64 / 16384.0) / scale_took.as_secs_f64(),
         acked.len()
     );
-    let kv3 = cluster_client(&seed_ip, &password).await;
+    let kv3 = cluster_client(&seed(testbed, &clusters).await, &password).await;
     assert_eq!(
         check_acked(&kv3, &acked).await,
         0,
@@ -348,7 +361,7 @@ async fn a_cluster_is_created_written_and_fails_over() {
     wait::for_deletion(&sets, "kc-2", READY_TIMEOUT)
         .await
         .unwrap();
-    let kv4 = cluster_client(&seed_ip, &password).await;
+    let kv4 = cluster_client(&seed(testbed, &clusters).await, &password).await;
     assert_eq!(count_readable(&kv4).await, KEYS, "every key after 4 -> 2");
     assert_eq!(
         check_acked(&kv4, &acked).await,
@@ -373,7 +386,7 @@ async fn a_cluster_is_created_written_and_fails_over() {
     let shard1 = &moved.status.as_ref().unwrap().shards[1].slots;
     assert!(shard1.iter().any(|r| r == "0-99"), "{shard1:?}");
     assert!(shard1.iter().any(|r| r == "200"), "{shard1:?}");
-    let kv5 = cluster_client(&seed_ip, &password).await;
+    let kv5 = cluster_client(&seed(testbed, &clusters).await, &password).await;
     assert_eq!(
         count_readable(&kv5).await,
         KEYS,
@@ -387,13 +400,67 @@ async fn a_cluster_is_created_written_and_fails_over() {
     })
     .await
     .unwrap();
+    // A config change kvrocks cannot take live rolls every pod, masters after a switchover.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), NS);
+    let before: std::collections::BTreeMap<String, String> = pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| {
+            (
+                kube::ResourceExt::name_any(p),
+                kube::ResourceExt::uid(p).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let rolled = Instant::now();
+    patch_spec(&clusters, json!({"config": {"rocksdb.block_size": "8192"}})).await;
+    wait::until(
+        "every pod restarted once and the cluster Ready",
+        READY_TIMEOUT,
+        async || {
+            let list = pods
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let same = list
+                .items
+                .iter()
+                .filter(|p| {
+                    before.get(&kube::ResourceExt::name_any(*p))
+                        == kube::ResourceExt::uid(*p).as_ref()
+                })
+                .count();
+            let c = clusters.get("kc").await.map_err(|e| e.to_string())?;
+            if same == 0 && shards_ready(&c, 2, 3) {
+                Ok(())
+            } else {
+                Err(format!("{same} pods not restarted yet"))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    kvrocks_e2e::say!(
+        "cluster e2e: config roll of 6 pods in {:.1} s",
+        rolled.elapsed().as_secs_f64()
+    );
+    let kv_roll = cluster_client(&seed(testbed, &clusters).await, &password).await;
+    assert_eq!(
+        count_readable(&kv_roll).await,
+        KEYS,
+        "every key after the roll"
+    );
+
     patch_spec(&clusters, json!({"replicasPerShard": 0})).await;
     wait::for_object(&clusters, "kc", READY_TIMEOUT, "Ready, 2 x 1", |c| {
         shards_ready(c, 2, 1)
     })
     .await
     .unwrap();
-    let kv6 = cluster_client(&seed_ip, &password).await;
+    let kv6 = cluster_client(&seed(testbed, &clusters).await, &password).await;
     assert_eq!(
         count_readable(&kv6).await,
         KEYS,
@@ -426,7 +493,7 @@ async fn a_cluster_is_created_written_and_fails_over() {
     )
     .await
     .unwrap();
-    let kv7 = cluster_client(&seed_ip, &password).await;
+    let kv7 = cluster_client(&seed(testbed, &clusters).await, &password).await;
     assert_eq!(
         count_readable(&kv7).await,
         KEYS,
