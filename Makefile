@@ -93,13 +93,18 @@ demo: ## Start the local testbed, install the CRDs, run the operator and apply e
 	@for kind in kvsentinel/sentinel kvstandard/standard kvcluster/cluster; do \
 	  $(TESTBED) kubectl wait --for=create --timeout=60s $$kind >/dev/null; \
 	done
-	@# Sentinel and Standard come up Ready; Cluster reports its condition (issue 5 lands it).
+	@# Sentinel and Standard come up Ready; Cluster too when KVROCKS_BIN names a real kvrocks.
 	@for kind in kvsentinel/sentinel kvstandard/standard; do \
 	  $(TESTBED) kubectl wait --for=condition=Ready --timeout=180s $$kind >/dev/null \
 	    || echo "note: $$kind is not Ready yet (see $(TESTBED_ROOT)/operator.log)"; \
 	done
-	@$(TESTBED) kubectl wait --for=jsonpath='{.status.conditions}' --timeout=60s kvcluster/cluster >/dev/null \
-	  || echo "note: kvcluster/cluster has no status yet (see $(TESTBED_ROOT)/operator.log)"
+	@if [ -n "$${KVROCKS_BIN:-}" ]; then \
+	  $(TESTBED) kubectl wait --for=condition=Ready --timeout=180s kvcluster/cluster >/dev/null \
+	    || echo "note: kvcluster/cluster is not Ready yet (see $(TESTBED_ROOT)/operator.log)"; \
+	else \
+	  echo "note: the cluster example needs a real kvrocks binary (KVROCKS_BIN); cluster mode is never faked,"; \
+	  echo "      so with the redis-server stand-in its pods cannot start and it stays not Ready."; \
+	fi
 	@echo
 	@$(TESTBED) kubectl get kvsentinel,kvstandard,kvcluster -o wide
 	@echo

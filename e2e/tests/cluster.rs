@@ -245,6 +245,15 @@ async fn a_cluster_is_created_written_and_fails_over() {
     );
     assert_eq!(count_readable(&kv).await, KEYS);
 
+    // Steady: no writes to the API server.
+    let rv = kube::ResourceExt::resource_version(&clusters.get("kc").await.unwrap());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        kube::ResourceExt::resource_version(&clusters.get("kc").await.unwrap()),
+        rv,
+        "a steady cluster writes nothing"
+    );
+
     // Kill shard 0's master process: it restarts (persisted node table) and no key is lost.
     let master0 = master_of_shard(&created, 0).unwrap();
     testbed

@@ -400,6 +400,32 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
     // Plan: the layout.
     let mut layout: Vec<ShardStatus> = old.shards.clone();
     let mut changed = false;
+    // A node ahead of status runs a layout this operator pushed but never recorded (it stopped
+    // in between): adopt it rather than push the older one over it.
+    let status_version = old.topology_version.unwrap_or(0).max(0) as u64;
+    let mut adopted_version: Option<u64> = None;
+    let ahead = placed
+        .iter()
+        .filter_map(|p| Some((p, observed.get(&p.pod)?.version?)))
+        .filter(|(_, v)| *v > status_version)
+        .max_by_key(|(_, v)| *v);
+    if !layout.is_empty()
+        && let Some((pod, seen)) = ahead
+        && let Some(ip) = &pod.ip
+    {
+        let client = NodeClient::new(endpoint(ip, &password));
+        let nodes = client.cluster_nodes().await;
+        client.close().await;
+        let topology = nodes
+            .ok()
+            .and_then(|n| kvrocks_client::Topology::from_cluster_nodes(&n).ok());
+        if let Some(topology) = topology
+            && topo::adopt(&mut layout, &topology)
+        {
+            tracing::info!(cluster = %name, version = seen, pod = %pod.pod, "adopted the newer layout a node runs");
+            adopted_version = Some(seen);
+        }
+    }
     let mut waiting: Option<(String, String)> = None;
     let mut failovers: Vec<(String, String)> = Vec::new();
     if layout.is_empty() {
@@ -739,7 +765,7 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
     }
 
     // Act: identities, then the topology at its version.
-    let mut version = old.topology_version.unwrap_or(0).max(0) as u64;
+    let mut version = adopted_version.unwrap_or(status_version);
     let max_seen = observed
         .values()
         .filter_map(|o| o.version)

@@ -195,6 +195,61 @@ pub fn slots_by_shard(shards: &[ShardStatus]) -> BTreeMap<i32, Vec<SlotRange>> {
         .collect()
 }
 
+/// Takes the layout a node already runs at a higher version than status (the operator pushed
+/// it and stopped before recording it): masters, replicas and slots follow `topology`. Only a
+/// consistent one is taken: every node of it known in `shards`, every known node in it.
+/// Returns whether the layout was adopted.
+pub fn adopt(shards: &mut [ShardStatus], topology: &Topology) -> bool {
+    let known = shards.iter().flat_map(|s| &s.nodes).count();
+    if topology.nodes().len() != known {
+        return false;
+    }
+    let mut adopted: Vec<ShardStatus> = shards.to_vec();
+    for shard in &mut adopted {
+        let mut slots: Vec<SlotRange> = Vec::new();
+        for node in &mut shard.nodes {
+            let Some(t) = topology
+                .nodes()
+                .iter()
+                .find(|t| t.id.as_str() == node.node_id)
+            else {
+                return false;
+            };
+            match &t.role {
+                kvrocks_client::TopologyRole::Master { slots: owned } => {
+                    node.role = "master".to_owned();
+                    node.master_id = None;
+                    slots.extend(owned.iter().copied());
+                }
+                kvrocks_client::TopologyRole::Replica { master_id } => {
+                    node.role = "replica".to_owned();
+                    node.master_id = Some(master_id.as_str().to_owned());
+                }
+            }
+        }
+        shard.slots = render_slots(&SlotRange::normalize(slots));
+    }
+    // A replica must follow a master of its own shard.
+    let consistent = adopted.iter().all(|s| {
+        let masters: Vec<&str> = s
+            .nodes
+            .iter()
+            .filter(|n| n.role == "master")
+            .map(|n| n.node_id.as_str())
+            .collect();
+        masters.len() == 1
+            && s.nodes
+                .iter()
+                .filter_map(|n| n.master_id.as_deref())
+                .all(|m| masters.contains(&m))
+    });
+    if !consistent || to_topology(&adopted).is_err() {
+        return false;
+    }
+    shards.clone_from_slice(&adopted);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -272,5 +327,22 @@ mod tests {
         assert!(refresh(&mut layout, "u", &now, 1, 6379));
         let names: Vec<&str> = layout[0].nodes.iter().map(|n| n.pod.as_str()).collect();
         assert_eq!(names, ["c-0-0", "c-0-2"]);
+    }
+
+    #[test]
+    fn a_newer_layout_a_node_runs_is_adopted_when_consistent() {
+        let mut status = initial("u", &pods(2, 2), 6379).unwrap();
+        let mut newer = status.clone();
+        promote(&mut newer[1], "c-1-1");
+        newer[0].slots = vec!["0-99".into(), "8192-16383".into()];
+        newer[1].slots = vec!["100-8191".into()];
+        let topology = to_topology(&newer).unwrap();
+        assert!(adopt(&mut status, &topology));
+        assert_eq!(status, newer);
+        // A topology with a node the status does not know is refused.
+        let other = initial("other-uid", &pods(2, 2), 6379).unwrap();
+        let mut unchanged = initial("u", &pods(2, 2), 6379).unwrap();
+        assert!(!adopt(&mut unchanged, &to_topology(&other).unwrap()));
+        assert_eq!(unchanged, initial("u", &pods(2, 2), 6379).unwrap());
     }
 }
