@@ -1,0 +1,103 @@
+{{/* Chart name, truncated to 63 characters. */}}
+{{- define "kvrocks-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: the release name, or release-chart when the release name lacks the chart name. */}}
+{{- define "kvrocks-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "kvrocks-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every object of the chart. */}}
+{{- define "kvrocks-operator.labels" -}}
+helm.sh/chart: {{ include "kvrocks-operator.chart" . }}
+{{ include "kvrocks-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kvrocks-operator
+{{- end }}
+
+{{/* Labels that select the operator's pods (never `managed-by=kvrocks-operator`: that marks data pods). */}}
+{{- define "kvrocks-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kvrocks-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "kvrocks-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kvrocks-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "kvrocks-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+The rules of config/rbac/role.yaml except leader election: what the operator needs wherever it
+watches. Keep both in step with config/rbac/role.yaml (no wildcards).
+*/}}
+{{- define "kvrocks-operator.rules" -}}
+# The three custom resources: watched, finalized, and their status written.
+- apiGroups: ["kvrocks.io"]
+  resources: ["kvrockssentinels", "kvrocksstandards", "kvrocksclusters"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["kvrocks.io"]
+  resources: ["kvrockssentinels/status", "kvrocksstandards/status", "kvrocksclusters/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["kvrocks.io"]
+  resources: ["kvrockssentinels/finalizers", "kvrocksstandards/finalizers", "kvrocksclusters/finalizers"]
+  verbs: ["update"]
+# The workloads it builds.
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Secrets: the generated password Secret, and reading a user-provided one.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Pods: read state and IPs, keep the role label true, delete a pod to roll it.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+# Claims are only deleted when the spec asks for it.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "list", "watch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/* Leader election: the last rule of config/rbac/role.yaml. */}}
+{{- define "kvrocks-operator.leaseRules" -}}
+# Leader election.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update", "patch"]
+{{- end }}
+
+{{- define "kvrocks-operator.testNamespace" -}}
+{{- default .Release.Namespace .Values.test.namespace }}
+{{- end }}
