@@ -299,7 +299,10 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
             .get("slave-priority")
             .cloned()
             .unwrap_or_else(|| "100".to_owned()),
+        sentinel_stuck: false,
     };
+    let mut observed = observed;
+    observed.sentinel_stuck = sentinel_stuck(&cr, &observed);
     let plan = plan::plan(&observed);
     if !plan.steady() {
         tracing::info!(standard = %name, namespace = %ns, master = ?plan.master,
@@ -941,4 +944,39 @@ async fn set_sentinel_auth_pass(
         }
         client.close().await;
     }
+}
+
+/// Rounds in a row in which sentinel's master reported itself a replica, per Standard.
+static STUCK: std::sync::Mutex<Option<std::collections::HashMap<String, u32>>> =
+    std::sync::Mutex::new(None);
+/// After this many rounds (about 2 s apart) the operator makes sentinel's choice the master.
+const STUCK_ROUNDS: u32 = 5;
+
+fn sentinel_stuck(cr: &KvrocksStandard, observed: &Observed) -> bool {
+    let stuck_now = observed.sentinel_master.as_deref().is_some_and(|ip| {
+        observed.pods.iter().any(|p| {
+            p.ip.as_deref() == Some(ip)
+                && p.node.as_ref().is_some_and(|n| {
+                    !n.master
+                        && !matches!(
+                            n.master_host.as_deref(),
+                            None | Some("127.0.0.1" | "localhost")
+                        )
+                })
+        })
+    });
+    let key = cr.uid().unwrap_or_default();
+    let mut guard = STUCK.lock().unwrap_or_else(|p| p.into_inner());
+    let map = guard.get_or_insert_with(std::collections::HashMap::new);
+    if stuck_now {
+        let n = map.entry(key).or_insert(0);
+        *n += 1;
+        if *n > STUCK_ROUNDS {
+            *n = 0;
+            return true;
+        }
+    } else {
+        map.remove(&key);
+    }
+    false
 }

@@ -60,6 +60,8 @@ pub struct Observed {
     pub status_master: Option<String>,
     /// The `slave-priority` replicas get once synced (from spec.config, default 100).
     pub priority: String,
+    /// Sentinel has named a master that reports itself a replica for several rounds in a row.
+    pub sentinel_stuck: bool,
 }
 
 /// One step to take.
@@ -208,6 +210,15 @@ pub fn plan(observed: &Observed) -> Plan {
                             pod: pod.name.clone(),
                         });
                     }
+                }
+                Some(_) if observed.sentinel_stuck => {
+                    // Sentinel's choice has reported itself a replica for several rounds (a
+                    // sentinel with an older view turned it back): make sentinel's choice true.
+                    master = Some(pod);
+                    plan.operator_promotes = true;
+                    plan.actions.push(Action::Promote {
+                        pod: pod.name.clone(),
+                    });
                 }
                 Some(_) => {
                     plan.waiting = Some((
@@ -671,5 +682,25 @@ mod tests {
         let p = plan(&o);
         assert_eq!(p.master.as_deref(), Some("s-1"));
         assert!(!p.operator_promotes);
+    }
+
+    #[test]
+    fn sentinels_choice_is_made_true_when_it_stays_a_replica() {
+        let mut o = observed(vec![
+            pod(0, Some(master(1000)), Some("master")),
+            pod(1, Some(replica("10.0.0.10", 1000, "100")), Some("replica")),
+        ]);
+        o.sentinel_master = Some("10.0.0.11".into());
+        o.monitored = true;
+        let p = plan(&o);
+        assert_eq!(p.waiting.unwrap().0, "WaitingForSentinel");
+        o.sentinel_stuck = true;
+        let p = plan(&o);
+        assert_eq!(p.master.as_deref(), Some("s-1"));
+        assert!(p.actions.contains(&Action::Promote { pod: "s-1".into() }));
+        assert!(p.actions.contains(&Action::Follow {
+            pod: "s-0".into(),
+            master_ip: "10.0.0.11".into()
+        }));
     }
 }
