@@ -1,13 +1,13 @@
-//! The shell script that runs first in a container's private mount and UTS namespaces: bind-mount
-//! its volumes at their mount paths, set the hostname, change directory, then `exec` the program
-//! (passed as `"$@"`, so no argument is ever re-parsed by the shell).
-//!
-//! The pod's root file system is the host's: a mount path that does not exist on the host is
-//! created there (an empty directory, or an empty file when the source is a file) before the bind
-//! mount hides it inside the container. The mounts themselves never leak to the host (the
-//! namespace is private) and vanish with the container's processes.
+//! The shell script that runs first in a container's private mount and UTS namespaces. It gives
+//! the container a root of its own, as a runtime's writable layer would: an overlay of the host's
+//! root (read through) on a tmpfs upper layer, with /proc, /sys and /dev bound in. Volumes are
+//! bind-mounted at their mount paths inside that root, so a mount path that does not exist on the
+//! host is created in the tmpfs layer, never on the host. Then the hostname is set, the script
+//! chroots, changes directory and `exec`s the program (passed as `"$@"`, so no argument is ever
+//! re-parsed by the shell). Everything mounted lives in the private namespace and vanishes with
+//! the container's processes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::imagemap::shell_quote;
 
@@ -22,15 +22,28 @@ pub struct BindMount {
     pub read_only: bool,
 }
 
-/// The script for `sh -c <script> sh <program> <args...>`.
-pub fn launch_script(mounts: &[BindMount], hostname: &str, workdir: Option<&str>) -> String {
+/// The script for `sh -c <script> sh <program> <args...>`; `layer` is a directory of the pod
+/// (on the host) where the container's tmpfs layer and root are mounted.
+pub fn launch_script(
+    mounts: &[BindMount],
+    layer: &Path,
+    hostname: &str,
+    workdir: Option<&str>,
+) -> String {
     let mut ordered: Vec<&BindMount> = mounts.iter().collect();
     // Parents before children, so `/data/conf` lands inside the `/data` volume.
     ordered.sort_by_key(|m| m.target.components().count());
+    let layer = shell_quote(&layer.to_string_lossy());
     let mut script = String::from("set -e\n");
+    script.push_str(&format!(
+        "L={layer}\nmkdir -p \"$L\"\nmount -t tmpfs -o mode=0755 container-layer \"$L\"\n\
+         mkdir -p \"$L/upper\" \"$L/work\" \"$L/root\"\n\
+         mount -t overlay overlay -o lowerdir=/,upperdir=\"$L/upper\",workdir=\"$L/work\" \"$L/root\"\n\
+         for d in /proc /sys /dev; do mount --rbind \"$d\" \"$L/root$d\"; done\n"
+    ));
     for m in ordered {
         let src = shell_quote(&m.source.to_string_lossy());
-        let dst = shell_quote(&m.target.to_string_lossy());
+        let dst = format!("\"$L/root\"{}", shell_quote(&m.target.to_string_lossy()));
         script.push_str(&format!(
             "if [ -d {src} ]; then mkdir -p {dst}; else mkdir -p \"$(dirname {dst})\"; [ -e {dst} ] || : > {dst}; fi\n"
         ));
@@ -43,11 +56,10 @@ pub fn launch_script(mounts: &[BindMount], hostname: &str, workdir: Option<&str>
         "echo {} > /proc/sys/kernel/hostname\n",
         shell_quote(hostname)
     ));
-    if let Some(dir) = workdir.filter(|d| !d.is_empty()) {
-        let dir = shell_quote(dir);
-        script.push_str(&format!("mkdir -p {dir}\ncd {dir}\n"));
-    }
-    script.push_str("exec \"$@\"\n");
+    let dir = shell_quote(workdir.filter(|d| !d.is_empty()).unwrap_or("/"));
+    script.push_str(&format!(
+        "exec chroot \"$L/root\" /bin/sh -c 'mkdir -p \"$0\" && cd \"$0\" && exec \"$@\"' {dir} \"$@\"\n"
+    ));
     script
 }
 
@@ -80,15 +92,16 @@ mod tests {
                 read_only: false,
             },
         ];
-        let s = launch_script(&mounts, "redis-0", Some("/data"));
-        let pv = s.find("mount --bind '/r/pv x' /data").unwrap();
-        let cm = s.find("mount --bind /r/cm /data/conf").unwrap();
+        let s = launch_script(&mounts, Path::new("/p/layer"), "redis-0", Some("/data"));
+        let pv = s.find("mount --bind '/r/pv x' \"$L/root\"/data").unwrap();
+        let cm = s.find("mount --bind /r/cm \"$L/root\"/data/conf").unwrap();
         assert!(pv < cm, "{s}");
-        assert!(s.contains("mount -o remount,bind,ro /data/conf"));
-        assert!(!s.contains("remount,bind,ro /data\n"));
+        assert!(s.contains("mount -o remount,bind,ro \"$L/root\"/data/conf"));
+        assert!(!s.contains("remount,bind,ro \"$L/root\"/data\n"));
+        assert!(s.contains("lowerdir=/,upperdir="));
         assert!(s.contains("echo redis-0 > /proc/sys/kernel/hostname"));
-        assert!(s.contains("cd /data"));
-        assert!(s.ends_with("exec \"$@\"\n"));
+        assert!(s.contains("exec chroot \"$L/root\""));
+        assert!(s.ends_with("/data \"$@\"\n"), "{s}");
     }
 
     #[test]

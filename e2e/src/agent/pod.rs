@@ -635,7 +635,8 @@ async fn run_once(
             return None;
         }
     };
-    let script = launch_script(&mounts, &hostname, container.working_dir.as_deref());
+    let layer = pod.dir.join("layers").join(&container.name);
+    let script = launch_script(&mounts, &layer, &hostname, container.working_dir.as_deref());
     let log = pod.dir.join(format!("{}.log", container.name));
     let spawned = process::spawn(&Launch {
         netns: &pod.net.netns,

@@ -111,6 +111,9 @@ pub async fn exec_in(
             "--net",
             "--mount",
             "--uts",
+            // The container's own root (it runs chrooted in its layer) and directory.
+            "--root",
+            "--wd",
             "--",
         ])
         .args(argv)
