@@ -892,6 +892,7 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
             ),
         )
     };
+    let down_message = format!("{masters_down} shard master(s) not answering");
     let status = KvrocksClusterStatus {
         observed_generation: generation,
         topology_version: (!layout.is_empty()).then_some(version as i64),
@@ -901,46 +902,17 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
         rebalance_target: rebalance,
         conditions: conditions::merge(
             &old.conditions,
-            [
-                conditions::ready(
-                    if ready {
-                        ConditionStatus::True
-                    } else {
-                        ConditionStatus::False
-                    },
-                    &reason,
-                    &message,
-                    generation,
-                ),
-                conditions::progressing(
-                    if ready {
-                        ConditionStatus::False
-                    } else {
-                        ConditionStatus::True
-                    },
-                    &reason,
-                    &message,
-                    generation,
-                ),
-                conditions::degraded(
-                    if masters_down > 0 {
-                        ConditionStatus::True
-                    } else {
-                        ConditionStatus::False
-                    },
-                    if masters_down > 0 {
-                        "MasterDown"
-                    } else {
-                        "Healthy"
-                    },
-                    if masters_down > 0 {
-                        format!("{masters_down} shard master(s) not answering")
-                    } else {
-                        "every shard has a master".to_owned()
-                    },
-                    generation,
-                ),
-            ],
+            conditions::health(
+                ready,
+                &reason,
+                &message,
+                if masters_down > 0 {
+                    (true, "MasterDown", &down_message)
+                } else {
+                    (false, "Healthy", "every shard has a master")
+                },
+                generation,
+            ),
         ),
     };
     patch_status_if_changed(&crs, cr.as_ref(), &status).await?;

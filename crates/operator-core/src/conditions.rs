@@ -101,6 +101,35 @@ pub fn progressing(
     new_condition(PROGRESSING, status, reason, message, observed_generation)
 }
 
+/// The three conditions every resource reports each reconcile: `Ready` (with `reason` and
+/// `message`), `Progressing` (its opposite, same words) and `Degraded` (`degraded` = whether,
+/// reason, message).
+pub fn health(
+    ready: bool,
+    reason: &str,
+    message: &str,
+    degraded: (bool, &str, &str),
+    observed_generation: Option<i64>,
+) -> [Condition; 3] {
+    let status = |b: bool| {
+        if b {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
+    };
+    [
+        self::ready(status(ready), reason, message, observed_generation),
+        progressing(status(!ready), reason, message, observed_generation),
+        self::degraded(
+            status(degraded.0),
+            degraded.1,
+            degraded.2,
+            observed_generation,
+        ),
+    ]
+}
+
 /// A `Degraded` condition; see [`new_condition`].
 pub fn degraded(
     status: ConditionStatus,
@@ -396,5 +425,26 @@ mod tests {
             keys.sort();
             prop_assert_eq!(keys, unsorted);
         }
+    }
+
+    #[test]
+    fn health_reports_ready_its_opposite_and_degraded() {
+        let [r, p, d] = health(
+            false,
+            "Syncing",
+            "1 of 2",
+            (true, "NoMaster", "none"),
+            Some(3),
+        );
+        assert_eq!((r.type_.as_str(), r.status.as_str()), ("Ready", "False"));
+        assert_eq!(
+            (p.type_.as_str(), p.status.as_str()),
+            ("Progressing", "True")
+        );
+        assert_eq!(
+            (d.type_.as_str(), d.status.as_str(), d.reason.as_str()),
+            ("Degraded", "True", "NoMaster")
+        );
+        assert_eq!(r.observed_generation, Some(3));
     }
 }

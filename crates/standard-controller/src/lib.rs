@@ -468,46 +468,17 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
         replicas,
         conditions: conditions::merge(
             &old_status.conditions,
-            [
-                conditions::ready(
-                    if ready {
-                        ConditionStatus::True
-                    } else {
-                        ConditionStatus::False
-                    },
-                    &reason,
-                    &message,
-                    generation,
-                ),
-                conditions::progressing(
-                    if ready {
-                        ConditionStatus::False
-                    } else {
-                        ConditionStatus::True
-                    },
-                    &reason,
-                    &message,
-                    generation,
-                ),
-                conditions::degraded(
-                    if master.is_none() && old_status.master.is_some() {
-                        ConditionStatus::True
-                    } else {
-                        ConditionStatus::False
-                    },
-                    if master.is_none() && old_status.master.is_some() {
-                        "NoMaster"
-                    } else {
-                        "Healthy"
-                    },
-                    if master.is_none() && old_status.master.is_some() {
-                        "no writable master right now".to_owned()
-                    } else {
-                        "a master is writable".to_owned()
-                    },
-                    generation,
-                ),
-            ],
+            conditions::health(
+                ready,
+                &reason,
+                &message,
+                if master.is_none() && old_status.master.is_some() {
+                    (true, "NoMaster", "no writable master right now")
+                } else {
+                    (false, "Healthy", "a master is writable")
+                },
+                generation,
+            ),
         ),
     };
     patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
