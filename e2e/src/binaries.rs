@@ -23,6 +23,9 @@ pub struct Binaries {
     pub etcd: PathBuf,
     /// helm.
     pub helm: PathBuf,
+    /// A directory with the CRDs of prometheus-operator's ServiceMonitor, PodMonitor and
+    /// PrometheusRule.
+    pub monitoring_crds: PathBuf,
     /// The cache directory the script used.
     pub cache_dir: PathBuf,
 }
@@ -115,6 +118,7 @@ fn parse_report(lines: &[String]) -> std::result::Result<Binaries, String> {
         kubectl: path_of("kubectl")?,
         etcd: path_of("etcd")?,
         helm: path_of("helm")?,
+        monitoring_crds: path_of("monitoring-crds")?,
         cache_dir,
     })
 }
@@ -134,6 +138,7 @@ mod tests {
             \x20 kubectl                  KUBEBUILDER_ASSETS /k/kubectl\n\
             \x20 etcd                     cache              /c/etcd\n\
             \x20 helm                     cache              /c/helm\n\
+            \x20 monitoring-crds          fetched            /c/monitoring-crds-v0.85.0\n\
             nothing to build (1 s)\n\
             cache dir: /c";
         let lines: Vec<String> = report.lines().map(str::to_owned).collect();
@@ -141,5 +146,9 @@ mod tests {
         assert_eq!(b.kubectl, PathBuf::from("/k/kubectl"));
         assert_eq!(b.kube_scheduler, PathBuf::from("/c/kube-scheduler"));
         assert_eq!(b.cache_dir, PathBuf::from("/c"));
+        assert_eq!(
+            b.monitoring_crds,
+            PathBuf::from("/c/monitoring-crds-v0.85.0")
+        );
     }
 }

@@ -21,6 +21,7 @@ source "${versions_file}"
 : "${KUBERNETES_VERSION:?not set in ${versions_file}}"
 : "${ETCD_VERSION:?not set in ${versions_file}}"
 : "${HELM_VERSION:?not set in ${versions_file}}"
+: "${PROMETHEUS_OPERATOR_VERSION:?not set in ${versions_file}}"
 
 if [[ $# -gt 1 || ${1:-} == -h || ${1:-} == --help ]]; then
     echo "usage: $(basename "$0") [CACHE_DIR]" >&2
@@ -314,11 +315,36 @@ for name in "${binaries[@]}"; do
     resolved[${name}]="${cached}"
     source_of[${name}]="built"
 done
+
+# The CRDs of prometheus-operator's ServiceMonitor, PodMonitor and PrometheusRule, copied from its
+# module zip into CACHE_DIR/monitoring-crds-<version>/.
+monitoring_kinds=(servicemonitors podmonitors prometheusrules)
+monitoring_dir="${cache_dir}/monitoring-crds-${PROMETHEUS_OPERATOR_VERSION}"
+monitoring_source="cache"
+if [[ ! -f ${monitoring_dir}/.complete ]]; then
+    prepare_go
+    log "fetching the prometheus-operator ${PROMETHEUS_OPERATOR_VERSION} CRDs from its Go module"
+    module_dir="$(cd "${work_dir}" && GOTOOLCHAIN=local go mod download -json \
+        "github.com/prometheus-operator/prometheus-operator@${PROMETHEUS_OPERATOR_VERSION}" \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    [[ -n ${module_dir} && -d ${module_dir} ]] || die "go mod download gave no directory for prometheus-operator"
+    rm -rf "${monitoring_dir}"
+    mkdir -p "${monitoring_dir}"
+    for kind in "${monitoring_kinds[@]}"; do
+        file="${module_dir}/example/prometheus-operator-crd/monitoring.coreos.com_${kind}.yaml"
+        [[ -f ${file} ]] || die "${file} is not in the module"
+        cp "${file}" "${monitoring_dir}/"
+        chmod u+w "${monitoring_dir}/monitoring.coreos.com_${kind}.yaml"
+    done
+    touch "${monitoring_dir}/.complete"
+    monitoring_source="fetched"
+fi
 total_end=$(date +%s)
 
 for name in "${binaries[@]}"; do
     printf '  %-24s %-18s %s\n' "${name}" "${source_of[${name}]}" "${resolved[${name}]}"
 done
+printf '  %-24s %-18s %s\n' "monitoring-crds" "${monitoring_source}" "${monitoring_dir}"
 if [[ ${built} -eq 0 ]]; then
     log "nothing to build ($((total_end - total_start)) s)"
 else

@@ -202,6 +202,8 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
             ),
             ..old.clone()
         };
+        ctx.metrics
+            .set_ready(CONTROLLER, &ns, &name, &status.conditions);
         patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
         return Ok(Requeue::await_change());
     }
@@ -228,6 +230,8 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
                 ),
                 ..old.clone()
             };
+            ctx.metrics
+                .set_ready(CONTROLLER, &ns, &name, &status.conditions);
             patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
             return Ok(Requeue::requeue(Duration::from_secs(10)));
         }
@@ -618,7 +622,8 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
                 for shard in &mut layout {
                     shard.slots = assignment.status_slots(shard.index as u32);
                 }
-                ctx.metrics.slots_migrated(moved.slot_count() as u64);
+                ctx.metrics
+                    .slots_migrated(&ns, &name, moved.slot_count() as u64);
                 ctx.event(
                     cr.as_ref(),
                     "SlotsMigrated",
@@ -915,6 +920,7 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
             ),
         ),
     };
+    record_health(&ctx, &ns, &name, &status, &observed);
     patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
     Ok(Requeue::requeue(if status.migration.is_some() {
         Duration::from_millis(100)
@@ -1111,4 +1117,36 @@ async fn apply_config_live(
     let result = client.config_set_all(config).await;
     client.close().await;
     matches!(result, Ok(n) if n > 0)
+}
+
+/// Publishes the cluster's health gauges from the status about to be written: Ready, a master
+/// that answers per shard, the slots owned by a master and whether a migration runs.
+fn record_health(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &KvrocksClusterStatus,
+    observed: &BTreeMap<String, NodeObs>,
+) {
+    let metrics = &ctx.metrics;
+    metrics.set_ready(CONTROLLER, ns, name, &status.conditions);
+    let shards = status
+        .shards
+        .iter()
+        .map(|s| s.index.max(0) as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut up = vec![false; shards];
+    for shard in &status.shards {
+        up[shard.index.max(0) as usize] = topo::master_of(shard)
+            .is_some_and(|m| observed.get(&m.pod).is_some_and(|o| o.reachable));
+    }
+    metrics.set_shard_masters(CONTROLLER, ns, name, &up);
+    let assigned: usize = status
+        .shards
+        .iter()
+        .filter(|s| topo::master_of(s).is_some())
+        .map(|s| topo::parse_slots(&s.slots).iter().map(|r| r.len()).sum::<usize>())
+        .sum();
+    metrics.set_cluster_slots(ns, name, assigned as u32, status.migration.is_some());
 }

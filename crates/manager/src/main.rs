@@ -64,9 +64,10 @@ async fn run(args: RunArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
+    metrics.set_leader(false);
     let server = tokio::spawn(http::serve(
         args.metrics_address,
-        metrics,
+        metrics.clone(),
         health.clone(),
         shutdown.clone(),
     ));
@@ -77,6 +78,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let outcome = match election.acquired(&shutdown).await {
         Some(lease) => {
             health.set(Phase::Leading);
+            metrics.set_leader(true);
             tracing::info!(?controllers, "holding the lease: starting the controllers");
             let running = run_controllers(ctx, &controllers, shutdown.clone());
             let outcome = tokio::select! {
@@ -86,6 +88,7 @@ async fn run(args: RunArgs) -> Result<()> {
                     Err(anyhow::anyhow!("lost the lease; exiting so that only one replica reconciles"))
                 }
             };
+            metrics.set_leader(false);
             lease.release().await;
             outcome
         }

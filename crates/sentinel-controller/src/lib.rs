@@ -195,6 +195,7 @@ async fn reconcile(
             release(&ctx, &cr, &group, &shared).await?;
             shared.forget_group(&group);
             remove_finalizer(&groups, &cr).await?;
+            ctx.metrics.forget_object(CONTROLLER, &namespace, &name);
             tracing::info!("no Standard or Cluster uses the group any more: deletion proceeds");
             return Ok(Action::await_change());
         }
@@ -295,6 +296,14 @@ async fn reconcile(
         previous: &previous,
         in_use_by,
     });
+    ctx.metrics
+        .set_ready(CONTROLLER, &namespace, &name, &status.conditions);
+    ctx.metrics.set_sentinel(
+        &namespace,
+        &name,
+        status.ready_replicas.unwrap_or(0),
+        status.quorum.unwrap_or(0),
+    );
     let written = patch_status_if_changed(&groups, &*cr, &status).await?;
     for note in report::notes(&plan, &outcomes) {
         ctx.publish(&*cr, note.type_, note.reason, note.action, note.text)
@@ -406,6 +415,12 @@ async fn report_invalid(
                 generation,
             ),
         ],
+    );
+    ctx.metrics.set_ready(
+        CONTROLLER,
+        cr.namespace().as_deref().unwrap_or_default(),
+        &cr.name_any(),
+        &status.conditions,
     );
     if patch_status_if_changed(groups, cr, &status)
         .await?

@@ -147,6 +147,8 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
             ),
             ..old_status.clone()
         };
+        ctx.metrics
+            .set_ready(CONTROLLER, &ns, &name, &status.conditions);
         patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
         return Ok(Requeue::await_change());
     }
@@ -168,6 +170,8 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
                 ),
                 ..old_status.clone()
             };
+            ctx.metrics
+                .set_ready(CONTROLLER, &ns, &name, &status.conditions);
             patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
             return Ok(Requeue::requeue(Duration::from_secs(10)));
         }
@@ -481,6 +485,10 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
             ),
         ),
     };
+    ctx.metrics
+        .set_ready(CONTROLLER, &ns, &name, &status.conditions);
+    ctx.metrics
+        .set_shard_masters(CONTROLLER, &ns, &name, &[master.is_some()]);
     patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
     Ok(Requeue::requeue(if ready && plan.steady() {
         STEADY
