@@ -378,7 +378,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 
 /// The operator binary the image map points `kvrocks-operator` images at: built by
 /// `cargo build -p kvrocks-operator` into the same target directory.
-pub(crate) fn operator_binary() -> PathBuf {
+pub fn operator_binary() -> PathBuf {
     agentctl::sibling_binary("KVROCKS_OPERATOR_BIN", "kvrocks-operator")
         .unwrap_or_else(|| binaries::repo_root().join("target/debug/kvrocks-operator"))
 }

@@ -1146,7 +1146,12 @@ fn record_health(
         .shards
         .iter()
         .filter(|s| topo::master_of(s).is_some())
-        .map(|s| topo::parse_slots(&s.slots).iter().map(|r| r.len()).sum::<usize>())
+        .map(|s| {
+            topo::parse_slots(&s.slots)
+                .iter()
+                .map(|r| r.len())
+                .sum::<usize>()
+        })
         .sum();
     metrics.set_cluster_slots(ns, name, assigned as u32, status.migration.is_some());
 }

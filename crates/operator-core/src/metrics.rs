@@ -415,7 +415,10 @@ impl Metrics {
             .map_err(metrics_error("encoding the text format"))?;
         for f in CATALOGUE {
             if !families.iter().any(|g| g.name() == f.name) {
-                text.push_str(&format!("# HELP {} {}\n# TYPE {} {}\n", f.name, f.help, f.name, f.kind));
+                text.push_str(&format!(
+                    "# HELP {} {}\n# TYPE {} {}\n",
+                    f.name, f.help, f.name, f.kind
+                ));
             }
         }
         Ok(text)
@@ -532,15 +535,23 @@ mod tests {
         m.set_shard_masters("cluster", "ns", "c", &[true]);
         let text = m.encode().unwrap();
         assert_eq!(line_value(&text, &shard(0)), Some(1.0));
-        assert!(!text.contains(&shard(1)) && !text.contains(&shard(2)), "{text}");
+        assert!(
+            !text.contains(&shard(1)) && !text.contains(&shard(2)),
+            "{text}"
+        );
 
         m.set_cluster_slots("ns", "c", 16384, true);
-        m.set_ready("cluster", "ns", "c", &[crate::conditions::ready(
-            crate::conditions::ConditionStatus::True,
-            "TopologyInSync",
-            "ok",
-            Some(1),
-        )]);
+        m.set_ready(
+            "cluster",
+            "ns",
+            "c",
+            &[crate::conditions::ready(
+                crate::conditions::ConditionStatus::True,
+                "TopologyInSync",
+                "ok",
+                Some(1),
+            )],
+        );
         let text = m.encode().unwrap();
         assert_eq!(
             line_value(

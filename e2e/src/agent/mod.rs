@@ -18,6 +18,7 @@ pub mod pod;
 pub mod probes;
 pub mod process;
 pub mod provisioner;
+pub mod services;
 pub mod standin;
 pub mod volumes;
 

@@ -1,0 +1,640 @@
+//! The Helm chart (`deploy/helm/kvrocks-operator`), checked the way `make lint-helm` promises and
+//! then installed for real on the testbed:
+//! - its `crds/` and dashboards are the copies of `config/crd` and `deploy/dashboards`;
+//! - `helm lint --strict` and `helm template`, with the defaults and with every option on
+//!   (`e2e/fixtures/helm-all-options.yaml`);
+//! - the rendered objects (CRDs included) through the real API server's server-side dry run, with
+//!   prometheus-operator's CRDs installed so the ServiceMonitor, PodMonitor and PrometheusRule
+//!   meet their real schemas;
+//! - `helm install` with the operator image mapped to the binary just built: two replicas, one
+//!   leader, the examples Ready under it, every operator metric named by the dashboards and the
+//!   alert rules present on the leader's `/metrics`, `helm test`, a leader hand-over, and
+//!   `helm uninstall`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kvrocks_api::{KvrocksCluster, KvrocksSentinel, KvrocksStandard};
+use kvrocks_e2e::binaries::{self, Binaries};
+use kvrocks_e2e::{Testbed, http, wait};
+
+const RELEASE: &str = "kvrocks-operator";
+const RELEASE_NS: &str = "kvrocks-system";
+const EXAMPLES_NS: &str = "examples";
+const READY_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn chart() -> PathBuf {
+    binaries::repo_root().join("deploy/helm/kvrocks-operator")
+}
+
+fn all_options() -> PathBuf {
+    binaries::e2e_dir().join("fixtures/helm-all-options.yaml")
+}
+
+fn tools() -> Binaries {
+    binaries::find_or_build().expect("testbed binaries")
+}
+
+/// Runs helm with its caches under `home` (never the user's), against `kubeconfig` if given.
+fn helm(bins: &Binaries, home: &Path, kubeconfig: Option<&Path>, args: &[&str]) -> String {
+    let mut command = std::process::Command::new(&bins.helm);
+    for (var, dir) in [
+        ("HELM_CACHE_HOME", "cache"),
+        ("HELM_CONFIG_HOME", "config"),
+        ("HELM_DATA_HOME", "data"),
+    ] {
+        command.env(var, home.join(dir));
+    }
+    if let Some(kubeconfig) = kubeconfig {
+        command.env("KUBECONFIG", kubeconfig);
+    }
+    let out = command.args(args).output().expect("run helm");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "helm {} failed ({}):\n{stdout}\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kvrocks-e2e-chart-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The files of `dir` (name -> bytes).
+fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_chart_ships_current_copies_of_the_crds_and_dashboards() {
+    let root = binaries::repo_root();
+    for (copy, source) in [
+        ("deploy/helm/kvrocks-operator/crds", "config/crd"),
+        (
+            "deploy/helm/kvrocks-operator/files/dashboards",
+            "deploy/dashboards",
+        ),
+    ] {
+        let (copy_files, source_files) = (files(&root.join(copy)), files(&root.join(source)));
+        assert!(!source_files.is_empty(), "{source} is empty");
+        assert_eq!(
+            copy_files.keys().collect::<Vec<_>>(),
+            source_files.keys().collect::<Vec<_>>(),
+            "{copy} does not hold the files of {source}: copy them (cp {source}/* {copy}/)"
+        );
+        for (name, bytes) in &source_files {
+            assert!(
+                copy_files[name] == *bytes,
+                "{copy}/{name} differs from {source}/{name}: copy it again"
+            );
+        }
+    }
+}
+
+#[test]
+fn helm_lint_and_template_with_defaults_and_every_option() {
+    let bins = tools();
+    let home = scratch("lint");
+    let chart = chart();
+    let chart = chart.to_str().unwrap();
+    let options = all_options();
+    let options = options.to_str().unwrap();
+    helm(&bins, &home, None, &["lint", "--strict", chart]);
+    helm(
+        &bins,
+        &home,
+        None,
+        &["lint", "--strict", chart, "-f", options],
+    );
+
+    let defaults = helm(
+        &bins,
+        &home,
+        None,
+        &["template", RELEASE, chart, "-n", RELEASE_NS],
+    );
+    let kinds = |text: &str| -> BTreeSet<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("kind: "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let default_kinds = kinds(&defaults);
+    for kind in [
+        "Deployment",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Service",
+        "PodDisruptionBudget",
+    ] {
+        assert!(default_kinds.contains(kind), "defaults render no {kind}");
+    }
+    for off in [
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+        "ConfigMap",
+    ] {
+        assert!(
+            !default_kinds.contains(off),
+            "{off} is rendered though off by default"
+        );
+    }
+    let everything = helm(
+        &bins,
+        &home,
+        None,
+        &["template", RELEASE, chart, "-n", RELEASE_NS, "-f", options],
+    );
+    let all_kinds = kinds(&everything);
+    for kind in [
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+        "ConfigMap",
+        "Role",
+        "RoleBinding",
+    ] {
+        assert!(
+            all_kinds.contains(kind),
+            "every option on renders no {kind}"
+        );
+    }
+    // Namespaced mode: Roles only, never a ClusterRole.
+    assert!(!all_kinds.contains("ClusterRole"), "{everything}");
+    assert!(everything.contains("--namespaces=chart-team-a,chart-team-b"));
+    // Least privilege: no wildcard anywhere in the rules.
+    for text in [&defaults, &everything] {
+        assert!(!text.contains("\"*\""), "a wildcard in the rendered rules");
+    }
+    // Hardened pod: what the chart promises.
+    for promise in [
+        "runAsNonRoot: true",
+        "readOnlyRootFilesystem: true",
+        "allowPrivilegeEscalation: false",
+        "type: RuntimeDefault",
+        "drop: [\"ALL\"]",
+    ] {
+        assert!(defaults.contains(promise), "the Deployment lacks {promise}");
+    }
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// Installs prometheus-operator's CRDs (ServiceMonitor, PodMonitor, PrometheusRule) once.
+async fn install_monitoring_crds(testbed: &Testbed) {
+    let dir = testbed.binaries().monitoring_crds.clone();
+    testbed
+        .kubectl(&["apply", "--server-side", "-f", dir.to_str().unwrap()])
+        .await
+        .unwrap();
+    testbed
+        .kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            dir.to_str().unwrap(),
+        ])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_api_server_accepts_the_rendered_chart() {
+    let testbed = Testbed::shared().await.unwrap();
+    install_monitoring_crds(testbed).await;
+    for ns in [
+        RELEASE_NS,
+        "chart-team-a",
+        "chart-team-b",
+        "chart-monitoring",
+    ] {
+        // May exist already (the install test shares the testbed).
+        let _ = testbed.kubectl(&["create", "namespace", ns]).await;
+    }
+    let home = scratch("dry-run");
+    let chart = chart();
+    let options = all_options();
+    for (what, extra) in [
+        ("defaults", vec![]),
+        ("every option on", vec!["-f", options.to_str().unwrap()]),
+    ] {
+        let mut args = vec![
+            "template",
+            RELEASE,
+            chart.to_str().unwrap(),
+            "-n",
+            RELEASE_NS,
+            "--include-crds",
+        ];
+        args.extend(extra);
+        let rendered = helm(testbed.binaries(), &home, None, &args);
+        let file = home.join("rendered.yaml");
+        std::fs::write(&file, &rendered).unwrap();
+        let out = testbed
+            .kubectl(&[
+                "apply",
+                "--dry-run=server",
+                "--server-side",
+                "--field-manager=chart-dry-run",
+                "-f",
+                file.to_str().unwrap(),
+            ])
+            .await
+            .unwrap_or_else(|e| panic!("the API server refused the chart ({what}): {e}"));
+        let accepted = out
+            .lines()
+            .filter(|l| l.contains("(server dry run)"))
+            .count();
+        let objects =
+            rendered.matches("\nkind: ").count() + usize::from(rendered.starts_with("kind: "));
+        kvrocks_e2e::say!("chart dry run ({what}): {accepted} objects accepted\n{out}");
+        assert_eq!(
+            accepted, objects,
+            "not every rendered object was accepted:\n{out}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// The operator metric families a text names (histogram series folded into their family).
+fn operator_metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = text[i..].find("kvrocks_operator_") {
+        let start = i + pos;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        let before_ok =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        if before_ok {
+            let name = &text[start..end];
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|base| base.ends_with("_seconds"))
+                .unwrap_or(name);
+            names.insert(family.to_owned());
+        }
+        i = end.max(start + 1);
+    }
+    names
+}
+
+/// Families announced on a `/metrics` page (`# TYPE <name> <kind>`).
+fn exported_families(page: &str) -> BTreeSet<String> {
+    page.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn operator_pods(client: &kube::Client) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), RELEASE_NS);
+    pods.list(&ListParams::default().labels("app.kubernetes.io/name=kvrocks-operator"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+async fn metrics_of(pod: &Pod) -> Result<String, String> {
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .ok_or("no pod IP")?;
+    let addr: SocketAddr = format!("{ip}:8080").parse().map_err(|e| format!("{e}"))?;
+    http::get_ok(addr, "/metrics", Duration::from_secs(3))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The name of the operator pod that leads (its `kvrocks_operator_leader` is 1) and its page,
+/// once exactly one of the running pods leads.
+async fn leader(client: &kube::Client, not: Option<&str>) -> (String, String) {
+    wait::until(
+        "exactly one operator pod leading",
+        READY_TIMEOUT,
+        async || {
+            let mut leading = Vec::new();
+            let pods = operator_pods(client).await;
+            for pod in &pods {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                if let Ok(page) = metrics_of(pod).await
+                    && sample(&page, "kvrocks_operator_leader") == Some(1.0)
+                {
+                    leading.push((name, page));
+                }
+            }
+            match leading.as_slice() {
+                [(name, _)] if Some(name.as_str()) == not => Err(format!("{name} still leads")),
+                [_] => Ok(leading.remove(0)),
+                _ => Err(format!("{} of {} pods lead", leading.len(), pods.len())),
+            }
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn ready(
+    conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
+) -> bool {
+    conditions.is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[tokio::test]
+async fn helm_install_runs_the_examples_and_every_named_metric_exists() {
+    let testbed = Testbed::shared().await.unwrap();
+    if !testbed.agent_or_skip("helm install e2e") {
+        return;
+    }
+    if !kvrocks_e2e::testbed::operator_binary().is_file() {
+        kvrocks_e2e::say!(
+            "\nSKIPPED helm install e2e: no operator binary (run `cargo build -p kvrocks-operator`)"
+        );
+        return;
+    }
+    let client = testbed.client().await.unwrap();
+    let real_kvrocks = testbed.data_plane().is_real();
+    kvrocks_e2e::say!("helm install e2e on {}", testbed.data_plane().describe());
+    let home = scratch("install");
+    let kubeconfig = testbed.kubeconfig_path().to_path_buf();
+    let chart = chart();
+
+    // Install: two replicas, the image mapped by the node agent to the binary just built.
+    let out = helm(
+        testbed.binaries(),
+        &home,
+        Some(&kubeconfig),
+        &[
+            "install",
+            RELEASE,
+            chart.to_str().unwrap(),
+            "-n",
+            RELEASE_NS,
+            "--create-namespace",
+            "--set",
+            &format!("test.namespace={EXAMPLES_NS}"),
+            "--set",
+            "logLevel=info\\,kvrocks_operator_core=debug",
+            "--wait",
+            "--timeout",
+            "4m",
+        ],
+    );
+    kvrocks_e2e::say!("{out}");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), RELEASE_NS);
+    let deployment = deployments.get(RELEASE).await.unwrap();
+    let status = deployment.status.unwrap_or_default();
+    assert_eq!(
+        status.ready_replicas,
+        Some(2),
+        "both operator replicas ready"
+    );
+    let (first_leader, _) = leader(&client, None).await;
+    kvrocks_e2e::say!("operator leader: {first_leader}");
+
+    // The examples, as written, in a namespace of their own.
+    let _ = testbed.kubectl(&["create", "namespace", EXAMPLES_NS]).await;
+    let examples = binaries::repo_root().join("examples");
+    let mut files = vec!["sentinel.yaml", "standard.yaml"];
+    if real_kvrocks {
+        files.push("cluster.yaml");
+    } else {
+        kvrocks_e2e::say!(
+            "\nSKIPPED helm install e2e, examples/cluster.yaml: cluster mode needs a real kvrocks (KVROCKS_BIN); the redis-server stand-in refuses it"
+        );
+    }
+    for file in &files {
+        testbed
+            .kubectl(&[
+                "apply",
+                "-n",
+                EXAMPLES_NS,
+                "-f",
+                examples.join(file).to_str().unwrap(),
+            ])
+            .await
+            .unwrap();
+    }
+    let sentinels: Api<KvrocksSentinel> = Api::namespaced(client.clone(), EXAMPLES_NS);
+    let standards: Api<KvrocksStandard> = Api::namespaced(client.clone(), EXAMPLES_NS);
+    let clusters: Api<KvrocksCluster> = Api::namespaced(client.clone(), EXAMPLES_NS);
+    wait::for_object(&sentinels, "sentinel", READY_TIMEOUT, "Ready", |s| {
+        ready(s.status.as_ref().map(|s| &s.conditions))
+    })
+    .await
+    .unwrap();
+    wait::for_object(&standards, "standard", READY_TIMEOUT, "Ready", |s| {
+        ready(s.status.as_ref().map(|s| &s.conditions))
+    })
+    .await
+    .unwrap();
+    if real_kvrocks {
+        wait::for_object(&clusters, "cluster", READY_TIMEOUT, "Ready", |s| {
+            ready(s.status.as_ref().map(|s| &s.conditions))
+        })
+        .await
+        .unwrap();
+    }
+
+    // Every operator metric the dashboards and the alert rules name is on the leader's /metrics.
+    let (_, page) = leader(&client, None).await;
+    let exported = exported_families(&page);
+    let mut named = BTreeSet::new();
+    for dashboard in ["kvrocks-operator.json", "kvrocks.json"] {
+        let text = std::fs::read_to_string(
+            binaries::repo_root()
+                .join("deploy/dashboards")
+                .join(dashboard),
+        )
+        .unwrap();
+        named.extend(operator_metric_names(&text));
+    }
+    let rules = helm(
+        testbed.binaries(),
+        &home,
+        None,
+        &[
+            "template",
+            RELEASE,
+            chart.to_str().unwrap(),
+            "--set",
+            "prometheusRule.enabled=true",
+            "--show-only",
+            "templates/prometheusrule.yaml",
+        ],
+    );
+    let in_rules = operator_metric_names(&rules);
+    assert!(
+        in_rules.len() >= 5,
+        "the rules name too few operator metrics: {in_rules:?}"
+    );
+    named.extend(in_rules);
+    let missing: Vec<&String> = named.difference(&exported).collect();
+    kvrocks_e2e::say!(
+        "metric names: {} operator families named by dashboards and rules, {} exported, missing: {missing:?}",
+        named.len(),
+        exported.len()
+    );
+    assert!(named.len() >= 10, "suspiciously few names found: {named:?}");
+    assert!(
+        missing.is_empty(),
+        "named but not exported: {missing:?}\n{page}"
+    );
+    // And the health gauges say what the resources' conditions say.
+    for (series, want) in [
+        (
+            r#"kvrocks_operator_resource_ready{kind="standard",name="standard",namespace="examples"}"#,
+            1.0,
+        ),
+        (
+            r#"kvrocks_operator_resource_ready{kind="sentinel",name="sentinel",namespace="examples"}"#,
+            1.0,
+        ),
+        (
+            r#"kvrocks_operator_shard_master_up{kind="standard",name="standard",namespace="examples",shard="0"}"#,
+            1.0,
+        ),
+        (
+            r#"kvrocks_operator_sentinel_ready_replicas{name="sentinel",namespace="examples"}"#,
+            3.0,
+        ),
+        (
+            r#"kvrocks_operator_sentinel_quorum{name="sentinel",namespace="examples"}"#,
+            2.0,
+        ),
+    ] {
+        assert_eq!(sample(&page, series), Some(want), "{series} in\n{page}");
+    }
+    if real_kvrocks {
+        assert_eq!(
+            sample(
+                &page,
+                r#"kvrocks_operator_cluster_slots_assigned{name="cluster",namespace="examples"}"#
+            ),
+            Some(16384.0)
+        );
+    }
+
+    // helm test: a pod PINGs the standard's master Service with its password.
+    let out = helm(
+        testbed.binaries(),
+        &home,
+        Some(&kubeconfig),
+        &[
+            "test",
+            RELEASE,
+            "-n",
+            RELEASE_NS,
+            "--logs",
+            "--timeout",
+            "2m",
+        ],
+    );
+    kvrocks_e2e::say!("{out}");
+    assert!(
+        out.contains("Phase:          Succeeded") || out.contains("Phase: Succeeded"),
+        "{out}"
+    );
+    assert!(out.contains("-> PONG"), "{out}");
+
+    // The leader goes: the standby takes over.
+    testbed
+        .kubectl(&[
+            "delete",
+            "pod",
+            "-n",
+            RELEASE_NS,
+            &first_leader,
+            "--wait=false",
+        ])
+        .await
+        .unwrap();
+    let (second_leader, _) = leader(&client, Some(&first_leader)).await;
+    kvrocks_e2e::say!("after deleting {first_leader}, {second_leader} leads");
+    assert_ne!(second_leader, first_leader);
+
+    // Clean up in order: the resources (their finalizers need the operator), then the release.
+    let mut delete = vec!["delete", "-n", EXAMPLES_NS, "--timeout=180s"];
+    let paths: Vec<String> = files
+        .iter()
+        .rev()
+        .map(|f| examples.join(f).to_string_lossy().into_owned())
+        .collect();
+    for p in &paths {
+        delete.extend(["-f", p.as_str()]);
+    }
+    testbed.kubectl(&delete).await.unwrap();
+    helm(
+        testbed.binaries(),
+        &home,
+        Some(&kubeconfig),
+        &[
+            "uninstall",
+            RELEASE,
+            "-n",
+            RELEASE_NS,
+            "--wait",
+            "--timeout",
+            "2m",
+        ],
+    );
+    wait::for_deletion(&deployments, RELEASE, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn metric_names_are_found_in_queries() {
+    let names = operator_metric_names(
+        r#"histogram_quantile(0.99, rate(kvrocks_operator_reconcile_duration_seconds_bucket[5m])) + x_kvrocks_operator_nope + kvrocks_operator_leader"#,
+    );
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        [
+            "kvrocks_operator_leader",
+            "kvrocks_operator_reconcile_duration_seconds"
+        ]
+    );
+}
