@@ -41,15 +41,20 @@ pub fn launch_script(
          mount -t overlay overlay -o lowerdir=/,upperdir=\"$L/upper\",workdir=\"$L/work\" \"$L/root\"\n\
          for d in /proc /sys /dev; do mount --rbind \"$d\" \"$L/root$d\"; done\n"
     ));
+    // Mount points are made and resolved inside the new root (`chroot ... mkdir`, `readlink -f`),
+    // so a symlink on the way (Debian's /var/run -> /run) leads to the container's /run, never
+    // out to the host's.
     for m in ordered {
         let src = shell_quote(&m.source.to_string_lossy());
-        let dst = format!("\"$L/root\"{}", shell_quote(&m.target.to_string_lossy()));
+        let target = shell_quote(&m.target.to_string_lossy());
         script.push_str(&format!(
-            "if [ -d {src} ]; then mkdir -p {dst}; else mkdir -p \"$(dirname {dst})\"; [ -e {dst} ] || : > {dst}; fi\n"
+            "if [ -d {src} ]; then chroot \"$L/root\" mkdir -p {target}; \
+             else chroot \"$L/root\" /bin/sh -c 'mkdir -p \"$(dirname \"$0\")\" && {{ [ -e \"$0\" ] || : > \"$0\"; }}' {target}; fi\n\
+             D=\"$L/root$(chroot \"$L/root\" readlink -f {target})\"\n"
         ));
-        script.push_str(&format!("mount --bind {src} {dst}\n"));
+        script.push_str(&format!("mount --bind {src} \"$D\"\n"));
         if m.read_only {
-            script.push_str(&format!("mount -o remount,bind,ro {dst}\n"));
+            script.push_str("mount -o remount,bind,ro \"$D\"\n");
         }
     }
     script.push_str(&format!(
@@ -93,11 +98,18 @@ mod tests {
             },
         ];
         let s = launch_script(&mounts, Path::new("/p/layer"), "redis-0", Some("/data"));
-        let pv = s.find("mount --bind '/r/pv x' \"$L/root\"/data").unwrap();
-        let cm = s.find("mount --bind /r/cm \"$L/root\"/data/conf").unwrap();
+        let pv = s
+            .find("readlink -f '/data'")
+            .or(s.find("readlink -f /data)"))
+            .unwrap();
+        let cm = s.find("readlink -f /data/conf)").unwrap();
         assert!(pv < cm, "{s}");
-        assert!(s.contains("mount -o remount,bind,ro \"$L/root\"/data/conf"));
-        assert!(!s.contains("remount,bind,ro \"$L/root\"/data\n"));
+        assert!(s.contains("mount --bind '/r/pv x' \"$D\"\n"), "{s}");
+        // Only the config volume is remounted read-only, right after its bind.
+        assert!(s.contains("mount --bind /r/cm \"$D\"\nmount -o remount,bind,ro \"$D\"\n"));
+        assert_eq!(s.matches("remount,bind,ro").count(), 1, "{s}");
+        // Mount points are made inside the new root, never through a host path.
+        assert!(s.contains("chroot \"$L/root\" mkdir -p"), "{s}");
         assert!(s.contains("lowerdir=/,upperdir="));
         assert!(s.contains("echo redis-0 > /proc/sys/kernel/hostname"));
         assert!(s.contains("exec chroot \"$L/root\""));
