@@ -48,8 +48,10 @@ build: ## Build the operator binary.
 	$(CARGO) build --locked -p kvrocks-operator
 
 .PHONY: crds
-crds: ## Write config/crd/*.yaml from the Rust types.
+crds: ## Write config/crd/*.yaml from the Rust types (and their copies in the Helm chart).
 	$(CARGO) run --locked -q -p kvrocks-operator -- crd --output-dir config/crd
+	rm -f deploy/helm/kvrocks-operator/crds/*.yaml
+	cp config/crd/*.yaml deploy/helm/kvrocks-operator/crds/
 
 .PHONY: crds-check
 crds-check: ## Fail when config/crd is stale.
@@ -79,16 +81,16 @@ e2e: ## End-to-end tests on the local testbed (needs root: network namespaces, a
 # The testbed `make demo` starts; `make demo-down` removes it.
 TESTBED_ROOT ?= $(or $(KVROCKS_TESTBED_ROOT),/tmp/kvrocks-testbed)
 TESTBED := target/debug/testbed --root $(TESTBED_ROOT)
-DEMO_METRICS_ADDRESS ?= 127.0.0.1:18080
+OPERATOR_NS := kvrocks-system
 
 .PHONY: demo
-demo: ## Start the local testbed, install the CRDs, run the operator and apply examples/.
+demo: ## Start the local testbed, helm install the operator, apply examples/ and wait until Ready.
 	$(CARGO) build --locked -p kvrocks-e2e -p kvrocks-operator
 	$(TESTBED) up
-	$(TESTBED) kubectl apply --server-side -f config/crd
-	$(TESTBED) kubectl wait --for=condition=Established --timeout=60s -f config/crd
-	$(TESTBED) spawn --name kvrocks-operator --log $(TESTBED_ROOT)/operator.log -- \
-	  $(CURDIR)/target/debug/kvrocks-operator run --metrics-address $(DEMO_METRICS_ADDRESS)
+	@# The chart installs the CRDs and the operator (2 replicas, leader election); the testbed's
+	@# node agent runs the operator image as the binary just built.
+	$(TESTBED) helm upgrade --install kvrocks-operator deploy/helm/kvrocks-operator \
+	  --namespace $(OPERATOR_NS) --create-namespace --set test.namespace=default --wait --timeout 4m
 	$(TESTBED) kubectl apply -f examples/
 	@for kind in kvsentinel/sentinel kvstandard/standard kvcluster/cluster; do \
 	  $(TESTBED) kubectl wait --for=create --timeout=60s $$kind >/dev/null; \
@@ -96,15 +98,17 @@ demo: ## Start the local testbed, install the CRDs, run the operator and apply e
 	@# Sentinel and Standard come up Ready; Cluster too when KVROCKS_BIN names a real kvrocks.
 	@for kind in kvsentinel/sentinel kvstandard/standard; do \
 	  $(TESTBED) kubectl wait --for=condition=Ready --timeout=180s $$kind >/dev/null \
-	    || echo "note: $$kind is not Ready yet (see $(TESTBED_ROOT)/operator.log)"; \
+	    || echo "note: $$kind is not Ready yet (kubectl describe $$kind; the operator's log below)"; \
 	done
 	@if [ -n "$${KVROCKS_BIN:-}" ]; then \
 	  $(TESTBED) kubectl wait --for=condition=Ready --timeout=180s kvcluster/cluster >/dev/null \
-	    || echo "note: kvcluster/cluster is not Ready yet (see $(TESTBED_ROOT)/operator.log)"; \
+	    || echo "note: kvcluster/cluster is not Ready yet (kubectl describe kvcluster/cluster)"; \
 	else \
 	  echo "note: the cluster example needs a real kvrocks binary (KVROCKS_BIN); cluster mode is never faked,"; \
 	  echo "      so with the redis-server stand-in its pods cannot start and it stays not Ready."; \
 	fi
+	@echo
+	@$(TESTBED) kubectl -n $(OPERATOR_NS) get deploy,pods -o wide
 	@echo
 	@$(TESTBED) kubectl get kvsentinel,kvstandard,kvcluster -o wide
 	@echo
@@ -114,10 +118,14 @@ demo: ## Start the local testbed, install the CRDs, run the operator and apply e
 	@echo "The testbed runs at $(TESTBED_ROOT); to use it:"
 	@echo "  export KUBECONFIG=$(TESTBED_ROOT)/admin.kubeconfig   # or: target/debug/testbed kubectl ..."
 	@echo "  target/debug/testbed status                         # processes, ports, network"
-	@echo "  tail -f $(TESTBED_ROOT)/operator.log"
+	@echo "  target/debug/testbed helm -n $(OPERATOR_NS) status kvrocks-operator"
+	@echo "  target/debug/testbed logs $(OPERATOR_NS)/<operator pod>   # the operator's log"
+	@echo "The operator's metrics, from this machine, at a pod IP of the operator:"
+	@echo "  curl -s http://<operator pod IP>:8080/metrics | grep ^kvrocks_operator_"
 	@echo "Reach kvrocks (once the pods run) from this machine, at the pod IPs:"
 	@echo "  kubectl get pods -o wide -l app.kubernetes.io/instance=standard"
 	@echo "  REDISCLI_AUTH=\"\$$(kubectl get secret standard-auth -o jsonpath='{.data.password}' | base64 -d)\" redis-cli -h <pod IP> -p 6379"
+	@echo "Check it with the chart's test: target/debug/testbed helm -n $(OPERATOR_NS) test kvrocks-operator"
 	@echo "Remove it all with: make demo-down"
 
 .PHONY: demo-down
@@ -130,5 +138,12 @@ bench: ## Speed and memory measurements.
 	@echo "make bench: no benchmarks yet (they need the testbed)" >&2; exit 1
 
 .PHONY: lint-helm
-lint-helm: ## Lint and dry-run the Helm chart.
-	@echo "make lint-helm: the Helm chart (issue 6) has not landed yet" >&2; exit 1
+lint-helm: ## Helm chart: copies current, helm lint, helm template (defaults, every option), server-side dry run.
+	$(CARGO) test --locked -p kvrocks-e2e --test chart -- \
+	  the_chart_ships_current_copies helm_lint_and_template the_api_server_accepts_the_rendered_chart
+
+.PHONY: chart-copies
+chart-copies: ## Copy config/crd and deploy/dashboards into the Helm chart.
+	rm -f deploy/helm/kvrocks-operator/crds/*.yaml deploy/helm/kvrocks-operator/files/dashboards/*.json
+	cp config/crd/*.yaml deploy/helm/kvrocks-operator/crds/
+	cp deploy/dashboards/*.json deploy/helm/kvrocks-operator/files/dashboards/

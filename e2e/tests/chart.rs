@@ -562,14 +562,7 @@ async fn helm_install_runs_the_examples_and_every_named_metric_exists() {
         testbed.binaries(),
         &home,
         Some(&kubeconfig),
-        &[
-            "test",
-            RELEASE,
-            "-n",
-            RELEASE_NS,
-            "--timeout",
-            "2m",
-        ],
+        &["test", RELEASE, "-n", RELEASE_NS, "--timeout", "2m"],
     );
     kvrocks_e2e::say!("{out}");
     assert!(

@@ -573,6 +573,30 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_lists_every_family_with_its_type_and_labels() {
+        let readme = include_str!("../../../README.md");
+        for f in CATALOGUE {
+            let labels = f
+                .labels
+                .iter()
+                .map(|l| format!("`{l}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let row = format!("| `{}` | {} | {labels} |", f.name, f.kind);
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+        }
+        let rows = readme
+            .lines()
+            .filter(|l| l.starts_with("| `kvrocks_operator_"))
+            .count();
+        assert_eq!(
+            rows,
+            CATALOGUE.len(),
+            "README.md lists metrics the operator does not have"
+        );
+    }
+
+    #[test]
     fn leader_and_sentinel_gauges() {
         let m = Metrics::new().unwrap();
         m.set_leader(true);

@@ -48,6 +48,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run helm (of the pinned release) against the testbed, its caches under the root.
+    #[command(disable_help_flag = true)]
+    Helm {
+        /// helm's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Start a process detached, with KUBECONFIG set, and record it so `down` stops it.
     Spawn {
         /// Its name in `status` (`kvrocks-operator` is stopped before the node agent).
@@ -90,6 +97,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Status => status(&root).await,
         Command::Logs { pod, container } => logs(&root, &pod, container.as_deref()),
         Command::Kubectl { args } => kubectl(&root, &args),
+        Command::Helm { args } => helm(&root, &args),
         Command::Spawn { name, log, command } => spawn(&root, &name, log, &command),
         Command::Reap { pid } => reap(&root, pid),
     }
@@ -232,6 +240,28 @@ fn kubectl(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .args(args)
         .status()
         .with_context(|| format!("running {}", kubectl.display()))?;
+    if !status.success() {
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
+}
+
+fn helm(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let state = load(root)?;
+    let helm = kvrocks_e2e::binaries::find_or_build()?.helm;
+    let mut command = std::process::Command::new(&helm);
+    command.env("KUBECONFIG", &state.kubeconfig);
+    for (var, dir) in [
+        ("HELM_CACHE_HOME", "cache"),
+        ("HELM_CONFIG_HOME", "config"),
+        ("HELM_DATA_HOME", "data"),
+    ] {
+        command.env(var, root.join("helm").join(dir));
+    }
+    let status = command
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", helm.display()))?;
     if !status.success() {
         std::process::exit(status.code().unwrap_or(1));
     }
