@@ -6,8 +6,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 # Debian packages the tests need: real redis-server and redis-sentinel processes, redis-cli;
 # openssl (the e2e testbed's certificates), iproute2 (its bridge and pod network) and
-# util-linux (unshare and nsenter: the pods' mount namespaces, exec probes).
-APT_PACKAGES := redis-server redis-sentinel redis-tools
+# util-linux (unshare and nsenter: the pods' mount namespaces, exec probes);
+# prometheus-redis-exporter (redis_exporter: the testbed's stand-in for the kvrocks exporter sidecar).
+APT_PACKAGES := redis-server redis-sentinel redis-tools prometheus-redis-exporter
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help
@@ -23,6 +24,7 @@ deps: ## Install the system packages the tests need (apt-get, only what is missi
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v nsenter >/dev/null || missing="$$missing util-linux"; \
+	command -v prometheus-redis-exporter >/dev/null || missing="$$missing prometheus-redis-exporter"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq; \

@@ -86,6 +86,14 @@ pub fn write_image_map(
                 "default": ["redis-server"],
             },
             {
+                // The exporter sidecar (spec.exporter): always the redis_exporter stand-in.
+                "prefix": "kvrocks/kvrocks-exporter",
+                "binaries": {
+                    "kvrocks_exporter": format!("{} standin-exporter", agent_bin.display()),
+                },
+                "default": ["kvrocks_exporter"],
+            },
+            {
                 "prefix": "kvrocks-operator",
                 "binaries": {"kvrocks-operator": operator_bin.display().to_string()},
                 "default": ["kvrocks-operator"],

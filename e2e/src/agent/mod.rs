@@ -20,6 +20,7 @@ pub mod process;
 pub mod provisioner;
 pub mod services;
 pub mod standin;
+pub mod standin_exporter;
 pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -2,6 +2,7 @@
 //!
 //! - `node-agent run --kubeconfig F --root DIR --nodes N --bridge NAME --pod-cidr CIDR --image-map F`
 //! - `node-agent standin-kvrocks <kvrocks args>`: redis-server standing in for kvrocks
+//! - `node-agent standin-exporter`: redis_exporter standing in for the kvrocks exporter sidecar
 //! - `node-agent cleanup --root DIR`: remove the namespaces and links an agent root left
 
 use std::path::PathBuf;
@@ -55,6 +56,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("standin-kvrocks") {
         let code = agent::standin::main(&args[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    if args.get(1).map(String::as_str) == Some("standin-exporter") {
+        let code = agent::standin_exporter::main();
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let cli = Cli::parse();
