@@ -191,6 +191,23 @@ fn helm_lint_and_template_with_defaults_and_every_option() {
     for text in [&defaults, &everything] {
         assert!(!text.contains("\"*\""), "a wildcard in the rendered rules");
     }
+    // The ClusterRole is exactly config/rbac/role.yaml's rules.
+    let docs: Vec<serde_json::Value> = defaults
+        .split("\n---")
+        .filter_map(|d| serde_saphyr::from_str::<serde_json::Value>(d).ok())
+        .collect();
+    let cluster_role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
+    let role_yaml =
+        std::fs::read_to_string(binaries::repo_root().join("config/rbac/role.yaml")).unwrap();
+    let reference: serde_json::Value = serde_saphyr::from_str(&role_yaml).unwrap();
+    assert!(reference["rules"].as_array().is_some_and(|r| r.len() >= 5));
+    assert_eq!(
+        cluster_role["rules"], reference["rules"],
+        "the chart's ClusterRole and config/rbac/role.yaml differ"
+    );
     // Hardened pod: what the chart promises.
     for promise in [
         "runAsNonRoot: true",
@@ -618,6 +635,77 @@ async fn helm_install_runs_the_examples_and_every_named_metric_exists() {
     wait::for_deletion(&deployments, RELEASE, Duration::from_secs(60))
         .await
         .unwrap();
+
+    // Namespaced mode: Roles in the watched namespace only, no ClusterRole; a sentinel group
+    // comes up Ready under it and is deleted cleanly.
+    let namespaced = "kvrocks-operator-ns";
+    helm(
+        testbed.binaries(),
+        &home,
+        Some(&kubeconfig),
+        &[
+            "install",
+            namespaced,
+            chart.to_str().unwrap(),
+            "-n",
+            RELEASE_NS,
+            "--set",
+            &format!("watchNamespaces={{{EXAMPLES_NS}}}"),
+            "--set",
+            "replicaCount=1",
+            "--wait",
+            "--timeout",
+            "4m",
+        ],
+    );
+    let cluster_roles = testbed
+        .kubectl(&["get", "clusterrole", "-o", "name"])
+        .await
+        .unwrap();
+    assert!(
+        !cluster_roles.contains(namespaced),
+        "namespaced mode made a ClusterRole"
+    );
+    let sentinel = examples.join("sentinel.yaml");
+    testbed
+        .kubectl(&["apply", "-n", EXAMPLES_NS, "-f", sentinel.to_str().unwrap()])
+        .await
+        .unwrap();
+    wait::for_object(
+        &sentinels,
+        "sentinel",
+        READY_TIMEOUT,
+        "Ready (namespaced operator)",
+        |s| ready(s.status.as_ref().map(|s| &s.conditions)),
+    )
+    .await
+    .unwrap();
+    testbed
+        .kubectl(&[
+            "delete",
+            "-n",
+            EXAMPLES_NS,
+            "--timeout=120s",
+            "-f",
+            sentinel.to_str().unwrap(),
+        ])
+        .await
+        .unwrap();
+    helm(
+        testbed.binaries(),
+        &home,
+        Some(&kubeconfig),
+        &[
+            "uninstall",
+            namespaced,
+            "-n",
+            RELEASE_NS,
+            "--wait",
+            "--timeout",
+            "2m",
+        ],
+    );
+    kvrocks_e2e::say!("namespaced mode: a sentinel group Ready and deleted under Roles only");
     let _ = std::fs::remove_dir_all(&home);
 }
 
