@@ -140,9 +140,10 @@ bench: ## Speed and memory measurements.
 	@echo "make bench: no benchmarks yet (they need the testbed)" >&2; exit 1
 
 .PHONY: lint-helm
-lint-helm: ## Helm chart: copies current, helm lint, helm template (defaults, every option), server-side dry run.
+lint-helm: ## Helm chart: copies current, helm lint, helm template (defaults, every option), server-side dry run, promtool.
 	$(CARGO) test --locked -p kvrocks-e2e --test chart -- \
-	  the_chart_ships_current_copies helm_lint_and_template the_api_server_accepts_the_rendered_chart
+	  the_chart_ships_current_copies helm_lint_and_template the_api_server_accepts_the_rendered_chart \
+	  alert_rules_pass_promtool
 
 .PHONY: chart-copies
 chart-copies: ## Copy config/crd and deploy/dashboards into the Helm chart.

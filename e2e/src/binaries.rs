@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 
-/// Paths of the six binaries of the pinned release.
+/// Paths of the testbed binaries of the pinned releases.
 #[derive(Clone, Debug)]
 pub struct Binaries {
     /// kube-apiserver.
@@ -23,6 +23,8 @@ pub struct Binaries {
     pub etcd: PathBuf,
     /// helm.
     pub helm: PathBuf,
+    /// promtool (Prometheus' rule checker and rule unit-test runner).
+    pub promtool: PathBuf,
     /// A directory with the CRDs of prometheus-operator's ServiceMonitor, PodMonitor and
     /// PrometheusRule.
     pub monitoring_crds: PathBuf,
@@ -118,6 +120,7 @@ fn parse_report(lines: &[String]) -> std::result::Result<Binaries, String> {
         kubectl: path_of("kubectl")?,
         etcd: path_of("etcd")?,
         helm: path_of("helm")?,
+        promtool: path_of("promtool")?,
         monitoring_crds: path_of("monitoring-crds")?,
         cache_dir,
     })
@@ -138,6 +141,7 @@ mod tests {
             \x20 kubectl                  KUBEBUILDER_ASSETS /k/kubectl\n\
             \x20 etcd                     cache              /c/etcd\n\
             \x20 helm                     cache              /c/helm\n\
+            \x20 promtool                 built              /c/promtool\n\
             \x20 monitoring-crds          fetched            /c/monitoring-crds-v0.85.0\n\
             nothing to build (1 s)\n\
             cache dir: /c";

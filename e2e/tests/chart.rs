@@ -28,6 +28,8 @@ use kvrocks_e2e::{Testbed, http, wait};
 const RELEASE: &str = "kvrocks-operator";
 const RELEASE_NS: &str = "kvrocks-system";
 const EXAMPLES_NS: &str = "examples";
+/// Namespace of the server-side dry run (not the install test's, which runs alongside).
+const DRY_RUN_NS: &str = "chart-dry-run";
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
 
 fn chart() -> PathBuf {
@@ -245,7 +247,7 @@ async fn the_api_server_accepts_the_rendered_chart() {
     let testbed = Testbed::shared().await.unwrap();
     install_monitoring_crds(testbed).await;
     for ns in [
-        RELEASE_NS,
+        DRY_RUN_NS,
         "chart-team-a",
         "chart-team-b",
         "chart-monitoring",
@@ -265,7 +267,7 @@ async fn the_api_server_accepts_the_rendered_chart() {
             RELEASE,
             chart.to_str().unwrap(),
             "-n",
-            RELEASE_NS,
+            DRY_RUN_NS,
             "--include-crds",
         ];
         args.extend(extra);
@@ -278,6 +280,9 @@ async fn the_api_server_accepts_the_rendered_chart() {
                 "--dry-run=server",
                 "--server-side",
                 "--field-manager=chart-dry-run",
+                // The install test may own the same cluster-scoped objects meanwhile; a dry
+                // run is about validity, not about who owns a field.
+                "--force-conflicts",
                 "-f",
                 file.to_str().unwrap(),
             ])
@@ -904,4 +909,98 @@ fn exporter_names_in_rules(rules: &str) -> BTreeSet<String> {
         }
     }
     names
+}
+
+/// The rule groups of a rendered PrometheusRule, as a Prometheus rules file (JSON is YAML);
+/// `annotations: false` leaves the annotations out (for `promtool test rules`, which would
+/// compare them word for word).
+fn rules_file(rendered: &str, annotations: bool) -> serde_json::Value {
+    let rule: serde_json::Value = serde_saphyr::from_str(rendered).expect("PrometheusRule YAML");
+    assert_eq!(rule["kind"], "PrometheusRule");
+    let mut groups = rule["spec"]["groups"].clone();
+    if !annotations {
+        for group in groups.as_array_mut().unwrap() {
+            for r in group["rules"].as_array_mut().unwrap() {
+                r.as_object_mut().unwrap().remove("annotations");
+            }
+        }
+    }
+    serde_json::json!({ "groups": groups })
+}
+
+fn promtool(bins: &Binaries, dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(&bins.promtool)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool {} failed:\n{text}",
+        args.join(" ")
+    );
+    text
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_their_unit_tests() {
+    let bins = tools();
+    let home = scratch("promtool");
+    let chart = chart();
+    let options = all_options();
+    let render = |extra: &[&str]| {
+        let mut args = vec![
+            "template",
+            RELEASE,
+            chart.to_str().unwrap(),
+            "--set",
+            "prometheusRule.enabled=true",
+            "--show-only",
+            "templates/prometheusrule.yaml",
+        ];
+        args.extend(extra);
+        helm(&bins, &home, None, &args)
+    };
+    // Syntax, PromQL and annotation templates, with the defaults and with every option.
+    for (what, rendered) in [
+        ("defaults", render(&[])),
+        ("every option", render(&["-f", options.to_str().unwrap()])),
+    ] {
+        let file = home.join("check.json");
+        std::fs::write(&file, rules_file(&rendered, true).to_string()).unwrap();
+        let out = promtool(&bins, &home, &["check", "rules", "check.json"]);
+        kvrocks_e2e::say!("promtool check rules ({what}): {}", out.trim());
+    }
+    // When each alert fires, and that it stays quiet on healthy input.
+    let rules = rules_file(&render(&[]), false);
+    std::fs::write(home.join("rules.json"), rules.to_string()).unwrap();
+    let tests = binaries::e2e_dir().join("fixtures/alerts-test.yaml");
+    let tests_text = std::fs::read_to_string(&tests).unwrap();
+    std::fs::write(home.join("alerts-test.yaml"), &tests_text).unwrap();
+    let out = promtool(&bins, &home, &["test", "rules", "alerts-test.yaml"]);
+    kvrocks_e2e::say!("promtool test rules: {}", out.trim());
+    // Every alert of the chart has a test that makes it fire.
+    let alerts: Vec<String> = rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().iter())
+        .filter_map(|r| r["alert"].as_str().map(str::to_owned))
+        .collect();
+    assert!(alerts.len() >= 10, "{alerts:?}");
+    for alert in &alerts {
+        assert!(
+            tests_text.contains(&format!(
+                "alertname: {alert}\n        exp_alerts:\n          - exp_labels"
+            )),
+            "no test in {} makes {alert} fire",
+            tests.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&home);
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Finds or builds the binaries of the local testbed: kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd and helm, at the versions pinned in e2e/versions.env.
+# kube-scheduler, kubectl, etcd, helm and promtool, at the versions pinned in e2e/versions.env.
 #
 # usage: build-binaries.sh [CACHE_DIR]
 #   CACHE_DIR defaults to ${KVROCKS_TESTBED_CACHE:-$HOME/.cache/kvrocks-operator-testbed}/<KUBERNETES_VERSION>
@@ -22,6 +22,7 @@ source "${versions_file}"
 : "${ETCD_VERSION:?not set in ${versions_file}}"
 : "${HELM_VERSION:?not set in ${versions_file}}"
 : "${PROMETHEUS_OPERATOR_VERSION:?not set in ${versions_file}}"
+: "${PROMETHEUS_VERSION:?not set in ${versions_file}}"
 
 if [[ $# -gt 1 || ${1:-} == -h || ${1:-} == --help ]]; then
     echo "usage: $(basename "$0") [CACHE_DIR]" >&2
@@ -79,6 +80,10 @@ reported_version() {
         helm)
             out="$(timeout 30 "${path}" version --template '{{.Version}}' 2>/dev/null | head -n1)" || true
             ;;
+        promtool)
+            # "promtool, version v0.313.5 (branch: ..."
+            out="$(timeout 30 "${path}" --version 2>/dev/null | sed -n 's/^promtool, version \([^ ]*\).*/\1/p' | head -n1)" || true
+            ;;
     esac
     printf '%s' "${out}"
 }
@@ -87,6 +92,7 @@ pinned_version() {
     case "$1" in
         etcd) printf '%s' "${ETCD_VERSION}" ;;
         helm) printf '%s' "${HELM_VERSION}" ;;
+        promtool) printf '%s' "${PROMETHEUS_VERSION}" ;;
         *) printf '%s' "${KUBERNETES_VERSION}" ;;
     esac
 }
@@ -276,11 +282,26 @@ build_helm() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# promtool: github.com/prometheus/prometheus/cmd/promtool (the slowest build here: a few minutes).
 
-binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm)
+build_promtool() {
+    prepare_go
+    local dir="${work_dir}/promtool" go_version
+    mkdir -p "${dir}"
+    go_version="$(module_info github.com/prometheus/prometheus "${PROMETHEUS_VERSION}" go)"
+    select_toolchain "${go_version}"
+    printf 'module kvrocks-operator.local/testbed-promtool\n\ngo %s\n\nrequire github.com/prometheus/prometheus %s\n' \
+        "${go_version}" "${PROMETHEUS_VERSION}" >"${dir}/go.mod"
+    local ldflags="-s -w -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION}"
+    go_build "${dir}" promtool "${PROMETHEUS_VERSION}" github.com/prometheus/prometheus/cmd/promtool "${ldflags}"
+}
+
+# ---------------------------------------------------------------------------------------------
+
+binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm promtool)
 declare -A resolved source_of
 
-log "testbed binaries: Kubernetes ${KUBERNETES_VERSION}, etcd ${ETCD_VERSION}, helm ${HELM_VERSION}"
+log "testbed binaries: Kubernetes ${KUBERNETES_VERSION}, etcd ${ETCD_VERSION}, helm ${HELM_VERSION}, promtool ${PROMETHEUS_VERSION}"
 log "cache dir: ${cache_dir}"
 
 total_start=$(date +%s)
@@ -309,6 +330,7 @@ for name in "${binaries[@]}"; do
     case "${name}" in
         etcd) build_etcd ;;
         helm) build_helm ;;
+        promtool) build_promtool ;;
         *) build_kubernetes_binary "${name}" ;;
     esac
     built=$((built + 1))

@@ -172,8 +172,11 @@ pub struct Metrics {
     pub sentinel_quorum: IntGaugeVec,
     /// Shards with a `shard_master_up` series, by (kind, namespace, name): series of shards that
     /// went away are removed.
-    shards: Arc<Mutex<HashMap<(String, String, String), usize>>>,
+    shards: Arc<Mutex<HashMap<ObjectKey, usize>>>,
 }
+
+/// (kind, namespace, name) of a custom resource.
+type ObjectKey = (String, String, String);
 
 fn family(name: &str) -> Result<&'static Family> {
     CATALOGUE

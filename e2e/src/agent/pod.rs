@@ -1035,6 +1035,41 @@ pub fn dir_name(pod: &Pod) -> String {
     )
 }
 
+/// Writes the container's `/etc/hosts` (the pod's own names, then the Services'; see
+/// [`super::services`]) next to the pod's files and returns its read-only bind mount.
+async fn write_hosts(
+    shared: &Shared,
+    object: &Pod,
+    facts: &super::downward::PodFacts,
+    hostname: &str,
+    pod_dir: &std::path::Path,
+    container: &str,
+) -> Result<super::mounts::BindMount, String> {
+    let namespace = object.metadata.namespace.clone().unwrap_or_default();
+    let ip = facts.ip.map(|ip| ip.to_string()).unwrap_or_default();
+    let fqdn = object
+        .spec
+        .as_ref()
+        .and_then(|s| s.subdomain.as_deref())
+        .map(|sub| {
+            format!(
+                "{hostname}.{sub}.{namespace}.svc.{}",
+                super::services::CLUSTER_DOMAIN
+            )
+        });
+    let mut text = super::mounts::hosts_file(&ip, hostname, fqdn.as_deref());
+    for (ip, names) in super::services::host_entries(&shared.client, &namespace).await {
+        text.push_str(&format!("{ip}\t{}\n", names.join(" ")));
+    }
+    let path = pod_dir.join(format!("hosts-{container}"));
+    std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(super::mounts::BindMount {
+        source: path,
+        target: "/etc/hosts".into(),
+        read_only: true,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -1085,39 +1120,4 @@ mod tests {
         assert_eq!(pod.report()["a"].pid, Some(42));
         assert_eq!(pod.report()["i"].pid, None);
     }
-}
-
-/// Writes the container's `/etc/hosts` (the pod's own names, then the Services'; see
-/// [`super::services`]) next to the pod's files and returns its read-only bind mount.
-async fn write_hosts(
-    shared: &Shared,
-    object: &Pod,
-    facts: &super::downward::PodFacts,
-    hostname: &str,
-    pod_dir: &std::path::Path,
-    container: &str,
-) -> Result<super::mounts::BindMount, String> {
-    let namespace = object.metadata.namespace.clone().unwrap_or_default();
-    let ip = facts.ip.map(|ip| ip.to_string()).unwrap_or_default();
-    let fqdn = object
-        .spec
-        .as_ref()
-        .and_then(|s| s.subdomain.as_deref())
-        .map(|sub| {
-            format!(
-                "{hostname}.{sub}.{namespace}.svc.{}",
-                super::services::CLUSTER_DOMAIN
-            )
-        });
-    let mut text = super::mounts::hosts_file(&ip, hostname, fqdn.as_deref());
-    for (ip, names) in super::services::host_entries(&shared.client, &namespace).await {
-        text.push_str(&format!("{ip}\t{}\n", names.join(" ")));
-    }
-    let path = pod_dir.join(format!("hosts-{container}"));
-    std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    Ok(super::mounts::BindMount {
-        source: path,
-        target: "/etc/hosts".into(),
-        read_only: true,
-    })
 }

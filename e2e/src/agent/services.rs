@@ -30,6 +30,9 @@ pub async fn host_entries(client: &kube::Client, namespace: &str) -> Vec<(String
     entries(&services.items, &slices.items, namespace)
 }
 
+/// A ready endpoint: its IP and, behind a headless Service, its hostname.
+type Endpoint = (String, Option<String>);
+
 /// The pure part of [`host_entries`].
 pub fn entries(
     services: &[Service],
@@ -37,7 +40,7 @@ pub fn entries(
     namespace: &str,
 ) -> Vec<(String, Vec<String>)> {
     // Ready endpoint addresses (and hostnames) by (namespace, service).
-    let mut ready: BTreeMap<(String, String), Vec<(String, Option<String>)>> = BTreeMap::new();
+    let mut ready: BTreeMap<(String, String), Vec<Endpoint>> = BTreeMap::new();
     for slice in slices {
         let Some(service) = slice.labels().get("kubernetes.io/service-name") else {
             continue;
