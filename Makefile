@@ -136,8 +136,9 @@ demo-down: ## Remove everything make demo started.
 	else $(CARGO) build --locked -q -p kvrocks-e2e && $(TESTBED) down; fi
 
 .PHONY: bench
-bench: ## Speed and memory measurements.
-	@echo "make bench: no benchmarks yet (they need the testbed)" >&2; exit 1
+bench: ## Speed and memory of the operator on the testbed (time to Ready, failover, RSS, CPU, reconcile durations).
+	$(CARGO) build --locked -p kvrocks-operator -p kvrocks-e2e
+	$(CARGO) run --locked -q -p kvrocks-e2e --bin bench
 
 .PHONY: lint-helm
 lint-helm: ## Helm chart: copies current, helm lint, helm template (defaults, every option), server-side dry run, promtool.
