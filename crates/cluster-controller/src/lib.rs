@@ -38,8 +38,6 @@ use crate::topo::PlacedPod;
 pub const CONTROLLER: &str = "cluster";
 /// How often nodes are probed (the reconcile runs this often).
 const PROBE_EVERY: Duration = Duration::from_secs(1);
-/// Pod template annotation with the hash of everything in the template but kvrocks.conf.
-pub const TEMPLATE_HASH_ANNOTATION: &str = "kvrocks.io/template-hash";
 /// How long one reconcile watches a running migration closely before it requeues.
 const MIGRATION_POLL: Duration = Duration::from_secs(5);
 /// Consecutive failed probes of a master before its shard fails over.
@@ -97,24 +95,10 @@ fn count_failure(uid: &str, pod: &str, failed: bool) -> u32 {
 
 /// Runs the KvrocksCluster controller until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let wake = ctx.wake.clone();
-    let client = ctx.client.clone();
-    controller::run(
+    controller::run_owning_statefulsets::<KvrocksCluster, _, _, _>(
         ctx,
         CONTROLLER,
-        move |c, api| {
-            let sets: Api<StatefulSet> = match api.namespace() {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            };
-            let only_ours = kube::runtime::watcher::Config::default().labels(&format!(
-                "{}={}",
-                labels::COMPONENT,
-                Component::Cluster.as_str()
-            ));
-            c.owns(sets, only_ours)
-                .reconcile_on(wake.stream::<KvrocksCluster>(Component::Cluster))
-        },
+        Component::Cluster,
         reconcile,
         shutdown,
     )
@@ -189,22 +173,21 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
             message.clone(),
         )
         .await;
-        let status = KvrocksClusterStatus {
-            observed_generation: generation,
-            conditions: conditions::merge(
-                &old.conditions,
-                [conditions::ready(
-                    ConditionStatus::False,
-                    REASON_INVALID_SPEC,
-                    &message,
-                    generation,
-                )],
+        let updates = [
+            conditions::ready(
+                ConditionStatus::False,
+                REASON_INVALID_SPEC,
+                &message,
+                generation,
             ),
-            ..old.clone()
-        };
-        ctx.metrics
-            .set_ready(CONTROLLER, &ns, &name, &status.conditions);
-        patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
+            conditions::progressing(
+                ConditionStatus::False,
+                REASON_INVALID_SPEC,
+                &message,
+                generation,
+            ),
+        ];
+        report_not_ready(&ctx, &crs, &cr, &old, updates).await?;
         return Ok(Requeue::await_change());
     }
     let password = match kvrocks_operator_core::auth::ensure_password(
@@ -217,22 +200,13 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
     {
         Ok(p) => Password::new(p),
         Err(message) => {
-            let status = KvrocksClusterStatus {
-                observed_generation: generation,
-                conditions: conditions::merge(
-                    &old.conditions,
-                    [conditions::ready(
-                        ConditionStatus::False,
-                        "AuthSecretMissing",
-                        &message,
-                        generation,
-                    )],
-                ),
-                ..old.clone()
-            };
-            ctx.metrics
-                .set_ready(CONTROLLER, &ns, &name, &status.conditions);
-            patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
+            let ready = conditions::ready(
+                ConditionStatus::False,
+                "AuthSecretMissing",
+                &message,
+                generation,
+            );
+            report_not_ready(&ctx, &crs, &cr, &old, [ready]).await?;
             return Ok(Requeue::requeue(Duration::from_secs(10)));
         }
     };
@@ -279,10 +253,9 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
     owned
         .apply(
             &services,
-            &builders::service(
+            &kb::service(
                 builders::owned_meta(cr.as_ref(), &name, selector.clone())?,
                 selector.clone(),
-                vec![builders::port("kvrocks", labels::KVROCKS_PORT)],
                 true,
             ),
             None,
@@ -323,17 +296,19 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
         );
         let mut annotations = user_annotations;
         annotations.insert(kb::CONFIG_HASH_ANNOTATION.to_owned(), config_hash.clone());
-        annotations.insert(TEMPLATE_HASH_ANNOTATION.to_owned(), template_hash.clone());
+        annotations.insert(
+            kb::TEMPLATE_HASH_ANNOTATION.to_owned(),
+            template_hash.clone(),
+        );
         template_hashes.insert(shard, template_hash);
         let set = build(annotations)?;
         owned.apply(&sets, &set, None).await?;
         owned
             .apply(
                 &services,
-                &builders::service(
+                &kb::service(
                     builders::owned_meta(cr.as_ref(), &set_name, shard_selector.clone())?,
                     shard_selector.clone(),
-                    vec![builders::port("kvrocks", labels::KVROCKS_PORT)],
                     true,
                 ),
                 None,
@@ -660,7 +635,7 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
         };
         let annotations = pod.annotations();
         let template_ok =
-            annotations.get(TEMPLATE_HASH_ANNOTATION) == template_hashes.get(&place.shard);
+            annotations.get(kb::TEMPLATE_HASH_ANNOTATION) == template_hashes.get(&place.shard);
         let config_ok = annotations.get(kb::CONFIG_HASH_ANNOTATION) == Some(&config_hash);
         if template_ok && config_ok {
             continue;
@@ -712,7 +687,7 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
             let Some(pod) = pods.iter().find(|p| p.name_any() == master.pod) else {
                 continue;
             };
-            let outdated = pod.annotations().get(TEMPLATE_HASH_ANNOTATION)
+            let outdated = pod.annotations().get(kb::TEMPLATE_HASH_ANNOTATION)
                 != template_hashes.get(&(shard.index as u32))
                 || pod.annotations().get(kb::CONFIG_HASH_ANNOTATION) != Some(&config_hash);
             if !outdated {
@@ -1117,6 +1092,30 @@ async fn apply_config_live(
     let result = client.config_set_all(config).await;
     client.close().await;
     matches!(result, Ok(n) if n > 0)
+}
+
+/// An early exit of a reconcile (invalid spec, missing Secret): `updates` (Ready=False, ...)
+/// merged into the old status, the Ready gauge set, the status written.
+async fn report_not_ready(
+    ctx: &Context,
+    crs: &Api<KvrocksCluster>,
+    cr: &KvrocksCluster,
+    old: &KvrocksClusterStatus,
+    updates: impl IntoIterator<Item = k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+) -> Result<(), Error> {
+    let status = KvrocksClusterStatus {
+        observed_generation: cr.metadata.generation,
+        conditions: conditions::merge(&old.conditions, updates),
+        ..old.clone()
+    };
+    ctx.metrics.set_ready(
+        CONTROLLER,
+        &cr.namespace().unwrap_or_default(),
+        &cr.name_any(),
+        &status.conditions,
+    );
+    patch_status_if_changed(crs, cr, &status).await?;
+    Ok(())
 }
 
 /// Publishes the cluster's health gauges from the status about to be written: Ready, a master

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Resource};
+use kvrocks_api::labels::{self, Component};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -83,6 +85,52 @@ pub async fn run<K, F, Fut, E, C>(
     tracing::info!(controller = name, "controller started");
     futures::future::join_all(runs).await;
     tracing::info!(controller = name, "controller stopped");
+}
+
+/// Runs the controller `name` of a kvrocks custom resource `K` whose pods come from StatefulSets
+/// it owns (Standard, Cluster): besides `K`, each per-namespace controller watches those
+/// StatefulSets (only the ones labelled with `component`) and reconciles an object as soon as the
+/// [`crate::WakeBus`] names it (a sentinel event about it).
+pub async fn run_owning_statefulsets<K, F, Fut, E>(
+    ctx: Arc<Context>,
+    name: &'static str,
+    component: Component,
+    reconcile: F,
+    shutdown: CancellationToken,
+) where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<Action, E>> + Send + 'static,
+    E: ReconcileError + Send + Sync + 'static,
+{
+    let wake = ctx.wake.clone();
+    let client = ctx.client.clone();
+    run(
+        ctx,
+        name,
+        move |c: Controller<K>, api: &Api<K>| {
+            let sets: Api<StatefulSet> = match api.namespace() {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            let only_ours = watcher::Config::default().labels(&format!(
+                "{}={}",
+                labels::COMPONENT,
+                component.as_str()
+            ));
+            c.owns(sets, only_ours)
+                .reconcile_on(wake.stream::<K>(component))
+        },
+        reconcile,
+        shutdown,
+    )
+    .await;
 }
 
 /// The conditions of a resource whose controller has not landed yet: `InvalidSpec` when the

@@ -34,8 +34,6 @@ use crate::plan::{Action, NodeView, Observed, PodView};
 
 /// Name of this controller in logs and metrics.
 pub const CONTROLLER: &str = "standard";
-/// Pod template annotation with the hash of everything in the template but kvrocks.conf.
-pub const TEMPLATE_HASH_ANNOTATION: &str = "kvrocks.io/template-hash";
 /// Requeue while something is in motion.
 const BUSY: Duration = Duration::from_secs(2);
 /// Requeue of a steady instance (sentinel events wake it sooner).
@@ -80,24 +78,10 @@ fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 
 /// Runs the KvrocksStandard controller until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let wake = ctx.wake.clone();
-    let client = ctx.client.clone();
-    controller::run(
+    controller::run_owning_statefulsets::<KvrocksStandard, _, _, _>(
         ctx,
         CONTROLLER,
-        move |c, api| {
-            let sets: Api<StatefulSet> = match api.namespace() {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            };
-            let only_ours = kube::runtime::watcher::Config::default().labels(&format!(
-                "{}={}",
-                labels::COMPONENT,
-                Component::Standard.as_str()
-            ));
-            c.owns(sets, only_ours)
-                .reconcile_on(wake.stream::<KvrocksStandard>(Component::Standard))
-        },
+        Component::Standard,
         reconcile,
         shutdown,
     )
@@ -126,30 +110,21 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
             message.clone(),
         )
         .await;
-        let status = KvrocksStandardStatus {
-            observed_generation: generation,
-            conditions: conditions::merge(
-                &old_status.conditions,
-                [
-                    conditions::ready(
-                        ConditionStatus::False,
-                        REASON_INVALID_SPEC,
-                        &message,
-                        generation,
-                    ),
-                    conditions::progressing(
-                        ConditionStatus::False,
-                        REASON_INVALID_SPEC,
-                        &message,
-                        generation,
-                    ),
-                ],
+        let updates = [
+            conditions::ready(
+                ConditionStatus::False,
+                REASON_INVALID_SPEC,
+                &message,
+                generation,
             ),
-            ..old_status.clone()
-        };
-        ctx.metrics
-            .set_ready(CONTROLLER, &ns, &name, &status.conditions);
-        patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
+            conditions::progressing(
+                ConditionStatus::False,
+                REASON_INVALID_SPEC,
+                &message,
+                generation,
+            ),
+        ];
+        report_not_ready(&ctx, &crs, &cr, &old_status, updates).await?;
         return Ok(Requeue::await_change());
     }
 
@@ -157,22 +132,13 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
     let password = match ensure_password(&cr, &ctx, &ns).await? {
         Ok(p) => p,
         Err(message) => {
-            let status = KvrocksStandardStatus {
-                observed_generation: generation,
-                conditions: conditions::merge(
-                    &old_status.conditions,
-                    [conditions::ready(
-                        ConditionStatus::False,
-                        "AuthSecretMissing",
-                        &message,
-                        generation,
-                    )],
-                ),
-                ..old_status.clone()
-            };
-            ctx.metrics
-                .set_ready(CONTROLLER, &ns, &name, &status.conditions);
-            patch_status_if_changed(&crs, cr.as_ref(), &status).await?;
+            let ready = conditions::ready(
+                ConditionStatus::False,
+                "AuthSecretMissing",
+                &message,
+                generation,
+            );
+            report_not_ready(&ctx, &crs, &cr, &old_status, [ready]).await?;
             return Ok(Requeue::requeue(Duration::from_secs(10)));
         }
     };
@@ -227,7 +193,10 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
     };
     let mut annotations = user_annotations;
     annotations.insert(kb::CONFIG_HASH_ANNOTATION.to_owned(), config_hash.clone());
-    annotations.insert(TEMPLATE_HASH_ANNOTATION.to_owned(), template_hash.clone());
+    annotations.insert(
+        kb::TEMPLATE_HASH_ANNOTATION.to_owned(),
+        template_hash.clone(),
+    );
     let update_revision = live_set
         .as_ref()
         .and_then(|s| s.status.as_ref())
@@ -265,7 +234,7 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
     let mut views = observe_pods(&pods, &name, &password, &applied).await;
     for (view, pod) in views.iter_mut().zip(&pods) {
         let annotations = pod.annotations();
-        if annotations.get(TEMPLATE_HASH_ANNOTATION) != Some(&template_hash) {
+        if annotations.get(kb::TEMPLATE_HASH_ANNOTATION) != Some(&template_hash) {
             view.outdated = true;
         } else if annotations.get(kb::CONFIG_HASH_ANNOTATION) != Some(&config_hash)
             && view.node.is_some()
@@ -322,19 +291,17 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
     let set = build(replicas, annotations)?;
     owned.apply(&sets, &set, live_set.as_ref()).await?;
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-    let headless = builders::service(
+    let headless = kb::service(
         builders::owned_meta(cr.as_ref(), &name, selector.clone())?,
         selector.clone(),
-        vec![builders::port("kvrocks", labels::KVROCKS_PORT)],
         true,
     );
     owned.apply(&services, &headless, None).await?;
     let mut master_selector = selector.clone();
     master_selector.insert(ROLE.to_owned(), labels::ROLE_MASTER.to_owned());
-    let master_service = builders::service(
+    let master_service = kb::service(
         builders::owned_meta(cr.as_ref(), &names::master_service(&name), selector.clone())?,
         master_selector,
-        vec![builders::port("kvrocks", labels::KVROCKS_PORT)],
         false,
     );
     owned.apply(&services, &master_service, None).await?;
@@ -958,4 +925,28 @@ fn sentinel_stuck(cr: &KvrocksStandard, observed: &Observed) -> bool {
         map.remove(&key);
     }
     false
+}
+
+/// An early exit of a reconcile (invalid spec, missing Secret): `updates` (Ready=False, ...)
+/// merged into the old status, the Ready gauge set, the status written.
+async fn report_not_ready(
+    ctx: &Context,
+    crs: &Api<KvrocksStandard>,
+    cr: &KvrocksStandard,
+    old: &KvrocksStandardStatus,
+    updates: impl IntoIterator<Item = k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+) -> Result<(), Error> {
+    let status = KvrocksStandardStatus {
+        observed_generation: cr.metadata.generation,
+        conditions: conditions::merge(&old.conditions, updates),
+        ..old.clone()
+    };
+    ctx.metrics.set_ready(
+        CONTROLLER,
+        &cr.namespace().unwrap_or_default(),
+        &cr.name_any(),
+        &status.conditions,
+    );
+    patch_status_if_changed(crs, cr, &status).await?;
+    Ok(())
 }

@@ -36,6 +36,9 @@ pub const DATA_DIR: &str = "/data";
 pub const PASSWORD_ENV: &str = "KVROCKS_PASSWORD";
 /// Pod template annotation with the hash of kvrocks.conf: a change marks pods outdated.
 pub const CONFIG_HASH_ANNOTATION: &str = "kvrocks.io/config-hash";
+/// Pod template annotation with the hash of everything in the template but kvrocks.conf: a
+/// change needs a restart.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "kvrocks.io/template-hash";
 /// Name of the kvrocks container.
 pub const CONTAINER: &str = "kvrocks";
 /// Name of the exporter sidecar.
@@ -180,18 +183,7 @@ pub fn statefulset(set: &KvrocksSet<'_>) -> StatefulSet {
     };
     apply_scheduling(&mut pod, &spec.scheduling, &set.selector);
     let mut container_env = pod.containers[0].env.take().unwrap_or_default();
-    container_env.push(EnvVar {
-        name: PASSWORD_ENV.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: set.secret.clone(),
-                key: PASSWORD_KEY.into(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    container_env.push(password_env(PASSWORD_ENV, &set.secret));
     pod.containers[0].env = Some(container_env);
     pod.containers[0].command = Some(vec!["sh".into(), "-c".into(), start_script(set.cluster)]);
     if spec.exporter.enabled
@@ -203,18 +195,7 @@ pub fn statefulset(set: &KvrocksSet<'_>) -> StatefulSet {
                 value: Some(format!("localhost:{KVROCKS_PORT}")),
                 ..Default::default()
             },
-            EnvVar {
-                name: "KVROCKS_PASSWORD".into(),
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: set.secret.clone(),
-                        key: PASSWORD_KEY.into(),
-                        optional: Some(false),
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
+            password_env("KVROCKS_PASSWORD", &set.secret),
         ]);
     }
     let retention = spec.storage.as_ref().map(|s| {
@@ -308,6 +289,37 @@ fn kvrocks_container(spec: &KvrocksPodSpec) -> Container {
                 ..Default::default()
             },
         ]),
+        ..Default::default()
+    }
+}
+
+/// A Service on the kvrocks port (6379) of the pods `selector` picks; headless for a
+/// StatefulSet's own Service.
+pub fn service(
+    meta: ObjectMeta,
+    selector: BTreeMap<String, String>,
+    headless: bool,
+) -> k8s_openapi::api::core::v1::Service {
+    super::service(
+        meta,
+        selector,
+        vec![super::port("kvrocks", KVROCKS_PORT)],
+        headless,
+    )
+}
+
+/// The environment variable `name` holding the password from the Secret `secret`.
+fn password_env(name: &str, secret: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: PASSWORD_KEY.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
