@@ -119,6 +119,13 @@ impl Error {
             .is_some_and(|m| m.contains("No such master with that name"))
     }
 
+    /// True when a sentinel refused `SENTINEL FAILOVER` because it is failing that master over
+    /// already (`INPROG Failover already in progress`).
+    pub fn is_failover_in_progress(&self) -> bool {
+        self.server_message()
+            .is_some_and(|m| m.starts_with("INPROG"))
+    }
+
     /// True when a kvrocks node refused a topology version (lower than its own, or not exactly +1 for SETSLOT).
     pub fn is_invalid_cluster_version(&self) -> bool {
         self.server_message()

@@ -95,6 +95,17 @@ async fn every_sentinel_command() {
 
     // A forced failover promotes the replica.
     s.failover(NAME).await.unwrap();
+    // Sentinel takes at least one INFO round (a second) to see the promotion: right after the
+    // command, the failover is under way, and a second one is refused as such.
+    assert!(
+        s.master(NAME)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_failover_in_progress()
+    );
+    let err = s.failover(NAME).await.unwrap_err();
+    assert!(err.is_failover_in_progress(), "{err:?}");
     eventually(
         "failover to the replica",
         Duration::from_secs(30),

@@ -257,13 +257,14 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
         }
     }
     let monitor = names::standard_monitor(&name);
-    let sentinel_master = sentinel_master(&ctx, &ns, &cr.spec.sentinel.name, &monitor).await;
+    let sentinel = sentinel_view(&ctx, &ns, &cr.spec.sentinel.name, &monitor).await;
     let observed = Observed {
         desired: cr.spec.replicas.max(1) as u32,
         statefulset_replicas: live_replicas,
         pods: views.clone(),
-        monitored: sentinel_master.is_some(),
-        sentinel_master,
+        monitored: sentinel.master.is_some(),
+        sentinel_master: sentinel.master,
+        sentinel_failing_over: sentinel.failing_over,
         status_master: old_status.master.as_ref().map(|m| m.pod.clone()),
         priority: cr
             .spec
@@ -583,23 +584,36 @@ async fn sentinel_ips(ctx: &Context, ns: &str, group: &str) -> Vec<String> {
         .collect()
 }
 
-/// The master IP most sentinels of the group report for `monitor` (None: not monitored).
-async fn sentinel_master(ctx: &Context, ns: &str, group: &str, monitor: &str) -> Option<String> {
+/// What the sentinel group says about one monitored instance.
+#[derive(Debug, Default)]
+struct SentinelView {
+    /// The master IP most sentinels report (None: not monitored).
+    master: Option<String>,
+    /// Some sentinel is failing this master over right now.
+    failing_over: bool,
+}
+
+/// `SENTINEL MASTER <monitor>` on every sentinel of the group: the master IP most of them report
+/// and whether one of them is in the middle of a failover.
+async fn sentinel_view(ctx: &Context, ns: &str, group: &str, monitor: &str) -> SentinelView {
     let ips = sentinel_ips(ctx, ns, group).await;
     let answers = futures::future::join_all(ips.iter().map(|ip| async move {
         let client = SentinelClient::connect(endpoint(ip, labels::SENTINEL_PORT as u16, None))
             .await
             .ok()?;
-        let addr = client.master_addr(monitor).await.ok().flatten();
+        let master = client.master(monitor).await.ok().flatten();
         client.close().await;
-        addr.map(|a| a.host)
+        master
     }))
     .await;
+    let mut view = SentinelView::default();
     let mut votes: BTreeMap<String, usize> = BTreeMap::new();
-    for ip in answers.into_iter().flatten() {
-        *votes.entry(ip).or_default() += 1;
+    for master in answers.into_iter().flatten() {
+        view.failing_over |= master.is_failover_in_progress();
+        *votes.entry(master.addr.host).or_default() += 1;
     }
-    votes.into_iter().max_by_key(|(_, n)| *n).map(|(ip, _)| ip)
+    view.master = votes.into_iter().max_by_key(|(_, n)| *n).map(|(ip, _)| ip);
+    view
 }
 
 async fn act(
@@ -662,6 +676,8 @@ async fn act(
             let monitor = names::standard_monitor(&cr.name_any());
             let ips = sentinel_ips(ctx, ns, &cr.spec.sentinel.name).await;
             let mut last = String::from("no sentinel pod answers");
+            // The next sentinel is asked only when one does not answer: a second forced
+            // failover next to one under way would promote a second replica.
             for ip in ips {
                 let client = SentinelClient::new(endpoint(&ip, labels::SENTINEL_PORT as u16, None));
                 match client.failover(&monitor).await {
@@ -669,7 +685,12 @@ async fn act(
                         tracing::info!(%from, "SENTINEL FAILOVER (planned switchover)");
                         return Ok(());
                     }
-                    Err(e) => last = e.to_string(),
+                    Err(e) if e.is_failover_in_progress() => {
+                        tracing::info!(%from, sentinel = %ip, "a failover is under way already");
+                        return Ok(());
+                    }
+                    Err(e) if e.is_unreachable() => last = e.to_string(),
+                    Err(e) => return Err(Error::Kvrocks(format!("switchover off {from}: {e}"))),
                 }
             }
             Err(Error::Kvrocks(format!("switchover off {from}: {last}")))
@@ -704,8 +725,9 @@ async fn finalize(
         .and_then(|g| g.status.as_ref())
         .is_some_and(|s| s.monitors.iter().any(|m| m.name == monitor));
     let live = match &group {
-        Some(_) => sentinel_master(ctx, &ns, &cr.spec.sentinel.name, &monitor)
+        Some(_) => sentinel_view(ctx, &ns, &cr.spec.sentinel.name, &monitor)
             .await
+            .master
             .is_some(),
         None => false,
     };

@@ -56,6 +56,8 @@ pub struct Observed {
     pub sentinel_master: Option<String>,
     /// Whether the sentinel group monitors this instance at all.
     pub monitored: bool,
+    /// A sentinel of the group is failing this instance's master over right now.
+    pub sentinel_failing_over: bool,
     /// The master pod recorded in status.
     pub status_master: Option<String>,
     /// The `slave-priority` replicas get once synced (from spec.config, default 100).
@@ -177,22 +179,39 @@ pub fn plan(observed: &Observed) -> Plan {
 
     // 1. Who is the master?
     let mut master: Option<&PodView> = None;
-    if let Some(ip) = observed.sentinel_master.as_deref() {
+    if observed.sentinel_failing_over {
+        // Sentinel is between promoting a replica and announcing it: pods report a mix of the
+        // old and the new master. Acting on that mix would turn the promoted replica back (or
+        // make the old master, maybe restarted empty, the source of a full sync).
+        plan.waiting = Some((
+            "WaitingForSentinel".into(),
+            "sentinel is failing the master over; the pods follow its choice once it ends".into(),
+        ));
+    } else if let Some(ip) = observed.sentinel_master.as_deref() {
         match by_ip(ip) {
             Some(pod) => match reachable(pod) {
                 Some((node, _)) if node.master => master = Some(pod),
+                Some((node, _))
+                    if restarted(node) && promoted_by_sentinel(pods, Some(&pod.name)).is_some() =>
+                {
+                    // Restarted, and a failover has already promoted another pod (sentinel's
+                    // view lags by a moment): that one is the master, the restarted one follows.
+                    master = promoted_by_sentinel(pods, Some(&pod.name));
+                }
                 Some((node, pod_ip)) if restarted(node) => {
                     // The master's process restarted (as a replica of itself, as every pod
                     // starts) faster than sentinel's down-after: sentinel would wait another
-                    // down-after + 20 s before acting. Ask it to fail over now, or with no
-                    // replica to promote, make it master again.
+                    // down-after + 20 s before acting. While replicas still follow it, ask
+                    // sentinel to fail over now. With nobody following it (a single pod, or
+                    // every pod restarted), the general rule below applies: the pod with the
+                    // most data becomes master, never the restarted one just for being it.
                     let followers = pods.iter().any(|p| {
                         p.name != pod.name
                             && reachable(p).is_some_and(|(n, _)| {
                                 !n.master && n.master_host.as_deref() == Some(pod_ip)
                             })
                     });
-                    if followers && observed.monitored {
+                    if followers {
                         plan.actions.push(Action::Switchover {
                             from: pod.name.clone(),
                         });
@@ -203,12 +222,6 @@ pub fn plan(observed: &Observed) -> Plan {
                                 pod.name
                             ),
                         ));
-                    } else {
-                        master = Some(pod);
-                        plan.operator_promotes = true;
-                        plan.actions.push(Action::Promote {
-                            pod: pod.name.clone(),
-                        });
                     }
                 }
                 Some(_) if observed.sentinel_stuck => {
@@ -635,6 +648,55 @@ mod tests {
         let p = plan(&o);
         assert_eq!(p.master.as_deref(), Some("s-0"));
         assert!(p.actions.contains(&Action::Promote { pod: "s-0".into() }));
+    }
+
+    #[test]
+    fn nothing_is_touched_while_sentinel_fails_over() {
+        // The CI failure this pins: s-0 restarted; sentinel promoted s-1 and already moved s-2
+        // over, but still names s-0. The operator must neither make s-0 master again nor send
+        // s-1 back to it.
+        let mut o = observed(vec![
+            pod(0, Some(replica("127.0.0.1", 0, "100")), Some("master")),
+            pod(1, Some(master(1000)), Some("replica")),
+            pod(2, Some(replica("10.0.0.11", 1000, "100")), Some("replica")),
+        ]);
+        o.sentinel_master = Some("10.0.0.10".into());
+        o.monitored = true;
+        o.sentinel_failing_over = true;
+        let p = plan(&o);
+        assert_eq!(p.master, None);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(p.waiting.unwrap().0, "WaitingForSentinel");
+        // The same pods a moment later, the failover flag gone before sentinel's address
+        // changed: the promoted replica is the master and the restarted pod follows it.
+        o.sentinel_failing_over = false;
+        let p = plan(&o);
+        assert_eq!(p.master.as_deref(), Some("s-1"));
+        assert!(!p.operator_promotes);
+        assert!(p.actions.contains(&Action::Follow {
+            pod: "s-0".into(),
+            master_ip: "10.0.0.11".into()
+        }));
+        assert!(
+            !p.actions
+                .iter()
+                .any(|a| matches!(a, Action::Promote { .. }))
+        );
+    }
+
+    #[test]
+    fn a_restarted_master_nobody_follows_is_not_preferred_over_more_data() {
+        // Every pod restarted: the restarted master does not win for having been master.
+        let mut o = observed(vec![
+            pod(0, Some(replica("127.0.0.1", 10, "100")), Some("master")),
+            pod(1, Some(replica("127.0.0.1", 1000, "100")), Some("replica")),
+        ]);
+        o.sentinel_master = Some("10.0.0.10".into());
+        o.monitored = true;
+        let p = plan(&o);
+        assert_eq!(p.master.as_deref(), Some("s-1"));
+        assert!(p.actions.contains(&Action::Promote { pod: "s-1".into() }));
+        assert!(!p.actions.contains(&Action::Promote { pod: "s-0".into() }));
     }
 
     #[test]
