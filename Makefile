@@ -10,6 +10,11 @@ CARGO ?= cargo
 # prometheus-redis-exporter (redis_exporter: the testbed's stand-in for the kvrocks exporter sidecar).
 APT_PACKAGES := redis-server redis-sentinel redis-tools prometheus-redis-exporter
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The real kvrocks server the tests run on: $KVROCKS_BIN, else the one kept beside the project
+# (../shared/kvrocks, see its README), else none (the redis-server stand-in; cluster scenarios
+# are then skipped, loudly).
+KVROCKS_BIN ?= $(abspath $(wildcard ../shared/kvrocks/v2.10.1/bin/kvrocks))
+export KVROCKS_BIN
 
 .PHONY: help
 help: ## List the targets.

@@ -32,6 +32,7 @@ pub mod process;
 pub mod state;
 pub mod testbed;
 pub mod wait;
+pub mod writer;
 
 pub use dataplane::DataPlane;
 pub use error::{Error, Result};

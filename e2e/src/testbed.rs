@@ -242,15 +242,32 @@ impl Testbed {
         args: &[&str],
     ) -> Result<String> {
         let ip = self.pod_ip(pod).await?;
+        self.redis_at_ip(&ip, port, password, args)
+            .await
+            .map_err(|e| match e {
+                Error::Command { command, detail } => Error::Command {
+                    command: format!("{command} (pod {pod})"),
+                    detail,
+                },
+                other => other,
+            })
+    }
+
+    /// Runs a redis command against `ip:port`, with an optional password.
+    pub async fn redis_at_ip(
+        &self,
+        ip: &str,
+        port: u16,
+        password: Option<&str>,
+        args: &[&str],
+    ) -> Result<String> {
         let mut command = tokio::process::Command::new("redis-cli");
-        command
-            .args(["-h", &ip, "-p", &port.to_string()])
-            .args(args);
+        command.args(["-h", ip, "-p", &port.to_string()]).args(args);
         if let Some(password) = password {
             // Through the environment, never the command line.
             command.env("REDISCLI_AUTH", password);
         }
-        let line = format!("redis-cli -h {ip} -p {port} {} (pod {pod})", args.join(" "));
+        let line = format!("redis-cli -h {ip} -p {port} {}", args.join(" "));
         let out = output_of(command, &line).await?;
         // redis-cli exits 0 on server errors; make them errors here.
         if out.starts_with("ERR") || out.starts_with("WRONGTYPE") || out.starts_with("NOAUTH") {

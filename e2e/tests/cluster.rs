@@ -1,32 +1,42 @@
-//! KvrocksCluster end to end on the testbed. Cluster mode is never faked: without a real kvrocks
-//! (`KVROCKS_BIN`) these scenarios print that they were skipped, and why.
-//!
-//! Create 3 shards x 1 replica; a cluster-aware client (fred) writes 20,000 keys; kill a master's
-//! process -> its replica is promoted by the operator and every key stays readable.
+//! KvrocksCluster end to end on the testbed, every data-plane change under a writer that uses a
+//! cluster-aware client (fred, RESP2) and counts acknowledged writes. Cluster mode is never
+//! faked: without a real kvrocks (`KVROCKS_BIN`) these scenarios print that they were skipped,
+//! and why. Each scenario has its own namespace, cluster and operator:
+//! - a killed master process and a master cut off the network (unplanned: only the last second
+//!   before the fault may be lost);
+//! - shards 3 -> 4 -> 2 and manual slot moves (planned: nothing lost), with the migration
+//!   throughput at the default `migrate-speed`;
+//! - replicas 1 -> 2, a config roll, replicas -> 0, and the operator killed in the middle of a
+//!   migration (planned: nothing lost), with the throughput at `migrate-speed 0`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use fred::prelude::*;
-use fred::types::RespVersion;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::Api;
+use common::{Needs, READY_TIMEOUT, Scenario};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
+use kube::{Api, ResourceExt};
 use kvrocks_api::KvrocksCluster;
-use kvrocks_e2e::{DataPlane, PodRef, Testbed, wait};
+use kvrocks_client::NodeAddr;
+use kvrocks_e2e::wait;
+use kvrocks_e2e::writer::{self, Log, SharedPassword, Target, Writer};
 use serde_json::json;
 
-const NS: &str = "cluster-e2e";
+const KC: &str = "kc";
+/// Keys loaded before a migration, to measure its throughput.
 const KEYS: usize = 20_000;
-const READY_TIMEOUT: Duration = Duration::from_secs(180);
+/// Acknowledged writes to see before and after each operation.
+const ACKS: usize = 300;
 
 fn ready(c: &KvrocksCluster) -> bool {
-    c.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-    })
+    c.status
+        .as_ref()
+        .is_some_and(|s| common::ready(&s.conditions))
 }
 
 fn master_of_shard(c: &KvrocksCluster, shard: usize) -> Option<String> {
@@ -37,251 +47,211 @@ fn master_of_shard(c: &KvrocksCluster, shard: usize) -> Option<String> {
         .map(|n| n.pod.clone())
 }
 
-async fn cluster_client(ip: &str, password: &str) -> Client {
-    let config = Config {
-        server: ServerConfig::new_clustered(vec![(ip.to_owned(), 6379)]),
-        password: Some(password.to_owned()),
-        version: RespVersion::RESP2,
-        ..Default::default()
-    };
-    let client = Builder::from_config(config)
-        .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(5))
-        .set_policy(ReconnectPolicy::new_constant(0, 200))
-        // fred follows MOVED and ASK itself, and each redirect is a write attempt; while the
-        // nodes take the new topology a slot can bounce a few times, so allow more than the
-        // default three. What still reaches the writer is a server error, counted by kind.
-        .with_connection_config(|c| {
-            c.max_command_attempts = 20;
-            c.max_redirections = 20;
-        })
-        .build()
-        .unwrap();
-    client.init().await.unwrap();
-    client
-}
-
-/// A node to seed a cluster client with: the current IP of shard 0's master (pods move).
-async fn seed(testbed: &Testbed, clusters: &Api<KvrocksCluster>) -> String {
-    let c = clusters.get("kc").await.unwrap();
-    let pod = master_of_shard(&c, 0).unwrap();
-    testbed.pod_ip(&PodRef::new(NS, &pod)).await.unwrap()
-}
-
-async fn count_readable(client: &Client) -> usize {
-    let mut found = 0;
-    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(500) {
-        let gets = chunk.iter().map(|i| {
-            let client = client.clone();
-            async move {
-                let v: Option<String> = client.get(format!("key:{i}")).await.ok().flatten();
-                v == Some(format!("value-{i}"))
-            }
-        });
-        found += futures::future::join_all(gets)
-            .await
-            .into_iter()
-            .filter(|ok| *ok)
-            .count();
-    }
-    found
-}
-
-fn shards_ready(c: &KvrocksCluster, shards: usize, nodes_per_shard: usize) -> bool {
+fn shape(c: &KvrocksCluster, shards: usize, nodes_per_shard: usize) -> bool {
     ready(c)
         && c.status.as_ref().is_some_and(|s| {
             s.shards.len() == shards && s.shards.iter().all(|sh| sh.nodes.len() == nodes_per_shard)
         })
 }
 
-async fn patch_spec(clusters: &Api<KvrocksCluster>, spec: serde_json::Value) {
-    clusters
-        .patch(
-            "kc",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({ "spec": spec })),
-        )
-        .await
-        .unwrap();
+fn slots_of_shard(c: &KvrocksCluster, shard: usize) -> usize {
+    c.status.as_ref().unwrap().shards[shard]
+        .slots
+        .iter()
+        .map(|r| {
+            let (a, b) = kvrocks_api::slots::parse_slot_string(r).unwrap();
+            usize::from(b - a) + 1
+        })
+        .sum()
 }
 
-/// Writes `w:<n>` keys until stopped; returns the acknowledged ones and the errors seen (each
-/// failed write is retried until acknowledged).
-fn start_writer(
-    kv: Client,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinHandle<(Vec<usize>, std::collections::BTreeMap<String, usize>)> {
-    tokio::spawn(async move {
-        let mut acked = Vec::new();
-        let mut errors = std::collections::BTreeMap::new();
-        let mut n = 0usize;
-        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-            let result = kv
-                .set::<(), _, _>(format!("w:{n}"), format!("v{n}"), None, None, false)
-                .await;
-            match result {
-                Ok(()) => {
-                    acked.push(n);
-                    n += 1;
-                }
-                Err(e) => {
-                    // fred reports a slot bouncing between its old and new owner while the
-                    // new topology reaches the nodes as "Too many redirections" (of MOVED).
-                    let details = e.details().to_owned();
-                    // fred counts each write of a command, redirected ones included, and gives
-                    // up with "Too many failed write attempts" when MOVED keeps bouncing.
-                    let kind = if details.contains("redirections")
-                        || details.contains("Too many failed write attempts")
-                    {
-                        "MOVED (too many redirections)".to_owned()
-                    } else {
-                        details
-                            .split_whitespace()
-                            .take(6)
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    };
-                    *errors.entry(kind).or_default() += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+/// A scenario with a Ready KvrocksCluster.
+struct Kc {
+    sc: Scenario,
+    password: SharedPassword,
+}
+
+impl Kc {
+    async fn start(
+        what: &str,
+        ns: &str,
+        shards: usize,
+        replicas: usize,
+        config: serde_json::Value,
+    ) -> Option<Self> {
+        let sc = Scenario::start(what, ns, Needs::RealKvrocks).await?;
+        let started = Instant::now();
+        sc.api::<KvrocksCluster>()
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "apiVersion": "kvrocks.io/v1alpha1", "kind": "KvrocksCluster",
+                    "metadata": {"name": KC},
+                    "spec": {"shards": shards, "replicasPerShard": replicas,
+                             "config": config, "storage": {"size": "256Mi"}}
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let kc = Self {
+            sc,
+            password: SharedPassword::default(),
+        };
+        let created = kc
+            .wait_shape(
+                shards,
+                replicas + 1,
+                &format!("Ready, {shards} x {}", replicas + 1),
+            )
+            .await;
+        kvrocks_e2e::say!(
+            "{ns}: {shards} shards x {} nodes Ready after {:.1} s (topology version {:?})",
+            replicas + 1,
+            started.elapsed().as_secs_f64(),
+            created.status.as_ref().and_then(|s| s.topology_version)
+        );
+        kc.password.set(kc.sc.password("kc-auth").await);
+        Some(kc)
+    }
+
+    fn clusters(&self) -> Api<KvrocksCluster> {
+        self.sc.api()
+    }
+
+    async fn get(&self) -> KvrocksCluster {
+        self.clusters().get(KC).await.unwrap()
+    }
+
+    async fn wait_shape(&self, shards: usize, nodes: usize, what: &str) -> KvrocksCluster {
+        wait::for_object(&self.clusters(), KC, READY_TIMEOUT, what, |c| {
+            shape(c, shards, nodes)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The writer's way in: every node the status names, at its current IP.
+    async fn target(&self) -> Target {
+        let c = self.get().await;
+        let mut seeds = Vec::new();
+        for shard in &c.status.unwrap().shards {
+            for node in &shard.nodes {
+                if let Ok(ip) = self.sc.testbed.pod_ip(&self.sc.pod(&node.pod)).await {
+                    seeds.push(NodeAddr::new(ip, 6379));
                 }
             }
         }
-        (acked, errors)
-    })
-}
-
-async fn check_acked(kv: &Client, acked: &[usize]) -> usize {
-    let mut missing = 0;
-    for chunk in acked.chunks(500) {
-        let gets = chunk.iter().map(|n| {
-            let kv = kv.clone();
-            async move {
-                let v: Option<String> = kv.get(format!("w:{n}")).await.ok().flatten();
-                v == Some(format!("v{n}"))
-            }
-        });
-        missing += futures::future::join_all(gets)
-            .await
-            .into_iter()
-            .filter(|ok| !ok)
-            .count();
+        Target::Cluster {
+            seeds,
+            password: self.password.clone(),
+        }
     }
-    missing
+
+    async fn writer(&self, name: &str) -> Writer {
+        let writer = Writer::start(name, self.target().await).await.unwrap();
+        writer
+            .wait_for_acks(ACKS, Duration::from_secs(30))
+            .await
+            .unwrap();
+        writer
+    }
+
+    async fn finish(&self, writer: Writer) -> Log {
+        writer
+            .wait_for_acks(ACKS, Duration::from_secs(60))
+            .await
+            .unwrap();
+        writer.stop().await.unwrap()
+    }
+
+    /// Reads `log`'s keys back through a fresh cluster client: nothing may be lost.
+    async fn none_lost(&self, log: &Log, what: &str) {
+        log.verify(&self.target().await)
+            .await
+            .unwrap()
+            .assert_none_lost(what);
+    }
+
+    /// Runs a planned operation under a writer: `change`, then waits for `done`.
+    async fn planned(
+        &self,
+        what: &str,
+        change: serde_json::Value,
+        done: impl Fn(&KvrocksCluster) -> bool,
+    ) -> (KvrocksCluster, Duration) {
+        let writer = self.writer(what).await;
+        let started = Instant::now();
+        self.sc.patch_spec::<KvrocksCluster>(KC, change).await;
+        let reached = wait::for_object(&self.clusters(), KC, READY_TIMEOUT, what, |c| {
+            ready(c) && done(c)
+        })
+        .await
+        .unwrap();
+        let took = started.elapsed();
+        let log = self.finish(writer).await;
+        self.none_lost(&log, &format!("cluster: {what}")).await;
+        (reached, took)
+    }
 }
 
 #[tokio::test]
-async fn a_cluster_is_created_written_and_fails_over() {
-    let testbed = Testbed::shared().await.unwrap();
-    if !testbed.agent_or_skip("KvrocksCluster end to end") {
-        return;
-    }
-    if !matches!(testbed.data_plane(), DataPlane::KvrocksBin { .. }) {
-        kvrocks_e2e::say!(
-            "\nSKIPPED KvrocksCluster end to end: cluster mode needs a real kvrocks binary; set KVROCKS_BIN (the redis-server stand-in cannot run cluster mode)"
-        );
-        return;
-    }
-    kvrocks_e2e::say!("cluster e2e: {}", testbed.data_plane().describe());
-    testbed.install_crds().await.unwrap();
-    let Some(_operator) = kvrocks_e2e::operator::start_operator(testbed, &[])
-        .await
-        .unwrap()
+async fn a_killed_master_process_and_a_cut_master_lose_only_the_last_second() {
+    let Some(kc) = Kc::start(
+        "cluster: unplanned failures",
+        "kc-unplanned",
+        3,
+        1,
+        json!({}),
+    )
+    .await
     else {
         return;
     };
-    let client = testbed.client().await.unwrap();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let _ = namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
-        )
-        .await;
-    let clusters: Api<KvrocksCluster> = Api::namespaced(client.clone(), NS);
-    let started = Instant::now();
-    clusters
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "kvrocks.io/v1alpha1", "kind": "KvrocksCluster",
-                "metadata": {"name": "kc"},
-                "spec": {"shards": 3, "replicasPerShard": 1, "storage": {"size": "256Mi"}}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let created = wait::for_object(&clusters, "kc", READY_TIMEOUT, "Ready", ready)
-        .await
-        .unwrap();
-    kvrocks_e2e::say!(
-        "cluster e2e: 3 shards x 2 nodes Ready after {:.1} s (topology version {:?})",
-        started.elapsed().as_secs_f64(),
-        created.status.as_ref().and_then(|s| s.topology_version)
-    );
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    let password = String::from_utf8(
-        secrets.get("kc-auth").await.unwrap().data.unwrap()["password"]
-            .0
-            .clone(),
-    )
-    .unwrap();
-    let kv = cluster_client(&seed(testbed, &clusters).await, &password).await;
-    let write_started = Instant::now();
-    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(500) {
-        let sets = chunk.iter().map(|i| {
-            let kv = kv.clone();
-            async move {
-                kv.set::<(), _, _>(format!("key:{i}"), format!("value-{i}"), None, None, false)
-                    .await
-            }
-        });
-        for result in futures::future::join_all(sets).await {
-            result.unwrap();
-        }
-    }
-    kvrocks_e2e::say!(
-        "cluster e2e: {KEYS} keys written in {:.1} s",
-        write_started.elapsed().as_secs_f64()
-    );
-    assert_eq!(count_readable(&kv).await, KEYS);
-
     // Steady: no writes to the API server.
-    let rv = kube::ResourceExt::resource_version(&clusters.get("kc").await.unwrap());
+    let rv = kc.get().await.resource_version();
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(
-        kube::ResourceExt::resource_version(&clusters.get("kc").await.unwrap()),
+        kc.get().await.resource_version(),
         rv,
         "a steady cluster writes nothing"
     );
 
-    // Kill shard 0's master process: it restarts (persisted node table) and no key is lost.
+    // Kill shard 0's master process: it restarts (persisted node table).
+    let created = kc.get().await;
     let master0 = master_of_shard(&created, 0).unwrap();
-    testbed
-        .kill_container(&PodRef::new(NS, &master0), "kvrocks")
+    let writer = kc.writer("kill").await;
+    let started = Instant::now();
+    kc.sc
+        .testbed
+        .kill_container(&kc.sc.pod(&master0), "kvrocks")
         .await
         .unwrap();
+    let done = Instant::now();
     wait::for_object(
-        &clusters,
-        "kc",
+        &kc.clusters(),
+        KC,
         READY_TIMEOUT,
         "Ready after the kill",
-        ready,
+        |c| shape(c, 3, 2),
     )
     .await
     .unwrap();
-    assert_eq!(
-        count_readable(&kv).await,
-        KEYS,
-        "every key after a killed master process"
-    );
+    let log = kc.finish(writer).await;
+    log.verify(&kc.target().await)
+        .await
+        .unwrap()
+        .assert_lost_only_before("cluster: master process killed", started, done);
 
-    // Cut shard 1's master off: after three failed probes the operator promotes its replica.
-    let old = master_of_shard(&created, 1).unwrap();
-    let cut = Instant::now();
-    testbed.cut_network(&PodRef::new(NS, &old)).await.unwrap();
+    // Cut shard 1's master off: the operator promotes its replica.
+    let old = master_of_shard(&kc.get().await, 1).unwrap();
+    let writer = kc.writer("cut").await;
+    let started = Instant::now();
+    kc.sc.testbed.cut_network(&kc.sc.pod(&old)).await.unwrap();
+    let done = Instant::now();
     let after = wait::for_object(
-        &clusters,
-        "kc",
+        &kc.clusters(),
+        KC,
         Duration::from_secs(30),
         "shard 1 failed over",
         |c| master_of_shard(c, 1).is_some_and(|m| m != old),
@@ -289,143 +259,115 @@ async fn a_cluster_is_created_written_and_fails_over() {
     .await
     .unwrap();
     kvrocks_e2e::say!(
-        "cluster e2e: shard 1 failed over from {old} to {} in {:.1} s",
+        "cluster: shard 1 failed over from {old} to {} in {:.1} s",
         master_of_shard(&after, 1).unwrap_or_default(),
-        cut.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64()
     );
-    testbed
-        .restore_network(&PodRef::new(NS, &old))
+    kc.sc
+        .testbed
+        .restore_network(&kc.sc.pod(&old))
         .await
         .unwrap();
-    wait::for_object(&clusters, "kc", READY_TIMEOUT, "Ready", ready)
+    kc.wait_shape(3, 2, "Ready, 3 x 2 after the cut").await;
+    let log = kc.finish(writer).await;
+    log.verify(&kc.target().await)
+        .await
+        .unwrap()
+        .assert_lost_only_before("cluster: master cut off", started, done);
+}
+
+#[tokio::test]
+async fn shards_scale_out_and_in_and_manual_slot_moves_lose_no_write() {
+    let Some(kc) = Kc::start("cluster: shard scaling", "kc-shards", 3, 1, json!({})).await else {
+        return;
+    };
+    let loaded = writer::load("bulk", &kc.target().await, KEYS)
         .await
         .unwrap();
-    let kv2 = cluster_client(&seed(testbed, &clusters).await, &password).await;
-    assert_eq!(count_readable(&kv2).await, KEYS, "every key after the kill");
-
-    wait::for_object(&clusters, "kc", READY_TIMEOUT, "Ready, 3 x 2", |c| {
-        shards_ready(c, 3, 2)
-    })
-    .await
-    .unwrap();
-
-    // 3 -> 4 shards under a continuous writer: no acknowledged write lost.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = start_writer(
-        cluster_client(&seed(testbed, &clusters).await, &password).await,
-        stop.clone(),
+    kvrocks_e2e::say!(
+        "cluster: {KEYS} keys loaded in {:.1} s",
+        loaded.ran.as_secs_f64()
     );
-    let scale_started = Instant::now();
-    patch_spec(&clusters, json!({"shards": 4})).await;
-    let scaled = wait::for_object(&clusters, "kc", READY_TIMEOUT, "Ready, 4 x 2", |c| {
-        shards_ready(c, 4, 2)
-    })
-    .await
-    .unwrap();
-    let scale_took = scale_started.elapsed();
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (acked, errors) = writer.await.unwrap();
-    let moved: usize = scaled.status.as_ref().unwrap().shards[3]
-        .slots
-        .iter()
-        .map(|r| {
-            let (a, b) = kvrocks_api::slots::parse_slot_string(r).unwrap();
-            usize::from(b - a) + 1
-        })
-        .sum();
+
+    let (scaled, took) = kc
+        .planned("3 -> 4 shards", json!({"shards": 4}), |c| shape(c, 4, 2))
+        .await;
+    let moved = slots_of_shard(&scaled, 3);
     assert!(moved >= 4096, "shard 3 got its share of the slots: {moved}");
     kvrocks_e2e::say!(
-        "cluster e2e: 3 -> 4 shards in {:.1} s ({moved} slots to shard 3, ~{:.0} keys/s of the {KEYS} + writer keys); writer: {} acked, errors {errors:?}",
-        scale_took.as_secs_f64(),
-        (KEYS as f64 * moved as f64 / 16384.0) / scale_took.as_secs_f64(),
-        acked.len()
+        "cluster: 3 -> 4 shards in {:.1} s at the default migrate-speed: {moved} slots, ~{:.0} keys/s of the loaded keys",
+        took.as_secs_f64(),
+        (KEYS as f64 * moved as f64 / 16384.0) / took.as_secs_f64()
     );
-    let kv3 = cluster_client(&seed(testbed, &clusters).await, &password).await;
-    assert_eq!(
-        check_acked(&kv3, &acked).await,
-        0,
-        "every acknowledged write after 3 -> 4"
-    );
-    assert_eq!(count_readable(&kv3).await, KEYS, "every key after 3 -> 4");
-    for kind in errors.keys() {
-        assert!(
-            ["MOVED", "ASK", "TRYAGAIN"]
-                .iter()
-                .any(|k| kind.contains(k)),
-            "unexpected error kind during the migration: {kind} ({errors:?})"
-        );
-    }
 
-    // 4 -> 2: the highest shards drained, then their StatefulSets deleted.
-    patch_spec(&clusters, json!({"shards": 2})).await;
-    wait::for_object(&clusters, "kc", READY_TIMEOUT, "Ready, 2 x 2", |c| {
-        shards_ready(c, 2, 2)
-    })
-    .await
-    .unwrap();
-    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(client.clone(), NS);
+    kc.planned("4 -> 2 shards", json!({"shards": 2}), |c| shape(c, 2, 2))
+        .await;
+    let sets: Api<StatefulSet> = kc.sc.api();
     wait::for_deletion(&sets, "kc-3", READY_TIMEOUT)
         .await
         .unwrap();
     wait::for_deletion(&sets, "kc-2", READY_TIMEOUT)
         .await
         .unwrap();
-    let kv4 = cluster_client(&seed(testbed, &clusters).await, &password).await;
-    assert_eq!(count_readable(&kv4).await, KEYS, "every key after 4 -> 2");
-    assert_eq!(
-        check_acked(&kv4, &acked).await,
-        0,
-        "every acknowledged write after 4 -> 2"
-    );
 
-    // Manual slot moves, done once.
-    patch_spec(
-        &clusters,
-        json!({"slotMigrations": [{"toShard": 1, "slots": ["0-99", "200"]}]}),
-    )
-    .await;
-    let moved = wait::for_object(&clusters, "kc", READY_TIMEOUT, "slotMigrations done", |c| {
-        ready(c)
-            && c.status
-                .as_ref()
-                .is_some_and(|s| s.slot_migrations_done == Some(1))
-    })
-    .await
-    .unwrap();
+    let (moved, _) = kc
+        .planned(
+            "manual slot moves",
+            json!({"slotMigrations": [{"toShard": 1, "slots": ["0-99", "200"]}]}),
+            |c| {
+                c.status
+                    .as_ref()
+                    .is_some_and(|s| s.slot_migrations_done == Some(1))
+            },
+        )
+        .await;
     let shard1 = &moved.status.as_ref().unwrap().shards[1].slots;
     assert!(shard1.iter().any(|r| r == "0-99"), "{shard1:?}");
     assert!(shard1.iter().any(|r| r == "200"), "{shard1:?}");
-    let kv5 = cluster_client(&seed(testbed, &clusters).await, &password).await;
-    assert_eq!(
-        count_readable(&kv5).await,
-        KEYS,
-        "every key after the manual moves"
-    );
+    kc.none_lost(
+        &loaded,
+        "cluster: the loaded keys after 3 -> 4 -> 2 and the moves",
+    )
+    .await;
+}
 
-    // Replicas 1 -> 2 -> 0.
-    patch_spec(&clusters, json!({"replicasPerShard": 2})).await;
-    wait::for_object(&clusters, "kc", READY_TIMEOUT, "Ready, 2 x 3", |c| {
-        shards_ready(c, 2, 3)
-    })
+#[tokio::test]
+async fn replica_scaling_a_roll_and_an_operator_killed_mid_migration_lose_no_write() {
+    let Some(mut kc) = Kc::start(
+        "cluster: replicas, roll, operator restart",
+        "kc-replicas",
+        2,
+        1,
+        json!({"migrate-speed": "0"}),
+    )
     .await
-    .unwrap();
+    else {
+        return;
+    };
+    let loaded = writer::load("bulk", &kc.target().await, KEYS)
+        .await
+        .unwrap();
+
+    kc.planned("replicas 1 -> 2", json!({"replicasPerShard": 2}), |c| {
+        shape(c, 2, 3)
+    })
+    .await;
+
     // A config change kvrocks cannot take live rolls every pod, masters after a switchover.
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), NS);
-    let before: std::collections::BTreeMap<String, String> = pods
+    let pods: Api<Pod> = kc.sc.api();
+    let before: BTreeMap<String, String> = pods
         .list(&Default::default())
         .await
         .unwrap()
         .items
         .iter()
-        .map(|p| {
-            (
-                kube::ResourceExt::name_any(p),
-                kube::ResourceExt::uid(p).unwrap_or_default(),
-            )
-        })
+        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
         .collect();
+    let writer = kc.writer("roll").await;
     let rolled = Instant::now();
-    patch_spec(&clusters, json!({"config": {"rocksdb.block_size": "8192"}})).await;
+    kc.sc
+        .patch_spec::<KvrocksCluster>(KC, json!({"config": {"rocksdb.block_size": "8192"}}))
+        .await;
     wait::until(
         "every pod restarted once and the cluster Ready",
         READY_TIMEOUT,
@@ -437,13 +379,10 @@ async fn a_cluster_is_created_written_and_fails_over() {
             let same = list
                 .items
                 .iter()
-                .filter(|p| {
-                    before.get(&kube::ResourceExt::name_any(*p))
-                        == kube::ResourceExt::uid(*p).as_ref()
-                })
+                .filter(|p| before.get(&p.name_any()) == p.uid().as_ref())
                 .count();
-            let c = clusters.get("kc").await.map_err(|e| e.to_string())?;
-            if same == 0 && shards_ready(&c, 2, 3) {
+            let c = kc.clusters().get(KC).await.map_err(|e| e.to_string())?;
+            if same == 0 && shape(&c, 2, 3) {
                 Ok(())
             } else {
                 Err(format!("{same} pods not restarted yet"))
@@ -453,60 +392,53 @@ async fn a_cluster_is_created_written_and_fails_over() {
     .await
     .unwrap();
     kvrocks_e2e::say!(
-        "cluster e2e: config roll of 6 pods in {:.1} s",
+        "cluster: config roll of 6 pods in {:.1} s",
         rolled.elapsed().as_secs_f64()
     );
-    let kv_roll = cluster_client(&seed(testbed, &clusters).await, &password).await;
-    assert_eq!(
-        count_readable(&kv_roll).await,
-        KEYS,
-        "every key after the roll"
-    );
+    let log = kc.finish(writer).await;
+    kc.none_lost(&log, "cluster: config roll").await;
 
-    patch_spec(&clusters, json!({"replicasPerShard": 0})).await;
-    wait::for_object(&clusters, "kc", READY_TIMEOUT, "Ready, 2 x 1", |c| {
-        shards_ready(c, 2, 1)
+    kc.planned("replicas 2 -> 0", json!({"replicasPerShard": 0}), |c| {
+        shape(c, 2, 1)
     })
-    .await
-    .unwrap();
-    let kv6 = cluster_client(&seed(testbed, &clusters).await, &password).await;
-    assert_eq!(
-        count_readable(&kv6).await,
-        KEYS,
-        "every key after replicas 1 -> 2 -> 0"
-    );
+    .await;
 
-    // The operator killed in the middle of a migration resumes it.
-    let mut operator = _operator;
-    patch_spec(&clusters, json!({"shards": 3})).await;
+    // The operator killed in the middle of a migration: a new one resumes it. At
+    // migrate-speed 0 a migration is quick, so the test watches for it closely.
+    let writer = kc.writer("operator restart").await;
+    let started = Instant::now();
+    kc.sc
+        .patch_spec::<KvrocksCluster>(KC, json!({"shards": 3}))
+        .await;
     wait::for_object(
-        &clusters,
-        "kc",
+        &kc.clusters(),
+        KC,
         READY_TIMEOUT,
         "a migration in flight",
         |c| c.status.as_ref().is_some_and(|s| s.migration.is_some()),
     )
     .await
     .unwrap();
-    operator.kill();
-    let restarted = kvrocks_e2e::operator::start_operator(testbed, &[])
-        .await
-        .unwrap()
-        .unwrap();
-    wait::for_object(
-        &clusters,
-        "kc",
-        READY_TIMEOUT,
-        "Ready, 3 x 1 after the restart",
-        |c| shards_ready(c, 3, 1),
-    )
-    .await
-    .unwrap();
-    let kv7 = cluster_client(&seed(testbed, &clusters).await, &password).await;
-    assert_eq!(
-        count_readable(&kv7).await,
-        KEYS,
-        "every key after a resumed migration"
+    kc.sc.operator.kill();
+    kc.sc.operator =
+        kvrocks_e2e::operator::start_operator(kc.sc.testbed, &["--namespaces", &kc.sc.ns])
+            .await
+            .unwrap()
+            .unwrap();
+    let scaled = kc.wait_shape(3, 1, "Ready, 3 x 1 after the restart").await;
+    let took = started.elapsed();
+    let moved = slots_of_shard(&scaled, 2);
+    kvrocks_e2e::say!(
+        "cluster: 2 -> 3 shards at migrate-speed 0 (operator killed once mid-migration) in {:.1} s: {moved} slots, ~{:.0} keys/s of the loaded keys",
+        took.as_secs_f64(),
+        (KEYS as f64 * moved as f64 / 16384.0) / took.as_secs_f64()
     );
-    drop(restarted);
+    let log = kc.finish(writer).await;
+    kc.none_lost(&log, "cluster: operator killed mid-migration")
+        .await;
+    kc.none_lost(
+        &loaded,
+        "cluster: the loaded keys after replicas 1 -> 2 -> 0, the roll and the restart",
+    )
+    .await;
 }

@@ -143,6 +143,13 @@ pub struct MigrationStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KvrocksClusterStatus {
+    /// The kvrocks versions the pods run (`INFO server`), several while an image change rolls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kvrocks_version: Option<String>,
+    /// `spec.config` keys the running kvrocks does not list in `CONFIG GET *`: neither rendered
+    /// into kvrocks.conf nor set live (the `Degraded` condition names them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsupported_config: Vec<String>,
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

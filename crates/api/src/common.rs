@@ -145,8 +145,9 @@ pub struct KvrocksPodSpec {
     pub auth: AuthSpec,
     /// kvrocks.conf keys and values. Keys the operator owns (bind, port, dir, requirepass, ...)
     /// are refused. Keys kvrocks changes live are applied with CONFIG SET; others roll the pods.
-    /// In a Cluster, `migrate-speed` (keys per second, 0 = unlimited) trades slot-migration speed
-    /// against client latency.
+    /// In a Cluster on kvrocks 2.10 (the version the default image runs), `migrate-speed` (keys
+    /// per second, default 4096, 0 = unlimited) trades slot-migration speed against client
+    /// latency; kvrocks 2.17 replaces it with `migrate-batch-rate-limit-mb`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = MAX_CONFIG_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": MAX_CONFIG_VALUE_LEN}))]
     #[x_kube(validation = config_rules()[0].clone(), validation = config_rules()[1].clone(), validation = config_rules()[2].clone())]

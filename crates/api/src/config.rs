@@ -30,6 +30,7 @@ pub const OPERATOR_OWNED_KEYS: &[&str] = &[
     "slaveof",
     "cluster-enabled",
     "persist-cluster-nodes-enabled",
+    "use-rsid-psync",
     "log-dir",
     "rename-command",
 ];

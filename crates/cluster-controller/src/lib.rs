@@ -29,6 +29,7 @@ use kvrocks_client::{Endpoint, NodeAddr, NodeClient, NodeId, Password, Timeouts}
 use kvrocks_operator_core::builders::{self, kvrocks as kb};
 use kvrocks_operator_core::conditions::{self, ConditionStatus};
 use kvrocks_operator_core::controller::{self, REASON_INVALID_SPEC};
+use kvrocks_operator_core::server;
 use kvrocks_operator_core::{Context, OwnedObjects, patch_status_if_changed};
 use tokio_util::sync::CancellationToken;
 
@@ -236,7 +237,30 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
     // Objects.
     let mut owned = OwnedObjects::new(cr.as_ref(), Component::Cluster)?;
     let selector = labels::common_labels(&name, Component::Cluster);
-    let conf = kb::render_config(&cr.spec.pod, true);
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods = pods_api
+        .list(&ListParams::default().labels(&labels::selector(&name, Component::Cluster)))
+        .await
+        .map_err(kube_err(format!("list pods of {ns}/{name}")))?
+        .items;
+    // What the running kvrocks knows decides which spec.config keys are rendered and set live.
+    let facts = server::read_running(&pods, labels::KVROCKS_PORT as u16, &password).await;
+    let unsupported = if facts.is_empty() {
+        old.unsupported_config.clone()
+    } else {
+        server::unsupported_keys(&cr.spec.pod.config, &facts)
+    };
+    let kvrocks_version = server::versions_text(&facts).or(old.kvrocks_version.clone());
+    let unsupported_condition =
+        server::unsupported_condition(&unsupported, kvrocks_version.as_deref());
+    if let Some((reason, message)) = &unsupported_condition
+        && unsupported != old.unsupported_config
+    {
+        ctx.warning(cr.as_ref(), reason, "Configure", message.clone())
+            .await;
+    }
+    let live_config = server::supported_config(&cr.spec.pod.config, &unsupported);
+    let conf = kb::render_config(&cr.spec.pod, true, &unsupported);
     let config_name = format!("{name}-config");
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     owned
@@ -333,12 +357,6 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
     owned.delete_orphans(&pdbs).await?;
 
     // Observe.
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pods = pods_api
-        .list(&ListParams::default().labels(&labels::selector(&name, Component::Cluster)))
-        .await
-        .map_err(kube_err(format!("list pods of {ns}/{name}")))?
-        .items;
     let mut placed: Vec<PlacedPod> = Vec::new();
     for pod in &pods {
         let shard = pod.labels().get(SHARD).and_then(|s| s.parse::<u32>().ok());
@@ -644,7 +662,7 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
         if template_ok
             && reachable
             && let Some(ip) = &place.ip
-            && apply_config_live(ip, &cr.spec.pod.config, &password).await
+            && apply_config_live(ip, &live_config, &password).await
         {
             let patch = serde_json::json!({"metadata": {"annotations": {kb::CONFIG_HASH_ANNOTATION: config_hash}}});
             pods_api
@@ -880,6 +898,8 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
         migration: migration.clone(),
         slot_migrations_done: (done > 0).then_some(done as i32),
         rebalance_target: rebalance,
+        kvrocks_version,
+        unsupported_config: unsupported,
         conditions: conditions::merge(
             &old.conditions,
             conditions::health(
@@ -888,6 +908,8 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
                 &message,
                 if masters_down > 0 {
                     (true, "MasterDown", &down_message)
+                } else if let Some((reason, message)) = &unsupported_condition {
+                    (true, reason.as_str(), message.as_str())
                 } else {
                     (false, "Healthy", "every shard has a master")
                 },

@@ -27,6 +27,7 @@ use kvrocks_client::{Endpoint, NodeAddr, NodeClient, Password, SentinelClient, T
 use kvrocks_operator_core::builders::{self, kvrocks as kb};
 use kvrocks_operator_core::conditions::{self, ConditionStatus};
 use kvrocks_operator_core::controller::{self, REASON_INVALID_SPEC};
+use kvrocks_operator_core::server;
 use kvrocks_operator_core::{Context, OwnedObjects, patch_status_if_changed};
 use tokio_util::sync::CancellationToken;
 
@@ -142,7 +143,22 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
             return Ok(Requeue::requeue(Duration::from_secs(10)));
         }
     };
-    let conf = kb::render_config(&cr.spec.pod, false);
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut pods = pods_api
+        .list(&ListParams::default().labels(&labels::selector(&name, Component::Standard)))
+        .await
+        .map_err(kube_err(format!("list pods of {ns}/{name}")))?
+        .items;
+    pods.retain(|p| ordinal(&p.name_any(), &name).is_some());
+    pods.sort_by_key(|p| ordinal(&p.name_any(), &name));
+    // What the running kvrocks knows decides which spec.config keys are rendered and set live.
+    let facts = server::read_running(&pods, labels::KVROCKS_PORT as u16, &password).await;
+    let unsupported = if facts.is_empty() {
+        old_status.unsupported_config.clone()
+    } else {
+        server::unsupported_keys(&cr.spec.pod.config, &facts)
+    };
+    let conf = kb::render_config(&cr.spec.pod, false, &unsupported);
     let config_hash = kb::text_hash(&conf);
     let mut owned = OwnedObjects::new(cr.as_ref(), Component::Standard)?;
     let selector = labels::common_labels(&name, Component::Standard);
@@ -203,14 +219,6 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
         .and_then(|s| s.update_revision.clone());
 
     // Observe.
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut pods = pods_api
-        .list(&ListParams::default().labels(&labels::selector(&name, Component::Standard)))
-        .await
-        .map_err(kube_err(format!("list pods of {ns}/{name}")))?
-        .items;
-    pods.retain(|p| ordinal(&p.name_any(), &name).is_some());
-    pods.sort_by_key(|p| ordinal(&p.name_any(), &name));
     // Password rotation: the password in effect is kept in the operator's own Secret
     // `<cr>-auth-applied`; a new one in the user's Secret is rolled out as masterauth on every
     // pod, then requirepass, then sentinel auth-pass, so replication never breaks.
@@ -232,6 +240,18 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
         }
     }
     let mut views = observe_pods(&pods, &name, &password, &applied).await;
+    if !unsupported.is_empty() && unsupported != old_status.unsupported_config {
+        ctx.warning(
+            cr.as_ref(),
+            "UnsupportedConfig",
+            "Configure",
+            server::unsupported_condition(&unsupported, server::versions_text(&facts).as_deref())
+                .map(|(_, message)| message)
+                .unwrap_or_default(),
+        )
+        .await;
+    }
+    let live_config = server::supported_config(&cr.spec.pod.config, &unsupported);
     for (view, pod) in views.iter_mut().zip(&pods) {
         let annotations = pod.annotations();
         if annotations.get(kb::TEMPLATE_HASH_ANNOTATION) != Some(&template_hash) {
@@ -241,7 +261,7 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
         {
             // Only kvrocks.conf changed: set it live; a key kvrocks refuses to change live, or
             // a removed key, means a restart.
-            let live = apply_config_live(view, &cr.spec.pod.config, &password).await;
+            let live = apply_config_live(view, &live_config, &password).await;
             if live {
                 mark_current(&pods_api, pod, &config_hash, update_revision.as_deref()).await?;
                 ctx.event(
@@ -265,6 +285,7 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
         monitored: sentinel.master.is_some(),
         sentinel_master: sentinel.master,
         sentinel_failing_over: sentinel.failing_over,
+        sentinel_master_down: sentinel.master_down,
         status_master: old_status.master.as_ref().map(|m| m.pod.clone()),
         priority: cr
             .spec
@@ -432,12 +453,20 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
             ),
         )
     };
+    let unsupported_condition = server::unsupported_condition(
+        &unsupported,
+        server::versions_text(&facts)
+            .or(old_status.kvrocks_version.clone())
+            .as_deref(),
+    );
     let status = KvrocksStandardStatus {
+        unsupported_config: unsupported.clone(),
         observed_generation: generation,
         current_replicas: Some(views.len() as i32),
         selector: Some(labels::selector(&name, Component::Standard)),
         master: master_status,
         replicas,
+        kvrocks_version: server::versions_text(&facts).or(old_status.kvrocks_version.clone()),
         conditions: conditions::merge(
             &old_status.conditions,
             conditions::health(
@@ -446,6 +475,8 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
                 &message,
                 if master.is_none() && old_status.master.is_some() {
                     (true, "NoMaster", "no writable master right now")
+                } else if let Some((reason, message)) = &unsupported_condition {
+                    (true, reason.as_str(), message.as_str())
                 } else {
                     (false, "Healthy", "a master is writable")
                 },
@@ -591,6 +622,8 @@ struct SentinelView {
     master: Option<String>,
     /// Some sentinel is failing this master over right now.
     failing_over: bool,
+    /// Some sentinel reports the master subjectively or objectively down.
+    master_down: bool,
 }
 
 /// `SENTINEL MASTER <monitor>` on every sentinel of the group: the master IP most of them report
@@ -610,6 +643,7 @@ async fn sentinel_view(ctx: &Context, ns: &str, group: &str, monitor: &str) -> S
     let mut votes: BTreeMap<String, usize> = BTreeMap::new();
     for master in answers.into_iter().flatten() {
         view.failing_over |= master.is_failover_in_progress();
+        view.master_down |= master.is_sdown() || master.is_odown();
         *votes.entry(master.addr.host).or_default() += 1;
     }
     view.master = votes.into_iter().max_by_key(|(_, n)| *n).map(|(ip, _)| ip);

@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 
-/// How far (bytes) a replica may trail the master and still count as caught up.
-pub const CAUGHT_UP_BYTES: i64 = 16 * 1024 * 1024;
+/// How far a replica may trail the master and still count as caught up, in kvrocks' units:
+/// replication offsets are RocksDB sequence numbers, about one per key written, so this is a
+/// number of writes (not bytes).
+pub const CAUGHT_UP_SEQUENCES: i64 = 1000;
 
 /// What one kvrocks process said (`INFO replication`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +58,8 @@ pub struct Observed {
     pub sentinel_master: Option<String>,
     /// Whether the sentinel group monitors this instance at all.
     pub monitored: bool,
+    /// A sentinel of the group reports the master subjectively or objectively down.
+    pub sentinel_master_down: bool,
     /// A sentinel of the group is failing this instance's master over right now.
     pub sentinel_failing_over: bool,
     /// The master pod recorded in status.
@@ -157,6 +161,38 @@ fn reachable(pod: &PodView) -> Option<(&NodeView, &str)> {
         return None;
     }
     Some((pod.node.as_ref()?, pod.ip.as_deref()?))
+}
+
+/// While sentinel may be choosing a new master (the master does not answer, or sentinel
+/// reports it down, or a failover is under way), only the most advanced replica may be chosen:
+/// every reachable replica behind another one gets `slave-priority 0`. With the master gone the
+/// replicas' offsets no longer move, so the comparison is exact; sentinel's own comparison
+/// reads replica offsets that may be seconds old. Only ever lowers a priority: raising one is
+/// for a settled master (step 2 of [`plan`]).
+///
+/// Candidates are the replicas sentinel knows as such: not the pod at sentinel's master address,
+/// and not a pod that just started (a replica of itself, which sentinel cannot choose).
+fn fence_laggards(observed: &Observed, plan: &mut Plan) {
+    let replicas: Vec<(&PodView, &NodeView)> = observed
+        .pods
+        .iter()
+        .filter_map(|p| reachable(p).map(|(n, ip)| (p, n, ip)))
+        .filter(|(_, n, ip)| {
+            !n.master && !restarted(n) && observed.sentinel_master.as_deref() != Some(*ip)
+        })
+        .map(|(p, n, _)| (p, n))
+        .collect();
+    let Some(best) = replicas.iter().map(|(_, n)| n.offset).max() else {
+        return;
+    };
+    for (pod, node) in replicas {
+        if node.offset < best && node.priority.as_deref() != Some("0") {
+            plan.actions.push(Action::SetPriority {
+                pod: pod.name.clone(),
+                value: "0".to_owned(),
+            });
+        }
+    }
 }
 
 /// Chooses the master and the actions that make every other pod follow it.
@@ -321,12 +357,18 @@ pub fn plan(observed: &Observed) -> Plan {
         }
     }
     let Some(master) = master else {
+        fence_laggards(observed, &mut plan);
         plan.statefulset_replicas = observed
             .statefulset_replicas
             .unwrap_or(observed.desired)
             .max(observed.desired);
         return plan;
     };
+    if observed.sentinel_master_down {
+        // Sentinel thinks the master is down while this operator still reaches it: sentinel
+        // may be choosing a replica right now, so only the most advanced may be chosen.
+        fence_laggards(observed, &mut plan);
+    }
     plan.master = Some(master.name.clone());
     let master_ip = master.ip.clone().unwrap_or_default();
     let master_offset = master.node.as_ref().map_or(0, |n| n.offset);
@@ -357,9 +399,16 @@ pub fn plan(observed: &Observed) -> Plan {
         let synced = follows
             && node.link_up
             && !node.syncing
-            && master_offset.saturating_sub(node.offset) <= CAUGHT_UP_BYTES;
+            && master_offset.saturating_sub(node.offset) <= CAUGHT_UP_SEQUENCES;
         plan.synced.insert(pod.name.clone(), synced);
         let leaving = pod.ordinal >= observed.desired;
+        let fenced = plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::SetPriority { pod: p, .. } if *p == pod.name));
+        if fenced {
+            continue;
+        }
         let want_priority = if synced && !leaving {
             observed.priority.clone()
         } else {
@@ -764,5 +813,156 @@ mod tests {
             pod: "s-0".into(),
             master_ip: "10.0.0.11".into()
         }));
+    }
+
+    /// The master cut off (it does not answer), its replicas frozen where the cut left them.
+    fn cut_off(offsets: [i64; 2], priorities: [&str; 2]) -> Observed {
+        let mut o = observed(vec![
+            pod(0, None, Some("master")),
+            pod(
+                1,
+                Some(replica("10.0.0.10", offsets[0], priorities[0])),
+                Some("replica"),
+            ),
+            pod(
+                2,
+                Some(replica("10.0.0.10", offsets[1], priorities[1])),
+                Some("replica"),
+            ),
+        ]);
+        o.sentinel_master = Some("10.0.0.10".into());
+        o.monitored = true;
+        o.status_master = Some("s-0".into());
+        o
+    }
+
+    fn priority_actions(p: &Plan) -> Vec<(String, String)> {
+        p.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::SetPriority { pod, value } => Some((pod.clone(), value.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn with_the_master_gone_only_the_most_advanced_replica_stays_promotable() {
+        // The measured loss: 3 writes more on one replica than on the other.
+        let p = plan(&cut_off([5003, 5000], ["100", "100"]));
+        assert_eq!(p.master, None);
+        assert_eq!(priority_actions(&p), [("s-2".to_owned(), "0".to_owned())]);
+        let p = plan(&cut_off([7000, 7001], ["100", "100"]));
+        assert_eq!(priority_actions(&p), [("s-1".to_owned(), "0".to_owned())]);
+        // Equal: both stay candidates; already fenced: nothing to do.
+        assert!(priority_actions(&plan(&cut_off([10, 10], ["100", "100"]))).is_empty());
+        assert!(priority_actions(&plan(&cut_off([10, 9], ["100", "0"]))).is_empty());
+    }
+
+    #[test]
+    fn sentinel_reporting_the_master_down_fences_laggards_even_when_the_operator_reaches_it() {
+        let mut o = observed(vec![
+            pod(0, Some(master(100)), Some("master")),
+            pod(1, Some(replica("10.0.0.10", 100, "100")), Some("replica")),
+            pod(2, Some(replica("10.0.0.10", 98, "100")), Some("replica")),
+        ]);
+        o.sentinel_master = Some("10.0.0.10".into());
+        o.monitored = true;
+        o.status_master = Some("s-0".into());
+        assert!(
+            priority_actions(&plan(&o)).is_empty(),
+            "98 of 100 is caught up"
+        );
+        o.sentinel_master_down = true;
+        assert_eq!(
+            priority_actions(&plan(&o)),
+            [("s-2".to_owned(), "0".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_restarted_pod_is_no_yardstick_for_the_fence() {
+        // The old master restarted as a replica of itself with more data than the replicas:
+        // sentinel cannot choose it, so the replicas are compared among themselves only.
+        let mut o = cut_off([50, 50], ["100", "100"]);
+        o.pods[0].node = Some(replica("127.0.0.1", 60, "100"));
+        o.sentinel_failing_over = true;
+        assert!(priority_actions(&plan(&o)).is_empty());
+    }
+
+    #[test]
+    fn caught_up_is_counted_in_sequence_numbers() {
+        let mut o = observed(vec![
+            pod(0, Some(master(1_000_000)), Some("master")),
+            pod(
+                1,
+                Some(replica("10.0.0.10", 1_000_000 - CAUGHT_UP_SEQUENCES, "0")),
+                Some("replica"),
+            ),
+            pod(
+                2,
+                Some(replica(
+                    "10.0.0.10",
+                    1_000_000 - CAUGHT_UP_SEQUENCES - 1,
+                    "100",
+                )),
+                Some("replica"),
+            ),
+        ]);
+        o.status_master = Some("s-0".into());
+        let p = plan(&o);
+        assert!(p.synced["s-1"]);
+        assert!(
+            !p.synced["s-2"],
+            "a replica 1001 writes behind is not caught up"
+        );
+        assert_eq!(
+            priority_actions(&p),
+            [
+                ("s-1".to_owned(), "100".to_owned()),
+                ("s-2".to_owned(), "0".to_owned())
+            ]
+        );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever the replicas' offsets and priorities, with the master gone the plan
+            /// leaves no replica promotable that is behind another reachable replica, never
+            /// fences the most advanced one, and never raises a priority.
+            #[test]
+            fn no_laggard_stays_promotable_while_the_master_is_gone(
+                offsets in proptest::collection::vec(0i64..20, 2..5),
+                fenced in proptest::collection::vec(any::<bool>(), 5),
+            ) {
+                let mut pods = vec![pod(0, None, Some("master"))];
+                for (i, offset) in offsets.iter().enumerate() {
+                    let priority = if fenced[i] { "0" } else { "100" };
+                    pods.push(pod(i as u32 + 1, Some(replica("10.0.0.10", *offset, priority)), Some("replica")));
+                }
+                let mut o = observed(pods);
+                o.sentinel_master = Some("10.0.0.10".into());
+                o.monitored = true;
+                o.status_master = Some("s-0".into());
+                let p = plan(&o);
+                let best = *offsets.iter().max().unwrap();
+                for (i, offset) in offsets.iter().enumerate() {
+                    let name = format!("s-{}", i + 1);
+                    let set = p.actions.iter().find_map(|a| match a {
+                        Action::SetPriority { pod, value } if *pod == name => Some(value.clone()),
+                        _ => None,
+                    });
+                    let raised = set.is_some() && set.as_deref() != Some("0");
+                    let now = set.unwrap_or_else(|| if fenced[i] { "0".into() } else { "100".into() });
+                    if *offset < best {
+                        prop_assert_eq!(now.as_str(), "0", "{} at {} of {}", name, offset, best);
+                    }
+                    prop_assert!(!raised, "a priority was raised: {:?}", p.actions);
+                }
+            }
+        }
     }
 }

@@ -47,18 +47,24 @@ pub const EXPORTER_CONTAINER: &str = "exporter";
 pub const EXPORTER_PORT: i32 = 9121;
 
 /// The kvrocks.conf the operator renders: its own keys first, then `spec.config` in key order
-/// (operator-owned keys are refused by CEL and skipped here too), one `key value` per line.
-pub fn render_config(spec: &KvrocksPodSpec, cluster: bool) -> String {
+/// (operator-owned keys are refused by CEL and skipped here too, and so are the `skip` keys the
+/// running kvrocks does not know), one `key value` per line.
+pub fn render_config(spec: &KvrocksPodSpec, cluster: bool, skip: &[String]) -> String {
     let mut conf = String::from("# Rendered by kvrocks-operator. Edit spec.config instead.\n");
     conf.push_str(&format!(
         "bind 0.0.0.0\nport {KVROCKS_PORT}\ndir {DATA_DIR}\n"
     ));
     conf.push_str("daemonize no\n");
+    // A replica whose history diverged from its new master (it holds writes the master never
+    // got) must resync in full: with kvrocks' default `no`, it resumes from its own sequence
+    // number once the master's passes it and stays silently different.
+    conf.push_str("use-rsid-psync yes\n");
     if cluster {
         conf.push_str("cluster-enabled yes\npersist-cluster-nodes-enabled yes\n");
     }
     for (key, value) in &spec.config {
         if kvrocks_api::config::OPERATOR_OWNED_KEYS.contains(&key.as_str())
+            || skip.contains(key)
             || value.contains('\n')
             || value.contains('\r')
         {
@@ -353,14 +359,17 @@ mod tests {
 
     #[test]
     fn config_has_no_password_and_no_owned_keys_from_the_spec() {
-        let conf = render_config(&spec(), false);
+        let conf = render_config(&spec(), false, &[]);
         assert!(conf.contains("workers 4\n"));
         assert!(conf.contains("rocksdb.block_size 16384\n"));
         assert!(!conf.contains("leak"));
         assert!(conf.contains("port 6379\n"));
         assert!(!conf.contains("cluster-enabled"));
-        assert!(render_config(&spec(), true).contains("cluster-enabled yes\n"));
-        assert!(render_config(&spec(), true).ends_with("slave-priority 0\n"));
+        assert!(render_config(&spec(), true, &[]).contains("cluster-enabled yes\n"));
+        assert!(render_config(&spec(), true, &[]).ends_with("slave-priority 0\n"));
+        for cluster in [false, true] {
+            assert!(render_config(&spec(), cluster, &[]).contains("use-rsid-psync yes\n"));
+        }
         assert_ne!(text_hash("a"), text_hash("b"));
     }
 
