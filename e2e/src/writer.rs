@@ -59,13 +59,75 @@ impl SharedPassword {
     }
 }
 
+/// Where a cluster client finds its first nodes: fixed addresses, or the current IPs of a set
+/// of pods (what an application gets from the cluster's headless Service), looked up again when
+/// every known node is gone (a roll gives every pod a new IP).
+#[derive(Clone)]
+pub enum Seeds {
+    /// These addresses.
+    Fixed(Vec<NodeAddr>),
+    /// The IPs of the running pods matching `selector` in `namespace`, on `port`.
+    Pods {
+        /// A client of the API server.
+        client: kube::Client,
+        /// Their namespace.
+        namespace: String,
+        /// A label selector.
+        selector: String,
+        /// The kvrocks port.
+        port: u16,
+    },
+}
+
+impl std::fmt::Debug for Seeds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fixed(addrs) => f.debug_tuple("Fixed").field(addrs).finish(),
+            Self::Pods {
+                namespace,
+                selector,
+                ..
+            } => write!(f, "Pods({namespace}/{selector})"),
+        }
+    }
+}
+
+impl Seeds {
+    async fn resolve(&self) -> Vec<NodeAddr> {
+        match self {
+            Self::Fixed(addrs) => addrs.clone(),
+            Self::Pods {
+                client,
+                namespace,
+                selector,
+                port,
+            } => {
+                let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+                    kube::Api::namespaced(client.clone(), namespace);
+                let Ok(list) = pods
+                    .list(&kube::api::ListParams::default().labels(selector))
+                    .await
+                else {
+                    return Vec::new();
+                };
+                list.items
+                    .iter()
+                    .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+                    .filter(|ip| !ip.is_empty())
+                    .map(|ip| NodeAddr::new(ip, *port))
+                    .collect()
+            }
+        }
+    }
+}
+
 /// Where the writer writes, found as an application finds it.
 #[derive(Clone, Debug)]
 pub enum Target {
     /// A KvrocksCluster, through a cluster-aware client seeded with these nodes (`ip:port`).
     Cluster {
         /// Nodes to learn the slot map from.
-        seeds: Vec<NodeAddr>,
+        seeds: Seeds,
         /// The cluster's password.
         password: SharedPassword,
     },
@@ -201,9 +263,10 @@ impl Writer {
     }
 }
 
-/// Writes `keys` keys `<name>:<n>` as fast as the target takes them (many in flight), each
-/// retried until acknowledged; returns them as a log to check later like a writer's.
-pub async fn load(name: &str, target: &Target, keys: usize) -> Result<Log> {
+/// Writes `keys` keys `<name>:<n>` with values of `value_bytes` bytes as fast as the target
+/// takes them (many in flight), each retried until acknowledged; returns them as a log to check
+/// later like a writer's.
+pub async fn load(name: &str, target: &Target, keys: usize, value_bytes: usize) -> Result<Log> {
     let conn = Conn::open(target).await?;
     let started = Instant::now();
     let run_id = rand_suffix();
@@ -213,11 +276,14 @@ pub async fn load(name: &str, target: &Target, keys: usize) -> Result<Log> {
         let writes = chunk.iter().map(|n| {
             let conn = &conn;
             let key = format!("{name}:{n}");
-            let value = format!("{run_id}-{n}");
+            let mut value = format!("{run_id}-{n}-");
+            while value.len() < value_bytes {
+                value.push('x');
+            }
             async move {
                 let mut last = String::new();
                 for _ in 0..20 {
-                    match conn.set(&key, &value).await {
+                    match conn.set_shared(&key, &value).await {
                         Ok(()) => {
                             return Ok(Ack {
                                 key,
@@ -410,6 +476,9 @@ enum Conn {
     Cluster {
         client: Client,
         password: String,
+        /// The seeds it was built from, and failed writes in a row since the last ack.
+        seeds: Vec<NodeAddr>,
+        failures: usize,
     },
     Sentinel {
         master: Option<NodeClient>,
@@ -422,9 +491,12 @@ impl Conn {
         match target {
             Target::Cluster { seeds, password } => {
                 let password = password.get();
+                let seeds = seeds.resolve().await;
                 Ok(Self::Cluster {
-                    client: cluster_client(seeds, &password).await?,
+                    client: cluster_client(&seeds, &password).await?,
                     password,
+                    seeds,
+                    failures: 0,
                 })
             }
             Target::Sentinel {
@@ -448,7 +520,16 @@ impl Conn {
     }
 
     /// One `SET`; the error's kind on failure.
-    async fn set(&self, key: &str, value: &str) -> std::result::Result<(), String> {
+    async fn set(&mut self, key: &str, value: &str) -> std::result::Result<(), String> {
+        self.set_shared(key, value).await.inspect(|()| {
+            if let Self::Cluster { failures, .. } = self {
+                *failures = 0;
+            }
+        })
+    }
+
+    /// One `SET` through a shared connection (many in flight).
+    async fn set_shared(&self, key: &str, value: &str) -> std::result::Result<(), String> {
         match self {
             Self::Cluster { client, .. } => client
                 .set::<(), _, _>(key, value, None, None, false)
@@ -505,19 +586,39 @@ impl Conn {
                 }
             }
             (
-                Self::Cluster { client, password },
-                Target::Cluster {
+                Self::Cluster {
+                    client,
+                    password,
                     seeds,
+                    failures,
+                },
+                Target::Cluster {
+                    seeds: source,
                     password: current,
                 },
             ) => {
+                *failures += 1;
                 let current = current.get();
-                if *password != current
-                    && let Ok(fresh) = cluster_client(seeds, &current).await
+                // Rebuilt when the password changed, or when writes keep failing and the nodes
+                // it knows are not the nodes there are (every pod restarted with a new IP).
+                let fresh_seeds = if *failures >= 5 {
+                    source.resolve().await
+                } else {
+                    seeds.clone()
+                };
+                let moved = !fresh_seeds.is_empty()
+                    && fresh_seeds
+                        .iter()
+                        .collect::<std::collections::BTreeSet<_>>()
+                        != seeds.iter().collect();
+                if (*password != current || moved)
+                    && let Ok(fresh) = cluster_client(&fresh_seeds, &current).await
                 {
                     let _ = client.quit().await;
                     *client = fresh;
                     *password = current;
+                    *seeds = fresh_seeds;
+                    *failures = 0;
                 }
             }
             _ => {}
