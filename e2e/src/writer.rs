@@ -601,7 +601,7 @@ impl Conn {
                 let current = current.get();
                 // Rebuilt when the password changed, or when writes keep failing and the nodes
                 // it knows are not the nodes there are (every pod restarted with a new IP).
-                let fresh_seeds = if *failures >= 5 {
+                let fresh_seeds = if *failures >= 3 {
                     source.resolve().await
                 } else {
                     seeds.clone()
@@ -686,7 +686,7 @@ async fn cluster_client(seeds: &[NodeAddr], password: &str) -> Result<Client> {
         ..Default::default()
     };
     let client = Builder::from_config(config)
-        .with_performance_config(|p| p.default_command_timeout = WRITE_TIMEOUT * 5)
+        .with_performance_config(|p| p.default_command_timeout = WRITE_TIMEOUT * 2)
         .set_policy(ReconnectPolicy::new_constant(0, 200))
         // fred follows MOVED and ASK itself; while nodes take a new topology a slot can bounce
         // a few times, so allow more redirections than the default. What still fails reaches the

@@ -194,15 +194,8 @@ impl Kc {
 }
 
 #[tokio::test]
-async fn a_killed_master_process_and_a_cut_master_lose_only_the_last_second() {
-    let Some(kc) = Kc::start(
-        "cluster: unplanned failures",
-        "kc-unplanned",
-        3,
-        1,
-        json!({}),
-    )
-    .await
+async fn a_killed_master_process_loses_only_the_last_second() {
+    let Some(kc) = Kc::start("cluster: master process killed", "kc-kill", 3, 1, json!({})).await
     else {
         return;
     };

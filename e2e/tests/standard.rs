@@ -115,10 +115,12 @@ impl Std {
             failover_timeout_ms,
         };
         let first = std
-            .wait_ready("Ready, 2 replicas linked", |s| all_linked(s, 2))
+            .wait_ready("Ready, every replica linked", |s| {
+                all_linked(s, replicas - 1)
+            })
             .await;
         kvrocks_e2e::say!(
-            "{ns}: 3 pods Ready (master {}) after {:.1} s",
+            "{ns}: {replicas} pods Ready (master {}) after {:.1} s",
             master_of(&first).unwrap(),
             started.elapsed().as_secs_f64()
         );
