@@ -236,6 +236,20 @@ impl Writer {
         Ok(Self { stop, acked, task })
     }
 
+    /// Starts a writer and returns once it has `acks` writes acknowledged (it really writes).
+    pub async fn start_writing(name: &str, target: Target, acks: usize) -> Result<Self> {
+        let writer = Self::start(name, target).await?;
+        writer.wait_for_acks(acks, Duration::from_secs(30)).await?;
+        Ok(writer)
+    }
+
+    /// Waits for `acks` more acknowledged writes (writing goes on after the operation), then
+    /// stops.
+    pub async fn finish(self, acks: usize) -> Result<Log> {
+        self.wait_for_acks(acks, Duration::from_secs(60)).await?;
+        self.stop().await
+    }
+
     /// How many writes have been acknowledged so far.
     pub fn acked(&self) -> usize {
         self.acked.load(Ordering::Relaxed)

@@ -147,20 +147,14 @@ impl Kc {
     }
 
     async fn writer(&self, name: &str) -> Writer {
-        let writer = Writer::start(name, self.target().await).await.unwrap();
-        writer
-            .wait_for_acks(ACKS, Duration::from_secs(30))
+        Writer::start_writing(name, self.target().await, ACKS)
             .await
-            .unwrap();
-        writer
+            .unwrap()
     }
 
+    /// Waits for `ACKS` more writes and stops the writer.
     async fn finish(&self, writer: Writer) -> Log {
-        writer
-            .wait_for_acks(ACKS, Duration::from_secs(60))
-            .await
-            .unwrap();
-        writer.stop().await.unwrap()
+        writer.finish(ACKS).await.unwrap()
     }
 
     /// Reads `log`'s keys back through a fresh cluster client: nothing may be lost.
@@ -177,19 +171,86 @@ impl Kc {
         what: &str,
         change: serde_json::Value,
         done: impl Fn(&KvrocksCluster) -> bool,
-    ) -> (KvrocksCluster, Duration) {
+    ) -> (KvrocksCluster, Duration, Option<Duration>) {
         let writer = self.writer(what).await;
         let started = Instant::now();
         self.sc.patch_spec::<KvrocksCluster>(KC, change).await;
+        // When a slot migration was first seen in status: the time from there to the end is
+        // the migrations' own, without pods starting.
+        let migrating_since = std::cell::Cell::new(None::<Instant>);
         let reached = wait::for_object(&self.clusters(), KC, READY_TIMEOUT, what, |c| {
+            if migrating_since.get().is_none()
+                && c.status.as_ref().is_some_and(|s| s.migration.is_some())
+            {
+                migrating_since.set(Some(Instant::now()));
+            }
             ready(c) && done(c)
         })
         .await
         .unwrap();
         let took = started.elapsed();
+        let migrating = migrating_since.get().map(|t| t.elapsed());
         let log = self.finish(writer).await;
         self.none_lost(&log, &format!("cluster: {what}")).await;
-        (reached, took)
+        (reached, took, migrating)
+    }
+
+    /// Waits until every pod of the cluster runs `key` at `value`.
+    async fn set_live_everywhere(&self, key: &str, value: &str) {
+        let password = self.password.get();
+        wait::until(
+            &format!("{key} {value} on every node"),
+            READY_TIMEOUT,
+            async || {
+                let c = self.clusters().get(KC).await.map_err(|e| e.to_string())?;
+                for shard in c.status.map(|s| s.shards).unwrap_or_default() {
+                    for node in shard.nodes {
+                        let got = self
+                            .sc
+                            .testbed
+                            .redis_at(
+                                &self.sc.pod(&node.pod),
+                                6379,
+                                Some(&password),
+                                &["CONFIG", "GET", key],
+                            )
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        if got.lines().nth(1).map(str::trim) != Some(value) {
+                            return Err(format!("{}: {got:?}", node.pod));
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Scales to `shards` and prints how fast the slots moved.
+    async fn scale_measured(&self, from: usize, to: usize, speed: &str) {
+        let (scaled, took, migrating) = self
+            .planned(
+                &format!("{from} -> {to} shards"),
+                json!({"shards": to}),
+                |c| shape(c, to, 2),
+            )
+            .await;
+        let moved = slots_of_shard(&scaled, to - 1);
+        assert!(
+            moved >= 16384 / to - 1,
+            "shard {} got its share of the slots: {moved}",
+            to - 1
+        );
+        let keys = KEYS as f64 * moved as f64 / 16384.0;
+        let migrating = migrating.unwrap_or(took);
+        kvrocks_e2e::say!(
+            "cluster: {from} -> {to} shards at {speed}: {moved} slots (~{keys:.0} of the {KEYS} loaded keys, plus the writer's) in {:.1} s, migrations {:.1} s: ~{:.0} loaded keys/s",
+            took.as_secs_f64(),
+            migrating.as_secs_f64(),
+            keys / migrating.as_secs_f64()
+        );
     }
 }
 
@@ -287,16 +348,8 @@ async fn shards_scale_out_and_in_and_manual_slot_moves_lose_no_write() {
         loaded.ran.as_secs_f64()
     );
 
-    let (scaled, took) = kc
-        .planned("3 -> 4 shards", json!({"shards": 4}), |c| shape(c, 4, 2))
+    kc.scale_measured(3, 4, "the default migrate-speed (4096 keys/s)")
         .await;
-    let moved = slots_of_shard(&scaled, 3);
-    assert!(moved >= 4096, "shard 3 got its share of the slots: {moved}");
-    kvrocks_e2e::say!(
-        "cluster: 3 -> 4 shards in {:.1} s at the default migrate-speed: {moved} slots, ~{:.0} keys/s of the loaded keys",
-        took.as_secs_f64(),
-        (KEYS as f64 * moved as f64 / 16384.0) / took.as_secs_f64()
-    );
 
     kc.planned("4 -> 2 shards", json!({"shards": 2}), |c| shape(c, 2, 2))
         .await;
@@ -308,7 +361,7 @@ async fn shards_scale_out_and_in_and_manual_slot_moves_lose_no_write() {
         .await
         .unwrap();
 
-    let (moved, _) = kc
+    let (moved, _, _) = kc
         .planned(
             "manual slot moves",
             json!({"slotMigrations": [{"toShard": 1, "slots": ["0-99", "200"]}]}),
@@ -353,14 +406,7 @@ async fn replica_scaling_a_roll_and_an_operator_killed_mid_migration_lose_no_wri
 
     // A config change kvrocks cannot take live rolls every pod, masters after a switchover.
     let pods: Api<Pod> = kc.sc.api();
-    let before: BTreeMap<String, String> = pods
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
-        .collect();
+    let before = kc.sc.pod_uids("kc-").await;
     let writer = kc.writer("roll").await;
     let rolled = Instant::now();
     kc.sc

@@ -7,8 +7,8 @@
 //!   afterwards every pod holds exactly the master's data;
 //! - scale 1 -> 3; scale 3 -> 1 and a config roll, both with a planned switchover (ignored: the
 //!   switchover is not fenced yet and loses writes, see their reasons);
-//! - a password rotation, a config key the running kvrocks does not know, and deletion leaving no
-//!   sentinel monitor.
+//! - an operator restart, a password rotation, a config key the running kvrocks does not know,
+//!   and deletion leaving no sentinel monitor.
 //!
 //! On real kvrocks when `KVROCKS_BIN` is set, otherwise on the redis-server stand-in; the
 //! output says which.
@@ -162,21 +162,14 @@ impl Std {
     }
 
     async fn writer(&self, name: &str) -> Writer {
-        let writer = Writer::start(name, self.target().await).await.unwrap();
-        writer
-            .wait_for_acks(ACKS, Duration::from_secs(30))
+        Writer::start_writing(name, self.target().await, ACKS)
             .await
-            .unwrap();
-        writer
+            .unwrap()
     }
 
-    /// Waits for `ACKS` more writes, stops the writer and reads its keys back.
+    /// Waits for `ACKS` more writes and stops the writer.
     async fn finish(&self, writer: Writer) -> Log {
-        writer
-            .wait_for_acks(ACKS, Duration::from_secs(60))
-            .await
-            .unwrap();
-        writer.stop().await.unwrap()
+        writer.finish(ACKS).await.unwrap()
     }
 
     /// Sentinel starts no new failover of a master within twice the failover timeout of the
@@ -622,15 +615,7 @@ async fn a_config_roll_loses_no_write() {
     };
     // A config change kvrocks cannot take live (rocksdb.block_size) rolls the pods, the master last.
     let pods = std.sc.api::<Pod>();
-    let uids: BTreeMap<String, String> = pods
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|p| p.name_any().starts_with("std-"))
-        .map(|p| (p.name_any(), p.uid().unwrap()))
-        .collect();
+    let uids = std.sc.pod_uids("std-").await;
     let master_before = std.master().await;
     let writer = std.writer("roll").await;
     std.sc
@@ -675,9 +660,10 @@ async fn a_config_roll_loses_no_write() {
 }
 
 #[tokio::test]
-async fn a_password_rotation_loses_no_write_and_deletion_leaves_no_monitor() {
-    let Some(std) = Std::start(
-        "standard: rotation, unknown config, deletion",
+async fn an_operator_restart_and_a_password_rotation_lose_no_write_and_deletion_leaves_no_monitor()
+{
+    let Some(mut std) = Std::start(
+        "standard: operator restart, rotation, unknown config, deletion",
         "std-rotate",
         5000,
         3000,
@@ -697,6 +683,22 @@ async fn a_password_rotation_loses_no_write_and_deletion_leaves_no_monitor() {
     );
 
     let pods = std.sc.api::<Pod>();
+    // The operator killed and started again: it takes over from what the pods and sentinel say.
+    let writer = std.writer("operator restart").await;
+    std.sc.operator.kill();
+    std.sc.operator =
+        kvrocks_e2e::operator::start_operator(std.sc.testbed, &["--namespaces", &std.sc.ns])
+            .await
+            .unwrap()
+            .unwrap();
+    std.wait_ready("Ready after the operator restarted", |s| all_linked(s, 2))
+        .await;
+    let log = std.finish(writer).await;
+    log.verify(&std.target().await)
+        .await
+        .unwrap()
+        .assert_none_lost("standard: operator restart");
+
     // Password rotation: the application takes the new password from the Secret as it changes.
     let writer = std.writer("rotation").await;
     let new_password = "rotated-Pa55word-2026";
@@ -739,15 +741,7 @@ async fn a_password_rotation_loses_no_write_and_deletion_leaves_no_monitor() {
     if std.sc.testbed.data_plane().is_real() {
         // A key the running kvrocks does not know is named in a condition, neither rendered nor set,
         // and restarts nothing.
-        let uids: BTreeMap<String, String> = pods
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .filter(|p| p.name_any().starts_with("std-"))
-            .map(|p| (p.name_any(), p.uid().unwrap()))
-            .collect();
+        let uids = std.sc.pod_uids("std-").await;
         std.sc
             .patch_spec::<KvrocksStandard>(STD, json!({"config": {"no-such-key": "1"}}))
             .await;
@@ -786,15 +780,7 @@ async fn a_password_rotation_loses_no_write_and_deletion_leaves_no_monitor() {
                 .is_some_and(|st| st.unsupported_config.is_empty())
         })
         .await;
-        let after: BTreeMap<String, String> = pods
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .filter(|p| p.name_any().starts_with("std-"))
-            .map(|p| (p.name_any(), p.uid().unwrap()))
-            .collect();
+        let after = std.sc.pod_uids("std-").await;
         assert_eq!(after, uids, "an unknown key restarts no pod");
     } else {
         kvrocks_e2e::say!(

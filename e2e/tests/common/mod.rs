@@ -4,12 +4,13 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use kvrocks_client::NodeAddr;
 use kvrocks_e2e::operator::Operator;
 use kvrocks_e2e::{DataPlane, PodRef, Testbed};
@@ -109,6 +110,19 @@ impl Scenario {
     /// A pod's current address on `port`.
     pub async fn addr(&self, pod: &str, port: u16) -> NodeAddr {
         NodeAddr::new(self.testbed.pod_ip(&self.pod(pod)).await.unwrap(), port)
+    }
+
+    /// The uid of every pod of the namespace whose name starts with `prefix`, by name.
+    pub async fn pod_uids(&self, prefix: &str) -> BTreeMap<String, String> {
+        self.api::<Pod>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|p| p.name_any().starts_with(prefix))
+            .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+            .collect()
     }
 
     /// Merge-patches a resource's spec.
