@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{Needs, READY_TIMEOUT, Scenario};
@@ -375,9 +374,16 @@ async fn shards_scale_out_and_in_and_manual_slot_moves_lose_no_write() {
     let shard1 = &moved.status.as_ref().unwrap().shards[1].slots;
     assert!(shard1.iter().any(|r| r == "0-99"), "{shard1:?}");
     assert!(shard1.iter().any(|r| r == "200"), "{shard1:?}");
+    // The same move unthrottled, side by side with the default above.
+    kc.sc
+        .patch_spec::<KvrocksCluster>(KC, json!({"config": {"migrate-speed": "0"}}))
+        .await;
+    kc.set_live_everywhere("migrate-speed", "0").await;
+    kc.scale_measured(2, 3, "migrate-speed 0 (unthrottled)")
+        .await;
     kc.none_lost(
         &loaded,
-        "cluster: the loaded keys after 3 -> 4 -> 2 and the moves",
+        "cluster: the loaded keys after 3 -> 4 -> 2, the moves and 2 -> 3",
     )
     .await;
 }

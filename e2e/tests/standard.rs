@@ -682,7 +682,6 @@ async fn an_operator_restart_and_a_password_rotation_lose_no_write_and_deletion_
         "an idle Standard writes nothing"
     );
 
-    let pods = std.sc.api::<Pod>();
     // The operator killed and started again: it takes over from what the pods and sentinel say.
     let writer = std.writer("operator restart").await;
     std.sc.operator.kill();
