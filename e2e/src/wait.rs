@@ -45,19 +45,48 @@ pub async fn for_object<K>(
     condition: impl Fn(&K) -> bool,
 ) -> Result<K>
 where
-    K: Resource + Clone + DeserializeOwned + Debug,
+    K: Resource + Clone + DeserializeOwned + Debug + serde::Serialize,
     K::DynamicType: Default,
 {
     let description = format!("{} {name}: {what}", K::kind(&Default::default()));
     until(&description, timeout, async || {
         match api.get_opt(name).await {
             Ok(Some(object)) if condition(&object) => Ok(object),
-            Ok(Some(_)) => Err("exists, condition not met yet".to_owned()),
+            Ok(Some(object)) => Err(format!(
+                "exists, condition not met yet{}",
+                ready_condition(&object)
+                    .map(|c| format!("; Ready: {c}"))
+                    .unwrap_or_default()
+            )),
             Ok(None) => Err("does not exist".to_owned()),
             Err(e) => Err(format!("get failed: {e}")),
         }
     })
     .await
+}
+
+/// The object's `Ready` condition as `status reason: message`, when it has one: what a failed
+/// wait reports, so a timeout says why the operator was stuck.
+fn ready_condition(object: &impl serde::Serialize) -> Option<String> {
+    let value = serde_json::to_value(object).ok()?;
+    let ready = value
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(|t| t.as_str()) == Some("Ready"))?;
+    let field = |k: &str| {
+        ready
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Some(format!(
+        "{} {}: {}",
+        field("status"),
+        field("reason"),
+        field("message")
+    ))
 }
 
 /// Waits until the object `name` is gone (deleted and finalized).

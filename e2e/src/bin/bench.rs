@@ -87,7 +87,7 @@ fn quantile(page: &str, q: f64) -> Option<f64> {
 
 async fn wait_ready<K>(api: &Api<K>, name: &str, ready: impl Fn(&K) -> bool) -> Result<Duration>
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
     K::DynamicType: Default,
 {
     let started = Instant::now();
