@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod standard;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
