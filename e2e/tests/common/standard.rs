@@ -263,20 +263,32 @@ impl Std {
         last
     }
 
-    /// Breaks the master with `fault`, waits for a new master and for the old one to be back as
+    /// When `ip` stopped taking connections on the kvrocks port (polled from now on): the moment
+    /// a deleted pod's process really ended, which is after the API server accepted the delete.
+    pub async fn stopped_answering(&self, ip: &str) -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline
+            && kvrocks_e2e::Testbed::tcp_reachable(ip, KVROCKS_PORT, Duration::from_millis(100))
+                .await
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Instant::now()
+    }
+
+    /// Breaks the master with `fault` (which returns when the fault took effect), waits for a new master and for the old one to be back as
     /// a linked replica; returns the writer's log and when the fault started and took effect.
     pub async fn fail_over(
         &self,
         what: &str,
         budget: Duration,
-        fault: impl AsyncFnOnce(&str),
+        fault: impl AsyncFnOnce(&str) -> Instant,
     ) -> (Log, Instant, Instant) {
         let old = self.master().await;
         self.sentinel_may_fail_over_again().await;
         let writer = self.writer(what).await;
         let started = Instant::now();
-        fault(&old).await;
-        let done = Instant::now();
+        let done = fault(&old).await;
         wait::for_object(
             &self.standards(),
             STD,
