@@ -152,11 +152,23 @@ async fn observe(ip: &str, password: &Password) -> NodeObs {
     }
 }
 
-async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let ns = cr.namespace().unwrap_or_default();
-    let name = cr.name_any();
-    let uid = cr.uid().unwrap_or_default();
+async fn reconcile(cached: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let ns = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
     let crs: Api<KvrocksCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    // Every pass builds on the status as the API server holds it, not as the cache last saw it:
+    // the previous pass may have recorded a slot migration 100 ms ago, and a pass on the older
+    // copy would plan that migration again (kvrocks refuses a migrated slot) and write the
+    // record away, leaving the slots wedged.
+    let Some(fresh) = crs
+        .get_opt(&name)
+        .await
+        .map_err(kube_err(format!("get kvrockscluster {ns}/{name}")))?
+    else {
+        return Ok(Requeue::await_change());
+    };
+    let cr = Arc::new(fresh);
+    let uid = cr.uid().unwrap_or_default();
     let generation = cr.metadata.generation;
     let old = cr.status.clone().unwrap_or_default();
     if cr.metadata.deletion_timestamp.is_some() {
@@ -244,23 +256,22 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
         .map_err(kube_err(format!("list pods of {ns}/{name}")))?
         .items;
     // What the running kvrocks knows decides which spec.config keys are rendered and set live.
-    let facts = server::read_running(&pods, labels::KVROCKS_PORT as u16, &password).await;
-    let unsupported = if facts.is_empty() {
-        old.unsupported_config.clone()
-    } else {
-        server::unsupported_keys(&cr.spec.pod.config, &facts)
-    };
-    let kvrocks_version = server::versions_text(&facts).or(old.kvrocks_version.clone());
-    let unsupported_condition =
-        server::unsupported_condition(&unsupported, kvrocks_version.as_deref());
-    if let Some((reason, message)) = &unsupported_condition
-        && unsupported != old.unsupported_config
-    {
-        ctx.warning(cr.as_ref(), reason, "Configure", message.clone())
+    let verdict = server::judge(
+        &pods,
+        labels::KVROCKS_PORT as u16,
+        &password,
+        &cr.spec.pod.config,
+        &old.unsupported_config,
+        old.kvrocks_version.as_deref(),
+    )
+    .await;
+    let unsupported_condition = verdict.condition();
+    if let Some((reason, message)) = unsupported_condition.clone().filter(|_| verdict.changed) {
+        ctx.warning(cr.as_ref(), &reason, "Configure", message)
             .await;
     }
-    let live_config = server::supported_config(&cr.spec.pod.config, &unsupported);
-    let conf = kb::render_config(&cr.spec.pod, true, &unsupported);
+    let live_config = verdict.supported(&cr.spec.pod.config);
+    let conf = kb::render_config(&cr.spec.pod, true, &verdict.unsupported);
     let config_name = format!("{name}-config");
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     owned
@@ -898,8 +909,8 @@ async fn reconcile(cr: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Requeue
         migration: migration.clone(),
         slot_migrations_done: (done > 0).then_some(done as i32),
         rebalance_target: rebalance,
-        kvrocks_version,
-        unsupported_config: unsupported,
+        kvrocks_version: verdict.version.clone(),
+        unsupported_config: verdict.unsupported.clone(),
         conditions: conditions::merge(
             &old.conditions,
             conditions::health(

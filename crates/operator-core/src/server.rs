@@ -58,6 +58,62 @@ pub async fn read_running(pods: &[Pod], port: u16, password: &Password) -> Vec<S
         .collect()
 }
 
+/// What the running kvrocks says about a resource's `spec.config`, for one reconcile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigVerdict {
+    /// Keys some running process does not know (the last known list when none answered).
+    pub unsupported: Vec<String>,
+    /// The versions the pods run (the last known when none answered).
+    pub version: Option<String>,
+    /// Whether `unsupported` differs from the last known list (worth an Event).
+    pub changed: bool,
+}
+
+impl ConfigVerdict {
+    /// `spec.config` without the unsupported keys: what is rendered and set live.
+    pub fn supported(&self, config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        supported_config(config, &self.unsupported)
+    }
+
+    /// The `Degraded` reason and message, when a key is unsupported.
+    pub fn condition(&self) -> Option<(String, String)> {
+        unsupported_condition(&self.unsupported, self.version.as_deref())
+    }
+}
+
+/// Reads every running pod and judges `config` against what they know; `last_unsupported` and
+/// `last_version` (from status) stand when no pod answers.
+pub async fn judge(
+    pods: &[Pod],
+    port: u16,
+    password: &Password,
+    config: &BTreeMap<String, String>,
+    last_unsupported: &[String],
+    last_version: Option<&str>,
+) -> ConfigVerdict {
+    let facts = read_running(pods, port, password).await;
+    verdict(&facts, config, last_unsupported, last_version)
+}
+
+/// The pure half of [`judge`].
+pub fn verdict(
+    facts: &[ServerFacts],
+    config: &BTreeMap<String, String>,
+    last_unsupported: &[String],
+    last_version: Option<&str>,
+) -> ConfigVerdict {
+    let unsupported = if facts.is_empty() {
+        last_unsupported.to_vec()
+    } else {
+        unsupported_keys(config, facts)
+    };
+    ConfigVerdict {
+        changed: unsupported != last_unsupported,
+        unsupported,
+        version: versions_text(facts).or_else(|| last_version.map(str::to_owned)),
+    }
+}
+
 /// The `spec.config` keys that some answering process does not list, sorted. With no facts
 /// (nothing answered) nothing is known to be unsupported.
 pub fn unsupported_keys<'a>(
@@ -145,6 +201,21 @@ mod tests {
             unsupported_keys(&c, [&not_kvrocks]).is_empty(),
             "only kvrocks judges"
         );
+    }
+
+    #[test]
+    fn with_no_answer_the_last_verdict_stands() {
+        let c = config(&["workers", "bogus"]);
+        let last = vec!["bogus".to_owned()];
+        let v = verdict(&[], &c, &last, Some("2.10.1"));
+        assert_eq!(v.unsupported, last);
+        assert_eq!(v.version.as_deref(), Some("2.10.1"));
+        assert!(!v.changed);
+        let fresh = verdict(&[facts("2.10.1", &["workers"])], &c, &[], None);
+        assert_eq!(fresh.unsupported, ["bogus"]);
+        assert!(fresh.changed);
+        assert_eq!(fresh.supported(&c).keys().collect::<Vec<_>>(), ["workers"]);
+        assert!(fresh.condition().is_some_and(|(_, m)| m.contains("bogus")));
     }
 
     #[test]

@@ -152,13 +152,16 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
     pods.retain(|p| ordinal(&p.name_any(), &name).is_some());
     pods.sort_by_key(|p| ordinal(&p.name_any(), &name));
     // What the running kvrocks knows decides which spec.config keys are rendered and set live.
-    let facts = server::read_running(&pods, labels::KVROCKS_PORT as u16, &password).await;
-    let unsupported = if facts.is_empty() {
-        old_status.unsupported_config.clone()
-    } else {
-        server::unsupported_keys(&cr.spec.pod.config, &facts)
-    };
-    let conf = kb::render_config(&cr.spec.pod, false, &unsupported);
+    let verdict = server::judge(
+        &pods,
+        labels::KVROCKS_PORT as u16,
+        &password,
+        &cr.spec.pod.config,
+        &old_status.unsupported_config,
+        old_status.kvrocks_version.as_deref(),
+    )
+    .await;
+    let conf = kb::render_config(&cr.spec.pod, false, &verdict.unsupported);
     let config_hash = kb::text_hash(&conf);
     let mut owned = OwnedObjects::new(cr.as_ref(), Component::Standard)?;
     let selector = labels::common_labels(&name, Component::Standard);
@@ -240,18 +243,11 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
         }
     }
     let mut views = observe_pods(&pods, &name, &password, &applied).await;
-    if !unsupported.is_empty() && unsupported != old_status.unsupported_config {
-        ctx.warning(
-            cr.as_ref(),
-            "UnsupportedConfig",
-            "Configure",
-            server::unsupported_condition(&unsupported, server::versions_text(&facts).as_deref())
-                .map(|(_, message)| message)
-                .unwrap_or_default(),
-        )
-        .await;
+    if let Some((reason, message)) = verdict.condition().filter(|_| verdict.changed) {
+        ctx.warning(cr.as_ref(), &reason, "Configure", message)
+            .await;
     }
-    let live_config = server::supported_config(&cr.spec.pod.config, &unsupported);
+    let live_config = verdict.supported(&cr.spec.pod.config);
     for (view, pod) in views.iter_mut().zip(&pods) {
         let annotations = pod.annotations();
         if annotations.get(kb::TEMPLATE_HASH_ANNOTATION) != Some(&template_hash) {
@@ -453,20 +449,15 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
             ),
         )
     };
-    let unsupported_condition = server::unsupported_condition(
-        &unsupported,
-        server::versions_text(&facts)
-            .or(old_status.kvrocks_version.clone())
-            .as_deref(),
-    );
+    let unsupported_condition = verdict.condition();
     let status = KvrocksStandardStatus {
-        unsupported_config: unsupported.clone(),
+        unsupported_config: verdict.unsupported.clone(),
         observed_generation: generation,
         current_replicas: Some(views.len() as i32),
         selector: Some(labels::selector(&name, Component::Standard)),
         master: master_status,
         replicas,
-        kvrocks_version: server::versions_text(&facts).or(old_status.kvrocks_version.clone()),
+        kvrocks_version: verdict.version.clone(),
         conditions: conditions::merge(
             &old_status.conditions,
             conditions::health(
