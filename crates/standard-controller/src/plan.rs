@@ -172,7 +172,7 @@ fn reachable(pod: &PodView) -> Option<(&NodeView, &str)> {
 ///
 /// Candidates are the replicas sentinel knows as such: not the pod at sentinel's master address,
 /// and not a pod that just started (a replica of itself, which sentinel cannot choose).
-fn fence_laggards(observed: &Observed, plan: &mut Plan) {
+fn fence_laggards(observed: &Observed, plan: &mut Plan) -> Vec<String> {
     let replicas: Vec<(&PodView, &NodeView)> = observed
         .pods
         .iter()
@@ -183,16 +183,19 @@ fn fence_laggards(observed: &Observed, plan: &mut Plan) {
         .map(|(p, n, _)| (p, n))
         .collect();
     let Some(best) = replicas.iter().map(|(_, n)| n.offset).max() else {
-        return;
+        return Vec::new();
     };
-    for (pod, node) in replicas {
-        if node.offset < best && node.priority.as_deref() != Some("0") {
+    let mut laggards = Vec::new();
+    for (pod, node) in replicas.into_iter().filter(|(_, n)| n.offset < best) {
+        if node.priority.as_deref() != Some("0") {
             plan.actions.push(Action::SetPriority {
                 pod: pod.name.clone(),
                 value: "0".to_owned(),
             });
         }
+        laggards.push(pod.name.clone());
     }
+    laggards
 }
 
 /// Chooses the master and the actions that make every other pod follow it.
@@ -364,11 +367,13 @@ pub fn plan(observed: &Observed) -> Plan {
             .max(observed.desired);
         return plan;
     };
-    if observed.sentinel_master_down {
-        // Sentinel thinks the master is down while this operator still reaches it: sentinel
-        // may be choosing a replica right now, so only the most advanced may be chosen.
-        fence_laggards(observed, &mut plan);
-    }
+    // Sentinel thinks the master is down while this operator still reaches it: sentinel may be
+    // choosing a replica right now, so only the most advanced may be chosen.
+    let fenced = if observed.sentinel_master_down {
+        fence_laggards(observed, &mut plan)
+    } else {
+        Vec::new()
+    };
     plan.master = Some(master.name.clone());
     let master_ip = master.ip.clone().unwrap_or_default();
     let master_offset = master.node.as_ref().map_or(0, |n| n.offset);
@@ -402,11 +407,7 @@ pub fn plan(observed: &Observed) -> Plan {
             && master_offset.saturating_sub(node.offset) <= CAUGHT_UP_SEQUENCES;
         plan.synced.insert(pod.name.clone(), synced);
         let leaving = pod.ordinal >= observed.desired;
-        let fenced = plan
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::SetPriority { pod: p, .. } if *p == pod.name));
-        if fenced {
+        if fenced.contains(&pod.name) {
             continue;
         }
         let want_priority = if synced && !leaving {
@@ -878,6 +879,9 @@ mod tests {
             priority_actions(&plan(&o)),
             [("s-2".to_owned(), "0".to_owned())]
         );
+        // Already fenced: it stays at 0 (never raised again while sentinel may be choosing).
+        o.pods[2].node = Some(replica("10.0.0.10", 98, "0"));
+        assert!(priority_actions(&plan(&o)).is_empty());
     }
 
     #[test]
