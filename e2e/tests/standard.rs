@@ -32,15 +32,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn a_killed_master_process_and_a_forced_pod_delete_lose_only_the_last_second() {
-    let Some(std) = Std::start(
-        "standard: unplanned failures",
-        "std-unplanned",
-        5000,
-        3000,
-        json!({"workers": "2"}),
-    )
-    .await
-    else {
+    let Some(std) = Std::start("standard: unplanned failures", "std-unplanned").await else {
         return;
     };
     let target = std.target().await;
@@ -95,15 +87,7 @@ async fn a_killed_master_process_and_a_forced_pod_delete_lose_only_the_last_seco
 
 #[tokio::test]
 async fn a_gracefully_deleted_master_pod_loses_no_write() {
-    let Some(std) = Std::start(
-        "standard: graceful master delete",
-        "std-graceful",
-        5000,
-        3000,
-        json!({"workers": "2"}),
-    )
-    .await
-    else {
+    let Some(std) = Std::start("standard: graceful master delete", "std-graceful").await else {
         return;
     };
     let (log, _, _) = std
@@ -126,9 +110,10 @@ async fn a_gracefully_deleted_master_pod_loses_no_write() {
 #[tokio::test]
 async fn a_master_cut_off_three_times_keeps_every_replica_held_write_and_the_pods_agree() {
     const CUT: Duration = Duration::from_secs(12);
-    let Some(std) = Std::start(
+    let Some(std) = Std::start_with(
         "standard: master network cut",
         "std-netcut",
+        3,
         3000,
         3000,
         json!({"workers": "2"}),
@@ -183,15 +168,7 @@ async fn a_master_cut_off_three_times_keeps_every_replica_held_write_and_the_pod
 #[tokio::test]
 #[ignore = "unfenced planned switchover: scaling 3 -> 1 with the master on std-2 lost 28,656 of 70,468 acknowledged writes (kvrocks 2.10.1, writer through sentinel): the old master takes writes until sentinel demotes it, then a full sync discards them"]
 async fn scaling_in_with_the_master_on_the_highest_ordinal_loses_no_write() {
-    let Some(std) = Std::start(
-        "standard: scale 3 -> 1",
-        "std-scale-in",
-        5000,
-        3000,
-        json!({"workers": "2"}),
-    )
-    .await
-    else {
+    let Some(std) = Std::start("standard: scale 3 -> 1", "std-scale-in").await else {
         return;
     };
     // The master onto the highest ordinal first (set-up, no writer): sentinel picks among
@@ -318,9 +295,10 @@ async fn scaling_out_loses_no_write_and_the_new_pods_hold_the_masters_data() {
 #[tokio::test]
 #[ignore = "unfenced planned switchover: a config roll (master last, after SENTINEL FAILOVER) lost 28,646 of 157,990 acknowledged writes (kvrocks 2.10.1, writer through sentinel): the old master takes writes until sentinel demotes it, then a full sync discards them"]
 async fn a_config_roll_loses_no_write() {
-    let Some(std) = Std::start(
+    let Some(std) = Std::start_with(
         "standard: config roll",
         "std-roll",
+        3,
         5000,
         3000,
         json!({"workers": "2", "rocksdb.block_size": "16384"}),
@@ -381,9 +359,6 @@ async fn an_operator_restart_and_a_password_rotation_lose_no_write_and_deletion_
     let Some(mut std) = Std::start(
         "standard: operator restart, rotation, unknown config, deletion",
         "std-rotate",
-        5000,
-        3000,
-        json!({"workers": "2"}),
     )
     .await
     else {

@@ -47,14 +47,9 @@ pub struct Std {
 }
 
 impl Std {
-    pub async fn start(
-        what: &str,
-        ns: &str,
-        down_after_ms: u64,
-        failover_timeout_ms: u64,
-        config: serde_json::Value,
-    ) -> Option<Self> {
-        Self::start_with(what, ns, 3, down_after_ms, failover_timeout_ms, config).await
+    /// The common set-up: 3 pods, sentinel down-after 5 s, failover timeout 3 s, 2 workers.
+    pub async fn start(what: &str, ns: &str) -> Option<Self> {
+        Self::start_with(what, ns, 3, 5000, 3000, json!({"workers": "2"})).await
     }
 
     pub async fn start_with(
