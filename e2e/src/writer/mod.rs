@@ -39,7 +39,10 @@ pub struct Ack {
     pub key: String,
     /// The value written.
     pub value: String,
-    /// When the acknowledgement arrived.
+    /// When the request was sent: the server handled it at or after this.
+    pub sent: Instant,
+    /// When the writer saw the acknowledgement (on a busy runtime, later than the server sent
+    /// it: the server handled the write between `sent` and `at`).
     pub at: Instant,
 }
 
@@ -93,6 +96,7 @@ impl Writer {
                 while !stop.load(Ordering::SeqCst) {
                     let key = format!("{name}:{n}");
                     let value = format!("{run_id}-{n}");
+                    let sent = Instant::now();
                     match conn.set(&key, &value).await {
                         Ok(()) => {
                             let at = Instant::now();
@@ -102,7 +106,12 @@ impl Writer {
                                 log.longest_gap_end = Some(at);
                             }
                             last_ack = at;
-                            log.acked.push(Ack { key, value, at });
+                            log.acked.push(Ack {
+                                key,
+                                value,
+                                sent,
+                                at,
+                            });
                             count.fetch_add(1, Ordering::Relaxed);
                             n += 1;
                         }
@@ -187,11 +196,13 @@ pub async fn load(name: &str, target: &Target, keys: usize, value_bytes: usize) 
             async move {
                 let mut last = String::new();
                 for _ in 0..20 {
+                    let sent = Instant::now();
                     match conn.set_shared(&key, &value).await {
                         Ok(()) => {
                             return Ok(Ack {
                                 key,
                                 value,
+                                sent,
                                 at: Instant::now(),
                             });
                         }
@@ -334,7 +345,10 @@ impl Verdict {
 
     /// An unplanned failure that started at `fault_start` and was in effect at `fault_done`:
     /// every lost write must have been acknowledged in the last [`UNPLANNED_WINDOW`] before the
-    /// fault (an older one means stale data was promoted), and none after it.
+    /// fault (an older one means stale data was promoted), and none sent after it was in effect
+    /// (the failed server cannot have acknowledged that one). A write is judged by the times the
+    /// server may have handled it: sent no later than `fault_done`, acknowledged no earlier than
+    /// the window's start.
     pub fn assert_lost_only_before(&self, what: &str, fault_start: Instant, fault_done: Instant) {
         self.report(what);
         assert!(
@@ -347,7 +361,7 @@ impl Verdict {
         let outside: Vec<String> = self
             .lost
             .iter()
-            .filter(|a| a.at < window_start || a.at > fault_done)
+            .filter(|a| a.at < window_start || a.sent > fault_done)
             .map(|a| describe_ack(a, fault_start))
             .collect();
         let inside = self.lost.len() - outside.len();
@@ -368,10 +382,20 @@ impl Verdict {
 }
 
 fn describe_ack(ack: &Ack, fault: Instant) -> String {
-    if ack.at >= fault {
-        format!("{} (+{:.3} s)", ack.key, (ack.at - fault).as_secs_f64())
+    format!(
+        "{} (sent {}, acknowledged {})",
+        ack.key,
+        relative(ack.sent, fault),
+        relative(ack.at, fault)
+    )
+}
+
+/// `at` as seconds after (+) or before (-) `fault`.
+fn relative(at: Instant, fault: Instant) -> String {
+    if at >= fault {
+        format!("+{:.3} s", (at - fault).as_secs_f64())
     } else {
-        format!("{} (-{:.3} s)", ack.key, (fault - ack.at).as_secs_f64())
+        format!("-{:.3} s", (fault - at).as_secs_f64())
     }
 }
 
@@ -392,6 +416,7 @@ mod tests {
         Ack {
             key: key.into(),
             value: "v".into(),
+            sent: at - Duration::from_millis(1),
             at,
         }
     }
@@ -445,6 +470,11 @@ mod tests {
                 .assert_lost_only_before("later", fault, done);
         });
         assert!(later.is_err(), "a write after the fault may not be lost");
+        // Sent before the fault was in effect, its acknowledgement seen late by a busy writer:
+        // the failed server handled it in time.
+        let mut seen_late = ack("seen late", done + Duration::from_millis(8));
+        seen_late.sent = done - Duration::from_millis(1);
+        verdict(vec![seen_late]).assert_lost_only_before("seen late", fault, done);
     }
 
     #[test]
