@@ -19,6 +19,12 @@ pub struct Binaries {
     pub kube_scheduler: PathBuf,
     /// kubectl.
     pub kubectl: PathBuf,
+    /// `kubelet`, one per real node.
+    pub kubelet: PathBuf,
+    /// `kube-proxy`, for Services on the real nodes.
+    pub kube_proxy: PathBuf,
+    /// `crictl`, the CRI client the real nodes are driven with.
+    pub crictl: PathBuf,
     /// etcd.
     pub etcd: PathBuf,
     /// helm.
@@ -118,6 +124,9 @@ fn parse_report(lines: &[String]) -> std::result::Result<Binaries, String> {
         kube_controller_manager: path_of("kube-controller-manager")?,
         kube_scheduler: path_of("kube-scheduler")?,
         kubectl: path_of("kubectl")?,
+        kubelet: path_of("kubelet")?,
+        kube_proxy: path_of("kube-proxy")?,
+        crictl: path_of("crictl")?,
         etcd: path_of("etcd")?,
         helm: path_of("helm")?,
         promtool: path_of("promtool")?,
@@ -139,6 +148,9 @@ mod tests {
             \x20 kube-controller-manager  cache              /c/kube-controller-manager\n\
             \x20 kube-scheduler           built              /c/kube-scheduler\n\
             \x20 kubectl                  KUBEBUILDER_ASSETS /k/kubectl\n\
+            \x20 kubelet                  cache              /c/kubelet\n\
+            \x20 kube-proxy               cache              /c/kube-proxy\n\
+            \x20 crictl                   built              /c/crictl\n\
             \x20 etcd                     cache              /c/etcd\n\
             \x20 helm                     cache              /c/helm\n\
             \x20 promtool                 built              /c/promtool\n\

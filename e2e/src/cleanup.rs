@@ -32,6 +32,21 @@ pub fn teardown(root: &Path) -> Result<()> {
 /// Everything [`teardown`] does except removing the directory: the logs stay for a post-mortem.
 pub fn stop(root: &Path) -> Result<()> {
     let state = State::load(root)?;
+    if let Some(record) = state.as_ref().and_then(|s| s.nodes.as_ref()) {
+        // Kubelets first (they would restart what is removed), then every pod through the CRI
+        // while containerd still runs.
+        let kubelets: Vec<ProcRecord> = state
+            .iter()
+            .flat_map(|s| s.processes.iter())
+            .filter(|p| p.name.starts_with("kubelet-") || p.name == "kube-proxy")
+            .cloned()
+            .collect();
+        for p in &kubelets {
+            p.signal(Signal::KILL);
+        }
+        wait_gone(&kubelets, Duration::from_secs(5));
+        crate::nodes::remove_pods(record);
+    }
     if let Some(state) = &state {
         let (first, rest): (Vec<ProcRecord>, Vec<ProcRecord>) = state
             .processes
@@ -45,6 +60,9 @@ pub fn stop(root: &Path) -> Result<()> {
             p.signal(Signal::KILL);
         }
         wait_gone(&rest, Duration::from_secs(5));
+    }
+    if let Some(record) = state.as_ref().and_then(|s| s.nodes.as_ref()) {
+        crate::nodes::after_processes(record);
     }
     // Pod network namespaces live under /run/netns, named after the agent root.
     for problem in crate::agent::remove_leftovers(&root.join("agent")) {

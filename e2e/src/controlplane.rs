@@ -17,7 +17,7 @@ use crate::pki::Pki;
 use crate::process::Spec;
 use crate::state::Ports;
 
-/// The Service CIDR (virtual: nothing routes it, there is no kube-proxy).
+/// The Service CIDR.
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 
 const ETCD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -81,7 +81,15 @@ fn log_path(root: &Path, name: &str) -> PathBuf {
 
 /// Starts the four components in order and waits for each, then for the controllers to act (the
 /// service-account controller creates `default/default`). Returns the kubeconfigs.
-pub async fn start(launcher: &mut Launcher, bins: &Binaries, pki: &Pki) -> Result<Kubeconfigs> {
+/// `real_nodes` is the bridge gateway when kubelets run the pods: the apiserver then advertises
+/// that address (the `kubernetes` Service's endpoint, through kube-proxy) and reaches kubelets
+/// by their InternalIP with the admin certificate.
+pub async fn start(
+    launcher: &mut Launcher,
+    bins: &Binaries,
+    pki: &Pki,
+    real_nodes: Option<Ipv4Addr>,
+) -> Result<Kubeconfigs> {
     let root = launcher.root();
     let ports = free_ports()?;
     launcher.state.ports = ports;
@@ -100,7 +108,7 @@ pub async fn start(launcher: &mut Launcher, bins: &Binaries, pki: &Pki) -> Resul
 
     let started = Instant::now();
     start_etcd(launcher, bins, ports).await?;
-    start_apiserver(launcher, bins, pki, ports, &admin).await?;
+    start_apiserver(launcher, bins, pki, ports, &admin, real_nodes).await?;
     launcher.start(controller_manager_spec(
         &root,
         bins,
@@ -187,9 +195,11 @@ async fn start_apiserver(
     pki: &Pki,
     ports: Ports,
     admin: &Path,
+    real_nodes: Option<Ipv4Addr>,
 ) -> Result<()> {
     let root = launcher.root();
     let serving = pki.pair("apiserver");
+    let kubelet_client = pki.pair("admin");
     let mut list = vec![
         arg(
             "--etcd-servers",
@@ -198,9 +208,6 @@ async fn start_apiserver(
         // All addresses: host processes use 127.0.0.1, pods the bridge gateway.
         arg("--bind-address", "0.0.0.0"),
         arg("--secure-port", ports.apiserver.to_string()),
-        arg("--advertise-address", "127.0.0.1"),
-        // A loopback advertise address cannot back the `kubernetes` Service endpoints.
-        arg("--endpoint-reconciler-type", "none"),
         arg("--cert-dir", root.join("apiserver-certs")),
         arg("--tls-cert-file", &serving.cert),
         arg("--tls-private-key-file", &serving.key),
@@ -215,6 +222,20 @@ async fn start_apiserver(
         arg("--service-account-signing-key-file", pki.sa_key()),
     ];
     list.extend(args(&["--allow-privileged=true"]));
+    match real_nodes {
+        Some(gateway) => list.extend([
+            arg("--advertise-address", gateway.to_string()),
+            arg("--endpoint-reconciler-type", "lease"),
+            arg("--kubelet-preferred-address-types", "InternalIP"),
+            arg("--kubelet-client-certificate", &kubelet_client.cert),
+            arg("--kubelet-client-key", &kubelet_client.key),
+        ]),
+        None => list.extend([
+            arg("--advertise-address", "127.0.0.1"),
+            // A loopback advertise address cannot back the `kubernetes` Service endpoints.
+            arg("--endpoint-reconciler-type", "none"),
+        ]),
+    }
     launcher.start(Spec {
         name: "kube-apiserver",
         program: &bins.kube_apiserver,

@@ -97,6 +97,12 @@ impl Pki {
         }
     }
 
+    /// Issues one more client certificate (`stem.crt`, `stem.key`) for `cn` in group `org`.
+    pub fn client(&self, stem: &str, cn: &str, org: Option<&str>) -> Result<Pair> {
+        self.leaf(stem, cn, org, &[])?;
+        Ok(self.pair(stem))
+    }
+
     /// The service-account signing key (private, PKCS#8).
     pub fn sa_key(&self) -> PathBuf {
         self.dir.join("sa.key")

@@ -48,6 +48,9 @@ pub struct State {
     /// The kubectl of the pinned release.
     #[serde(default)]
     pub kubectl: Option<PathBuf>,
+    /// The real nodes (containerd + kubelet), when the testbed runs them.
+    #[serde(default)]
+    pub nodes: Option<crate::nodes::NodesRecord>,
 }
 
 impl State {
@@ -63,6 +66,7 @@ impl State {
             agent_control_addr: None,
             data_plane: None,
             kubectl: None,
+            nodes: None,
         }
     }
 

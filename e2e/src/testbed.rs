@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::kubeconfig;
 use crate::launcher::Launcher;
 use crate::network::Network;
+use crate::nodes::{self, NodesRecord, chaos};
 use crate::pki::Pki;
 use crate::process::{self, Mode};
 use crate::state::State;
@@ -59,12 +60,37 @@ pub struct Options {
     pub mode: Mode,
 }
 
+/// Who runs the testbed's pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    /// The project's node agent: pods as local processes (the default, for now).
+    Agent,
+    /// Real nodes: containerd and kubelet per node, kube-proxy, every pod a container of a real
+    /// image (`KVROCKS_TESTBED_NODES=kubelet`).
+    Kubelet,
+}
+
+impl NodeKind {
+    /// From `KVROCKS_TESTBED_NODES` (`kubelet` or `agent`, default `agent`).
+    pub fn from_env() -> Result<Self> {
+        match std::env::var("KVROCKS_TESTBED_NODES").ok().as_deref() {
+            None | Some("") | Some("agent") => Ok(Self::Agent),
+            Some("kubelet") => Ok(Self::Kubelet),
+            Some(other) => Err(Error::invalid(
+                format!("KVROCKS_TESTBED_NODES={other}"),
+                "expected `kubelet` or `agent`",
+            )),
+        }
+    }
+}
+
 /// A running testbed: the control plane, and the node agent when its binary exists.
 pub struct Testbed {
     state: State,
     binaries: Binaries,
     data_plane: DataPlane,
     agent: Option<AgentClient>,
+    nodes: Option<NodesRecord>,
     /// Kept so exited children can be reaped; dropping a handle does not kill the process.
     _children: Mutex<Vec<(String, Child)>>,
 }
@@ -111,8 +137,22 @@ impl Testbed {
             );
             cleanup::teardown(&root)?;
         }
+        let kind = NodeKind::from_env()?;
         let binaries = binaries::find_or_build()?;
         let data_plane = DataPlane::detect()?;
+        let images = match (kind, &data_plane) {
+            (NodeKind::Agent, _) => None,
+            (NodeKind::Kubelet, DataPlane::KvrocksBin { path, .. }) => {
+                Some(crate::images::build(Some(path), &operator_binary())?)
+            }
+            (NodeKind::Kubelet, DataPlane::StandIn) => {
+                crate::say!(
+                    "testbed: WARNING: no kvrocks binary (KVROCKS_BIN unset): no \
+                     apache/kvrocks image on the real nodes, kvrocks pods cannot start"
+                );
+                Some(crate::images::build(None, &operator_binary())?)
+            }
+        };
         crate::say!("testbed: {}", data_plane.describe());
         std::fs::create_dir_all(&root).map_err(|e| Error::io("create directory", &root, e))?;
         crate::say!("testbed: state root {} (logs in logs/)", root.display());
@@ -134,9 +174,29 @@ impl Testbed {
         }
         let pki = Pki::create(&root.join("pki"), &[network.gateway()])?;
         let mut launcher = Launcher::new(state);
-        let kubeconfigs = controlplane::start(&mut launcher, &binaries, &pki).await?;
-        let agent = match agentctl::agent_binary() {
-            Some(agent_bin) => {
+        let real_gateway = images.as_ref().map(|_| network.gateway());
+        let kubeconfigs =
+            controlplane::start(&mut launcher, &binaries, &pki, real_gateway).await?;
+        let mut nodes = None;
+        let agent = match (&images, agentctl::agent_binary()) {
+            (Some(images), _) => {
+                let server = format!("https://127.0.0.1:{}", launcher.state.ports.apiserver);
+                nodes = Some(
+                    nodes::start(
+                        &mut launcher,
+                        &binaries,
+                        &pki,
+                        &network,
+                        &server,
+                        &kubeconfigs.admin,
+                        images,
+                    )
+                    .await?,
+                );
+                start_provisioner(&mut launcher, &kubeconfigs.admin)?;
+                None
+            }
+            (None, Some(agent_bin)) => {
                 let operator_bin = operator_binary();
                 let image_map =
                     dataplane::write_image_map(&root, &data_plane, &agent_bin, &operator_bin)?;
@@ -151,7 +211,7 @@ impl Testbed {
                 .await?;
                 Some(client)
             }
-            None => {
+            (None, None) => {
                 crate::say!(
                     "testbed: WARNING: no node-agent binary next to {} (nor $KVROCKS_TESTBED_AGENT): \
                      control plane only, pods will stay Pending",
@@ -173,6 +233,7 @@ impl Testbed {
             binaries,
             data_plane,
             agent,
+            nodes,
             _children: Mutex::new(children),
         })
     }
@@ -291,15 +352,21 @@ impl Testbed {
         matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)))
     }
 
-    /// Prints a `SKIPPED ...` line (uncaptured, counted by `make test`) when the node agent does
-    /// not run, and returns whether it does.
+    /// Prints a `SKIPPED ...` line (uncaptured, counted by `make test`) when no nodes run pods
+    /// (neither real nodes nor the node agent), and returns whether they do.
     pub fn agent_or_skip(&self, what: &str) -> bool {
-        if self.agent.is_none() {
+        let runs = self.agent.is_some() || self.nodes.is_some();
+        if !runs {
             crate::say!(
-                "\nSKIPPED {what}: the node agent does not run in this testbed (no node-agent binary)"
+                "\nSKIPPED {what}: no nodes run pods in this testbed (no node-agent binary)"
             );
         }
-        self.agent.is_some()
+        runs
+    }
+
+    /// The real nodes, when they run the pods.
+    pub fn real_nodes(&self) -> Option<&NodesRecord> {
+        self.nodes.as_ref()
     }
 
     /// The pod's `status.podIP`.
@@ -323,6 +390,11 @@ impl Testbed {
 
     /// SIGKILLs a container's process; the pod's restart policy applies.
     pub async fn kill_container(&self, pod: &PodRef, container: &str) -> Result<()> {
+        if let Some(nodes) = &self.nodes {
+            let node = self.node_of(nodes, pod).await?;
+            let pid = chaos::container_pid(nodes, node, &pod.namespace, &pod.name, container)?;
+            return chaos::kill(pid);
+        }
         self.require_agent()?
             .kill_container(&pod.namespace, &pod.name, container)
             .await
@@ -339,26 +411,86 @@ impl Testbed {
 
     /// Sets the pod's host-side veth down: the pod can no longer be reached, nor reach anything.
     pub async fn cut_network(&self, pod: &PodRef) -> Result<()> {
-        self.require_agent()?
-            .set_network(&pod.namespace, &pod.name, false)
-            .await
+        self.set_network(pod, false).await
     }
 
     /// Undoes [`Testbed::cut_network`].
     pub async fn restore_network(&self, pod: &PodRef) -> Result<()> {
+        self.set_network(pod, true).await
+    }
+
+    async fn set_network(&self, pod: &PodRef, up: bool) -> Result<()> {
+        if let Some(nodes) = &self.nodes {
+            let node = self.node_of(nodes, pod).await?;
+            let sandbox = chaos::sandbox(nodes, node, &pod.namespace, &pod.name)?;
+            return chaos::set_link(&chaos::host_veth(&sandbox.netns)?, up);
+        }
         self.require_agent()?
-            .set_network(&pod.namespace, &pod.name, true)
+            .set_network(&pod.namespace, &pod.name, up)
             .await
     }
 
-    /// Stops a virtual node: no heartbeats, its pods frozen and cut off.
+    /// Cuts (or restores) only the path between two pods: each still reaches everything else.
+    pub async fn cut_between(&self, a: &PodRef, b: &PodRef, cut: bool) -> Result<()> {
+        let Some(nodes) = &self.nodes else {
+            return Err(Error::invalid(
+                "cutting the path between two pods",
+                "needs real nodes (KVROCKS_TESTBED_NODES=kubelet)",
+            ));
+        };
+        let node = self.node_of(nodes, a).await?;
+        let sandbox = chaos::sandbox(nodes, node, &a.namespace, &a.name)?;
+        let peer = self.pod_ip(b).await?;
+        chaos::cut_path(&sandbox.netns, &peer, cut)
+    }
+
+    /// Stops a node: its kubelet stopped (the node goes NotReady), its containers frozen and
+    /// cut off.
     pub async fn stop_node(&self, node: &str) -> Result<()> {
-        self.require_agent()?.set_node(node, false).await
+        self.set_node(node, false).await
     }
 
     /// Undoes [`Testbed::stop_node`].
     pub async fn start_node(&self, node: &str) -> Result<()> {
-        self.require_agent()?.set_node(node, true).await
+        self.set_node(node, true).await
+    }
+
+    async fn set_node(&self, name: &str, running: bool) -> Result<()> {
+        let Some(nodes) = &self.nodes else {
+            return self.require_agent()?.set_node(name, running).await;
+        };
+        let node = nodes.node(name)?;
+        let kubelet = self
+            .state
+            .process(&format!("kubelet-{name}"))
+            .ok_or_else(|| Error::invalid(format!("node {name}"), "no kubelet recorded"))?;
+        if running {
+            chaos::freeze(node, false)?;
+            for sandbox in chaos::sandboxes_on(nodes, node)? {
+                chaos::set_link(&chaos::host_veth(&sandbox.netns)?, true)?;
+            }
+            chaos::pause_process(kubelet, false);
+        } else {
+            chaos::pause_process(kubelet, true);
+            for sandbox in chaos::sandboxes_on(nodes, node)? {
+                chaos::set_link(&chaos::host_veth(&sandbox.netns)?, false)?;
+            }
+            chaos::freeze(node, true)?;
+        }
+        Ok(())
+    }
+
+    async fn node_of<'a>(&self, nodes: &'a NodesRecord, pod: &PodRef) -> Result<&'a nodes::NodeLayout> {
+        let pods: Api<Pod> = Api::namespaced(self.client().await?, &pod.namespace);
+        let object = pods
+            .get(&pod.name)
+            .await
+            .map_err(|e| Error::kube(format!("get pod {pod}"), e))?;
+        let name = object
+            .spec
+            .and_then(|s| s.node_name)
+            .ok_or_else(|| Error::invalid(format!("pod {pod}"), "not scheduled to a node"))?;
+        nodes.node(&name)
     }
 
     fn require_agent(&self) -> Result<&AgentClient> {
@@ -398,6 +530,31 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 pub fn operator_binary() -> PathBuf {
     agentctl::sibling_binary("KVROCKS_OPERATOR_BIN", "kvrocks-operator")
         .unwrap_or_else(|| binaries::repo_root().join("target/debug/kvrocks-operator"))
+}
+
+/// Starts `testbed provision`: the local PV provisioner of the real nodes' StorageClass.
+fn start_provisioner(launcher: &mut Launcher, admin: &Path) -> Result<()> {
+    let testbed_bin = agentctl::sibling_binary("KVROCKS_TESTBED_CLI", "testbed").ok_or_else(|| {
+        Error::invalid(
+            "the testbed binary",
+            "not found next to this executable: the real nodes' PV provisioner cannot start",
+        )
+    })?;
+    let root = launcher.root();
+    launcher.start(process::Spec {
+        name: "provisioner",
+        program: &testbed_bin,
+        args: vec![
+            "--root".into(),
+            root.as_os_str().to_owned(),
+            "provision".into(),
+            "--kubeconfig".into(),
+            admin.as_os_str().to_owned(),
+        ],
+        env: Vec::new(),
+        log: root.join("logs").join("provisioner.log"),
+    })?;
+    Ok(())
 }
 
 /// Starts `testbed reap`, which waits for this process to exit and then removes the testbed's

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Finds or builds the binaries of the local testbed: kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd, helm and promtool, at the versions pinned in e2e/versions.env.
+# kube-scheduler, kubectl, kubelet, kube-proxy, crictl, etcd, helm and promtool, at the versions
+# pinned in e2e/versions.env.
 #
 # usage: build-binaries.sh [CACHE_DIR]
 #   CACHE_DIR defaults to ${KVROCKS_TESTBED_CACHE:-$HOME/.cache/kvrocks-operator-testbed}/<KUBERNETES_VERSION>
@@ -23,6 +24,7 @@ source "${versions_file}"
 : "${HELM_VERSION:?not set in ${versions_file}}"
 : "${PROMETHEUS_OPERATOR_VERSION:?not set in ${versions_file}}"
 : "${PROMETHEUS_VERSION:?not set in ${versions_file}}"
+: "${CRI_TOOLS_VERSION:?not set in ${versions_file}}"
 
 if [[ $# -gt 1 || ${1:-} == -h || ${1:-} == --help ]]; then
     echo "usage: $(basename "$0") [CACHE_DIR]" >&2
@@ -65,7 +67,7 @@ trap cleanup EXIT
 reported_version() {
     local name="$1" path="$2" out=""
     case "${name}" in
-        kube-apiserver | kube-controller-manager | kube-scheduler)
+        kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy)
             # "Kubernetes v1.37.1"
             out="$(timeout 30 "${path}" --version 2>/dev/null | sed -n 's/^Kubernetes \(v[^ ]*\).*/\1/p' | head -n1)" || true
             ;;
@@ -80,6 +82,10 @@ reported_version() {
         helm)
             out="$(timeout 30 "${path}" version --template '{{.Version}}' 2>/dev/null | head -n1)" || true
             ;;
+        crictl)
+            # "crictl version v1.37.0"
+            out="$(timeout 30 "${path}" --version 2>/dev/null | sed -n 's/^crictl version \(v[^ ]*\).*/\1/p' | head -n1)" || true
+            ;;
         promtool)
             # "promtool, version v0.313.5 (branch: ..."
             out="$(timeout 30 "${path}" --version 2>/dev/null | sed -n 's/^promtool, version \([^ ]*\).*/\1/p' | head -n1)" || true
@@ -93,6 +99,7 @@ pinned_version() {
         etcd) printf '%s' "${ETCD_VERSION}" ;;
         helm) printf '%s' "${HELM_VERSION}" ;;
         promtool) printf '%s' "${PROMETHEUS_VERSION}" ;;
+        crictl) printf '%s' "${CRI_TOOLS_VERSION}" ;;
         *) printf '%s' "${KUBERNETES_VERSION}" ;;
     esac
 }
@@ -297,8 +304,24 @@ build_promtool() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# crictl: sigs.k8s.io/cri-tools/cmd/crictl, the CRI client the testbed's real nodes are driven
+# with (pods listed, inspected and removed on each node's containerd).
 
-binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm promtool)
+build_crictl() {
+    prepare_go
+    local dir="${work_dir}/crictl" go_version
+    mkdir -p "${dir}"
+    go_version="$(module_info sigs.k8s.io/cri-tools "${CRI_TOOLS_VERSION}" go)"
+    select_toolchain "${go_version}"
+    printf 'module kvrocks-operator.local/testbed-crictl\n\ngo %s\n\nrequire sigs.k8s.io/cri-tools %s\n' \
+        "${go_version}" "${CRI_TOOLS_VERSION}" >"${dir}/go.mod"
+    local ldflags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${CRI_TOOLS_VERSION}"
+    go_build "${dir}" crictl "${CRI_TOOLS_VERSION}" sigs.k8s.io/cri-tools/cmd/crictl "${ldflags}"
+}
+
+# ---------------------------------------------------------------------------------------------
+
+binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy crictl etcd helm promtool)
 declare -A resolved source_of
 
 log "testbed binaries: Kubernetes ${KUBERNETES_VERSION}, etcd ${ETCD_VERSION}, helm ${HELM_VERSION}, promtool ${PROMETHEUS_VERSION}"
@@ -331,6 +354,7 @@ for name in "${binaries[@]}"; do
         etcd) build_etcd ;;
         helm) build_helm ;;
         promtool) build_promtool ;;
+        crictl) build_crictl ;;
         *) build_kubernetes_binary "${name}" ;;
     esac
     built=$((built + 1))

@@ -203,10 +203,13 @@ pub async fn run(options: Options) -> AgentResult<()> {
     let shutdown = CancellationToken::new();
     let mut background = tokio::task::JoinSet::new();
 
-    provisioner::ensure_storage_class(&client).await?;
+    provisioner::ensure_storage_class(&client, provisioner::Placement::HostPath).await?;
     background.spawn(provisioner::run(
         client.clone(),
-        root.join("pv"),
+        provisioner::Volumes {
+            root: root.join("pv"),
+            placement: provisioner::Placement::HostPath,
+        },
         shutdown.clone(),
     ));
 

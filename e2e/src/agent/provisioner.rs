@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
+    HostPathVolumeSource, LocalVolumeSource, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, ObjectReference, VolumeNodeAffinity, PersistentVolume, PersistentVolumeClaim,
     PersistentVolumeSpec,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -39,6 +40,29 @@ const STORAGE_PROVISIONER: [&str; 2] = [
 /// How often everything is listed again, in case a watch event was missed or a retry is due.
 const RELIST: Duration = Duration::from_secs(30);
 
+/// How provisioned volumes reach their pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// `hostPath` PVs, bound at once (the node agent mounts them itself).
+    HostPath,
+    /// `local` PVs on the node the scheduler picked for the first pod (WaitForFirstConsumer), as
+    /// a real local-disk provisioner makes them: root-owned, and kubelet applies the pod's
+    /// `fsGroup` to them as to a real disk.
+    Local,
+}
+
+/// Where the provisioner keeps volumes, and what kind it makes.
+#[derive(Clone, Debug)]
+pub struct Volumes {
+    /// The directory holding one directory per volume.
+    pub root: PathBuf,
+    /// The kind of PV.
+    pub placement: Placement,
+}
+
+/// The PVC annotation naming the node the scheduler picked (WaitForFirstConsumer).
+const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+
 /// The directory backing the PV `pv_name`.
 pub fn pv_dir(pv_root: &Path, pv_name: &str) -> PathBuf {
     pv_root.join(pv_name)
@@ -50,8 +74,8 @@ pub fn pv_name(pvc_uid: &str) -> String {
 }
 
 /// The StorageClass `testbed-local`: default class, this provisioner, reclaim policy Delete,
-/// immediate binding, expansion allowed.
-pub fn storage_class() -> StorageClass {
+/// expansion allowed; binding immediate for hostPath volumes, at the first pod for local ones.
+pub fn storage_class(placement: Placement) -> StorageClass {
     StorageClass {
         metadata: ObjectMeta {
             name: Some(STORAGE_CLASS.to_owned()),
@@ -63,17 +87,23 @@ pub fn storage_class() -> StorageClass {
         },
         provisioner: PROVISIONER.to_owned(),
         reclaim_policy: Some("Delete".to_owned()),
-        volume_binding_mode: Some("Immediate".to_owned()),
+        volume_binding_mode: Some(
+            match placement {
+                Placement::HostPath => "Immediate",
+                Placement::Local => "WaitForFirstConsumer",
+            }
+            .to_owned(),
+        ),
         allow_volume_expansion: Some(true),
         ..Default::default()
     }
 }
 
 /// Server-side applies the StorageClass `testbed-local` (see [`storage_class`]).
-pub async fn ensure_storage_class(client: &kube::Client) -> AgentResult<()> {
+pub async fn ensure_storage_class(client: &kube::Client, placement: Placement) -> AgentResult<()> {
     let api: Api<StorageClass> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(STORAGE_CLASS, &params, &Patch::Apply(&storage_class()))
+    api.patch(STORAGE_CLASS, &params, &Patch::Apply(&storage_class(placement)))
         .await
         .map(drop)
         .map_err(|e| AgentError::kube(format!("apply storageclass {STORAGE_CLASS}"), e))
@@ -105,9 +135,24 @@ pub fn needs_pv(pvc: &PersistentVolumeClaim) -> bool {
     ours && unbound && pending && filesystem
 }
 
+/// The node a `local` volume for the PVC goes to: the scheduler's pick, once it made one.
+pub fn selected_node(pvc: &PersistentVolumeClaim) -> Option<&str> {
+    pvc.metadata
+        .annotations
+        .as_ref()?
+        .get(SELECTED_NODE)
+        .map(String::as_str)
+        .filter(|n| !n.is_empty())
+}
+
 /// The PV for the PVC, backed by `dir`: pre-bound to the claim (`claimRef` with its uid), with the
-/// claim's requested storage and access modes, reclaim policy Delete.
-pub fn build_pv(pvc: &PersistentVolumeClaim, dir: &Path) -> AgentResult<PersistentVolume> {
+/// claim's requested storage and access modes, reclaim policy Delete; a `hostPath` volume, or
+/// with `node`, a `local` volume only that node can mount.
+pub fn build_pv(
+    pvc: &PersistentVolumeClaim,
+    dir: &Path,
+    node: Option<&str>,
+) -> AgentResult<PersistentVolume> {
     let what = || {
         format!(
             "persistentvolumeclaim {}/{}",
@@ -160,9 +205,25 @@ pub fn build_pv(pvc: &PersistentVolumeClaim, dir: &Path) -> AgentResult<Persiste
             persistent_volume_reclaim_policy: Some("Delete".to_owned()),
             storage_class_name: Some(STORAGE_CLASS.to_owned()),
             volume_mode: Some("Filesystem".to_owned()),
-            host_path: Some(HostPathVolumeSource {
+            host_path: node.is_none().then(|| HostPathVolumeSource {
                 path: dir.display().to_string(),
                 type_: Some("DirectoryOrCreate".to_owned()),
+            }),
+            local: node.map(|_| LocalVolumeSource {
+                path: dir.display().to_string(),
+                fs_type: None,
+            }),
+            node_affinity: node.map(|node| VolumeNodeAffinity {
+                required: Some(NodeSelector {
+                    node_selector_terms: vec![NodeSelectorTerm {
+                        match_expressions: Some(vec![NodeSelectorRequirement {
+                            key: "kubernetes.io/hostname".to_owned(),
+                            operator: "In".to_owned(),
+                            values: Some(vec![node.to_owned()]),
+                        }]),
+                        match_fields: None,
+                    }],
+                }),
             }),
             claim_ref: Some(ObjectReference {
                 api_version: Some("v1".to_owned()),
@@ -201,7 +262,12 @@ pub fn needs_reclaim(pv: &PersistentVolume) -> bool {
 
 /// The PV's directory if it lies strictly inside `pv_root` (no `..`, not the root itself).
 fn owned_dir(pv: &PersistentVolume, pv_root: &Path) -> Option<PathBuf> {
-    let path = PathBuf::from(&pv.spec.as_ref()?.host_path.as_ref()?.path);
+    let spec = pv.spec.as_ref()?;
+    let path = match (&spec.host_path, &spec.local) {
+        (Some(host), _) => PathBuf::from(&host.path),
+        (None, Some(local)) => PathBuf::from(&local.path),
+        (None, None) => return None,
+    };
     let plain = path
         .components()
         .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
@@ -211,18 +277,26 @@ fn owned_dir(pv: &PersistentVolume, pv_root: &Path) -> Option<PathBuf> {
 /// Creates the directory and the PV for a PVC that needs one. An existing PV is fine.
 async fn provision(
     pvs: &Api<PersistentVolume>,
-    pv_root: &Path,
+    volumes: &Volumes,
     pvc: &PersistentVolumeClaim,
 ) -> AgentResult<()> {
     if !needs_pv(pvc) {
         return Ok(());
     }
+    let node = match volumes.placement {
+        Placement::HostPath => None,
+        // Provisioned once the scheduler has placed the first pod.
+        Placement::Local => match selected_node(pvc) {
+            Some(node) => Some(node),
+            None => return Ok(()),
+        },
+    };
     let Some(uid) = pvc.metadata.uid.as_deref() else {
         return Ok(());
     };
     let name = pv_name(uid);
-    let dir = pv_dir(pv_root, &name);
-    let pv = build_pv(pvc, &dir)?;
+    let dir = pv_dir(&volumes.root, &name);
+    let pv = build_pv(pvc, &dir, node)?;
     std::fs::create_dir_all(&dir).map_err(|e| AgentError::io("create directory", &dir, e))?;
     match pvs.create(&PostParams::default(), &pv).await {
         Ok(_) => {
@@ -245,9 +319,10 @@ async fn provision(
 /// Removes the directory and the object of a released PV of ours.
 async fn reclaim(
     pvs: &Api<PersistentVolume>,
-    pv_root: &Path,
+    volumes: &Volumes,
     pv: &PersistentVolume,
 ) -> AgentResult<()> {
+    let pv_root = volumes.root.as_path();
     if !needs_reclaim(pv) || pv.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
@@ -288,14 +363,14 @@ async fn reclaim(
 async fn relist(
     pvcs: &Api<PersistentVolumeClaim>,
     pvs: &Api<PersistentVolume>,
-    pv_root: &Path,
+    store: &Volumes,
 ) -> AgentResult<()> {
     let claims = pvcs
         .list(&ListParams::default())
         .await
         .map_err(|e| AgentError::kube("list persistentvolumeclaims", e))?;
     for pvc in &claims.items {
-        if let Err(e) = provision(pvs, pv_root, pvc).await {
+        if let Err(e) = provision(pvs, store, pvc).await {
             tracing::warn!(error = %e, "provisioning failed; retrying later");
         }
     }
@@ -304,7 +379,7 @@ async fn relist(
         .await
         .map_err(|e| AgentError::kube("list persistentvolumes", e))?;
     for pv in &volumes.items {
-        if let Err(e) = reclaim(pvs, pv_root, pv).await {
+        if let Err(e) = reclaim(pvs, store, pv).await {
             tracing::warn!(error = %e, "reclaiming failed; retrying later");
         }
     }
@@ -314,7 +389,7 @@ async fn relist(
 /// Watches PVCs and PVs (and lists them all every 30 s) until `shutdown`: provisions a PV for
 /// each PVC of ours that needs one, and reclaims released PVs of ours. Errors are logged and
 /// retried on the next event or relist.
-pub async fn run(client: kube::Client, pv_root: PathBuf, shutdown: CancellationToken) {
+pub async fn run(client: kube::Client, store: Volumes, shutdown: CancellationToken) {
     let pvcs: Api<PersistentVolumeClaim> = Api::all(client.clone());
     let pvs: Api<PersistentVolume> = Api::all(client);
     let claims = watcher::watcher(pvcs.clone(), watcher::Config::default())
@@ -332,13 +407,13 @@ pub async fn run(client: kube::Client, pv_root: PathBuf, shutdown: CancellationT
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {
-                if let Err(e) = relist(&pvcs, &pvs, &pv_root).await {
+                if let Err(e) = relist(&pvcs, &pvs, &store).await {
                     tracing::warn!(error = %e, "volume relist failed; retrying later");
                 }
             }
             item = claims.next(), if claims_open => match item {
                 Some(Ok(pvc)) => {
-                    if let Err(e) = provision(&pvs, &pv_root, &pvc).await {
+                    if let Err(e) = provision(&pvs, &store, &pvc).await {
                         tracing::warn!(error = %e, "provisioning failed; retrying later");
                     }
                 }
@@ -347,7 +422,7 @@ pub async fn run(client: kube::Client, pv_root: PathBuf, shutdown: CancellationT
             },
             item = volumes.next(), if volumes_open => match item {
                 Some(Ok(pv)) => {
-                    if let Err(e) = reclaim(&pvs, &pv_root, &pv).await {
+                    if let Err(e) = reclaim(&pvs, &store, &pv).await {
                         tracing::warn!(error = %e, "reclaiming failed; retrying later");
                     }
                 }
@@ -435,7 +510,7 @@ mod tests {
         let claim = pvc(pending_claim());
         let dir = pv_dir(Path::new("/agent/pv"), "pvc-1234-abcd");
         assert_eq!(dir, Path::new("/agent/pv/pvc-1234-abcd"));
-        let pv = build_pv(&claim, &dir).unwrap();
+        let pv = build_pv(&claim, &dir, None).unwrap();
         let value = serde_json::to_value(&pv).unwrap();
         assert_eq!(
             value,
@@ -469,11 +544,11 @@ mod tests {
     fn pv_needs_a_storage_request() {
         let mut value = pending_claim();
         value["spec"]["resources"] = serde_json::json!({});
-        assert!(build_pv(&pvc(value), Path::new("/x")).is_err());
+        assert!(build_pv(&pvc(value), Path::new("/x"), None).is_err());
     }
 
     fn released_pv(path: &str) -> PersistentVolume {
-        let mut pv = build_pv(&pvc(pending_claim()), Path::new(path)).unwrap();
+        let mut pv = build_pv(&pvc(pending_claim()), Path::new(path), None).unwrap();
         pv.status = Some(k8s_openapi::api::core::v1::PersistentVolumeStatus {
             phase: Some("Released".to_owned()),
             ..Default::default()
@@ -518,7 +593,7 @@ mod tests {
 
     #[test]
     fn storage_class_is_default_and_immediate() {
-        let value = serde_json::to_value(storage_class()).unwrap();
+        let value = serde_json::to_value(storage_class(Placement::HostPath)).unwrap();
         assert_eq!(value["provisioner"], PROVISIONER);
         assert_eq!(value["reclaimPolicy"], "Delete");
         assert_eq!(value["volumeBindingMode"], "Immediate");

@@ -67,6 +67,13 @@ enum Command {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
+    /// Run the real nodes' PV provisioner (`local` volumes under `<root>/pv`) until stopped.
+    #[command(hide = true)]
+    Provision {
+        /// The admin kubeconfig.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+    },
     /// Wait for `--pid` to exit, then stop what it started (used by test binaries).
     #[command(hide = true)]
     Reap {
@@ -100,6 +107,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Helm { args } => helm(&root, &args),
         Command::Spawn { name, log, command } => spawn(&root, &name, log, &command),
         Command::Reap { pid } => reap(&root, pid),
+        Command::Provision { kubeconfig } => provision(&root, &kubeconfig).await,
     }
 }
 
@@ -305,5 +313,34 @@ fn reap(root: &Path, pid: u32) -> anyhow::Result<()> {
         "reaper: pid {pid} exited; stopped the testbed at {} (logs kept until the next run)",
         root.display()
     );
+    Ok(())
+}
+
+async fn provision(root: &Path, kubeconfig: &Path) -> anyhow::Result<()> {
+    use kvrocks_e2e::agent::provisioner::{self, Placement, Volumes};
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let client = kvrocks_e2e::kubeconfig::client(kubeconfig, None).await?;
+    provisioner::ensure_storage_class(&client, Placement::Local).await?;
+    eprintln!("provisioner: local volumes under {}", root.join("pv").display());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    provisioner::run(
+        client,
+        Volumes {
+            root: root.join("pv"),
+            placement: Placement::Local,
+        },
+        shutdown,
+    )
+    .await;
     Ok(())
 }

@@ -1,0 +1,53 @@
+//! The real nodes' container images, built offline by `e2e/tools/build-images.py` (cached) and
+//! handed to the nodes as Docker archives.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::binaries::e2e_dir;
+use crate::error::{Error, Result};
+
+/// The name the operator's own image is built under (the chart is installed with it).
+pub const OPERATOR_IMAGE: &str = "kvrocks-operator:dev";
+
+/// Builds (or finds cached) every image: `apache/kvrocks:2.10.1` only with a kvrocks binary.
+/// Returns image name -> archive.
+pub fn build(kvrocks_bin: Option<&Path>, operator_bin: &Path) -> Result<BTreeMap<String, PathBuf>> {
+    let script = e2e_dir().join("tools/build-images.py");
+    let started = Instant::now();
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(&script)
+        .arg("--print-json")
+        .arg("--operator-bin")
+        .arg(operator_bin)
+        .arg("--operator-image")
+        .arg(OPERATOR_IMAGE)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    match kvrocks_bin {
+        Some(bin) => command.arg("--kvrocks-bin").arg(bin),
+        None => command.env_remove("KVROCKS_BIN"),
+    };
+    let line = format!("python3 {}", script.display());
+    let output = command.output().map_err(|e| Error::Command {
+        command: line.clone(),
+        detail: format!("cannot run it: {e}"),
+    })?;
+    if !output.status.success() {
+        return Err(Error::Command {
+            command: line,
+            detail: format!("{} (its output is above)", output.status),
+        });
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let images: BTreeMap<String, PathBuf> = serde_json::from_str(stdout.trim())
+        .map_err(|e| Error::invalid(format!("output of {line}"), e.to_string()))?;
+    crate::say!(
+        "testbed: images ready in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        images.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    Ok(images)
+}
