@@ -175,8 +175,7 @@ impl Testbed {
         let pki = Pki::create(&root.join("pki"), &[network.gateway()])?;
         let mut launcher = Launcher::new(state);
         let real_gateway = images.as_ref().map(|_| network.gateway());
-        let kubeconfigs =
-            controlplane::start(&mut launcher, &binaries, &pki, real_gateway).await?;
+        let kubeconfigs = controlplane::start(&mut launcher, &binaries, &pki, real_gateway).await?;
         let mut nodes = None;
         let agent = match (&images, agentctl::agent_binary()) {
             (Some(images), _) => {
@@ -480,7 +479,11 @@ impl Testbed {
         Ok(())
     }
 
-    async fn node_of<'a>(&self, nodes: &'a NodesRecord, pod: &PodRef) -> Result<&'a nodes::NodeLayout> {
+    async fn node_of<'a>(
+        &self,
+        nodes: &'a NodesRecord,
+        pod: &PodRef,
+    ) -> Result<&'a nodes::NodeLayout> {
         let pods: Api<Pod> = Api::namespaced(self.client().await?, &pod.namespace);
         let object = pods
             .get(&pod.name)
@@ -534,12 +537,13 @@ pub fn operator_binary() -> PathBuf {
 
 /// Starts `testbed provision`: the local PV provisioner of the real nodes' StorageClass.
 fn start_provisioner(launcher: &mut Launcher, admin: &Path) -> Result<()> {
-    let testbed_bin = agentctl::sibling_binary("KVROCKS_TESTBED_CLI", "testbed").ok_or_else(|| {
-        Error::invalid(
-            "the testbed binary",
-            "not found next to this executable: the real nodes' PV provisioner cannot start",
-        )
-    })?;
+    let testbed_bin =
+        agentctl::sibling_binary("KVROCKS_TESTBED_CLI", "testbed").ok_or_else(|| {
+            Error::invalid(
+                "the testbed binary",
+                "not found next to this executable: the real nodes' PV provisioner cannot start",
+            )
+        })?;
     let root = launcher.root();
     launcher.start(process::Spec {
         name: "provisioner",

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+    Affinity, PodSecurityContext, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::KubeSchema;
@@ -158,6 +158,12 @@ pub struct KvrocksPodSpec {
     /// Resources of the kvrocks container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// The pods' security context. The operator runs kvrocks non-root as uid and gid 999 (the
+    /// official image's `kvrocks` user) with `fsGroup` 999 (`OnRootMismatch`) and the
+    /// `RuntimeDefault` seccomp profile; each field set here replaces the operator's (for
+    /// example `fsGroup` for an image with another user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
     /// Scheduling of the pods.
     #[serde(flatten)]
     pub scheduling: Scheduling,

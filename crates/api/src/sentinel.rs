@@ -1,6 +1,6 @@
 //! `KvrocksSentinel`: a group of redis-sentinel pods that watches Standard and Cluster masters.
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{PodSecurityContext, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -80,6 +80,11 @@ pub struct KvrocksSentinelSpec {
     /// Resources of the sentinel container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// The pods' security context. The operator runs redis-sentinel non-root as uid and gid 999
+    /// (the official redis image's `redis` user) with `fsGroup` 999 and the `RuntimeDefault`
+    /// seccomp profile; each field set here replaces the operator's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
     /// Scheduling of the sentinel pods.
     #[serde(flatten)]
     pub scheduling: Scheduling,

@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
     HostPathVolumeSource, LocalVolumeSource, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, ObjectReference, VolumeNodeAffinity, PersistentVolume, PersistentVolumeClaim,
-    PersistentVolumeSpec,
+    NodeSelectorTerm, ObjectReference, PersistentVolume, PersistentVolumeClaim,
+    PersistentVolumeSpec, VolumeNodeAffinity,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -103,10 +103,14 @@ pub fn storage_class(placement: Placement) -> StorageClass {
 pub async fn ensure_storage_class(client: &kube::Client, placement: Placement) -> AgentResult<()> {
     let api: Api<StorageClass> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(STORAGE_CLASS, &params, &Patch::Apply(&storage_class(placement)))
-        .await
-        .map(drop)
-        .map_err(|e| AgentError::kube(format!("apply storageclass {STORAGE_CLASS}"), e))
+    api.patch(
+        STORAGE_CLASS,
+        &params,
+        &Patch::Apply(&storage_class(placement)),
+    )
+    .await
+    .map(drop)
+    .map_err(|e| AgentError::kube(format!("apply storageclass {STORAGE_CLASS}"), e))
 }
 
 /// Whether this provisioner should create a PV for the PVC: it asks for `testbed-local` (by class

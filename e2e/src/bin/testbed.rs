@@ -326,7 +326,10 @@ async fn provision(root: &Path, kubeconfig: &Path) -> anyhow::Result<()> {
         .init();
     let client = kvrocks_e2e::kubeconfig::client(kubeconfig, None).await?;
     provisioner::ensure_storage_class(&client, Placement::Local).await?;
-    eprintln!("provisioner: local volumes under {}", root.join("pv").display());
+    eprintln!(
+        "provisioner: local volumes under {}",
+        root.join("pv").display()
+    );
     let shutdown = tokio_util::sync::CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {

@@ -27,22 +27,48 @@ fn crictl(record: &NodesRecord, node: &NodeLayout, args: &[&str]) -> Result<Stri
 }
 
 /// The ready sandbox of `namespace/pod` on `node`.
-pub fn sandbox(record: &NodesRecord, node: &NodeLayout, namespace: &str, pod: &str) -> Result<Sandbox> {
+pub fn sandbox(
+    record: &NodesRecord,
+    node: &NodeLayout,
+    namespace: &str,
+    pod: &str,
+) -> Result<Sandbox> {
     let name = format!("^{pod}$");
     let ids = crictl(
         record,
         node,
-        &["pods", "--namespace", namespace, "--name", &name, "--state", "ready", "-q"],
+        &[
+            "pods",
+            "--namespace",
+            namespace,
+            "--name",
+            &name,
+            "--state",
+            "ready",
+            "-q",
+        ],
     )?;
     let id = ids
         .lines()
         .next()
-        .ok_or_else(|| Error::invalid(format!("pod {namespace}/{pod}"), format!("no ready sandbox on {}", node.name)))?
+        .ok_or_else(|| {
+            Error::invalid(
+                format!("pod {namespace}/{pod}"),
+                format!("no ready sandbox on {}", node.name),
+            )
+        })?
         .to_owned();
     let template = r#"{{range .info.runtimeSpec.linux.namespaces}}{{if eq .type "network"}}{{.path}}{{end}}{{end}}"#;
-    let netns = crictl(record, node, &["inspectp", "-o", "go-template", "--template", template, &id])?;
+    let netns = crictl(
+        record,
+        node,
+        &["inspectp", "-o", "go-template", "--template", template, &id],
+    )?;
     if netns.is_empty() {
-        return Err(Error::invalid(format!("pod {namespace}/{pod}"), "its sandbox has no network namespace"));
+        return Err(Error::invalid(
+            format!("pod {namespace}/{pod}"),
+            "its sandbox has no network namespace",
+        ));
     }
     Ok(Sandbox {
         id,
@@ -63,14 +89,41 @@ pub fn container_pid(
     let ids = crictl(
         record,
         node,
-        &["ps", "--pod", &sandbox.id, "--name", &name, "--state", "running", "-q"],
+        &[
+            "ps",
+            "--pod",
+            &sandbox.id,
+            "--name",
+            &name,
+            "--state",
+            "running",
+            "-q",
+        ],
     )?;
     let id = ids.lines().next().ok_or_else(|| {
-        Error::invalid(format!("container {container} of {namespace}/{pod}"), "not running")
+        Error::invalid(
+            format!("container {container} of {namespace}/{pod}"),
+            "not running",
+        )
     })?;
-    let pid = crictl(record, node, &["inspect", "-o", "go-template", "--template", "{{.info.pid}}", id])?;
-    pid.parse()
-        .map_err(|_| Error::invalid(format!("container {container} of {namespace}/{pod}"), format!("pid {pid:?}")))
+    let pid = crictl(
+        record,
+        node,
+        &[
+            "inspect",
+            "-o",
+            "go-template",
+            "--template",
+            "{{.info.pid}}",
+            id,
+        ],
+    )?;
+    pid.parse().map_err(|_| {
+        Error::invalid(
+            format!("container {container} of {namespace}/{pod}"),
+            format!("pid {pid:?}"),
+        )
+    })
 }
 
 /// SIGKILLs a process by pid.
@@ -88,7 +141,8 @@ pub fn host_veth(netns: &Path) -> Result<String> {
     let ns = format!("--net={}", netns.display());
     let peer = run("nsenter", &[&ns, "cat", "/sys/class/net/eth0/iflink"])?;
     let peer = peer.trim();
-    let links = std::fs::read_dir("/sys/class/net").map_err(|e| Error::io("read", "/sys/class/net", e))?;
+    let links =
+        std::fs::read_dir("/sys/class/net").map_err(|e| Error::io("read", "/sys/class/net", e))?;
     for link in links.flatten() {
         let index = std::fs::read_to_string(link.path().join("ifindex")).unwrap_or_default();
         if index.trim() == peer {
@@ -111,8 +165,14 @@ pub fn set_link(link: &str, up: bool) -> Result<()> {
 pub fn cut_path(netns: &Path, peer: &str, cut: bool) -> Result<()> {
     let ns = format!("--net={}", netns.display());
     let op = if cut { "-I" } else { "-D" };
-    run("nsenter", &[&ns, "iptables", op, "INPUT", "-s", peer, "-j", "DROP"])?;
-    run("nsenter", &[&ns, "iptables", op, "OUTPUT", "-d", peer, "-j", "DROP"])?;
+    run(
+        "nsenter",
+        &[&ns, "iptables", op, "INPUT", "-s", peer, "-j", "DROP"],
+    )?;
+    run(
+        "nsenter",
+        &[&ns, "iptables", op, "OUTPUT", "-d", peer, "-j", "DROP"],
+    )?;
     Ok(())
 }
 

@@ -166,7 +166,11 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
 }
 
-async fn start_containerd(launcher: &mut Launcher, node: &NodeLayout, network: &Network) -> Result<()> {
+async fn start_containerd(
+    launcher: &mut Launcher,
+    node: &NodeLayout,
+    network: &Network,
+) -> Result<()> {
     write(&node.containerd_config(), &render::containerd_config(node))?;
     write(
         &node.cni_conf_dir().join("10-testbed.conflist"),
@@ -189,7 +193,9 @@ async fn start_containerd(launcher: &mut Launcher, node: &NodeLayout, network: &
     let socket = node.socket();
     launcher
         .wait_healthy(&name, CONTAINERD_TIMEOUT, async || {
-            ctr(&socket, &["version"]).map(drop).map_err(|e| e.to_string())
+            ctr(&socket, &["version"])
+                .map(drop)
+                .map_err(|e| e.to_string())
         })
         .await?;
     Ok(())
@@ -211,7 +217,10 @@ fn import_images(nodes: &[NodeLayout], images: &BTreeMap<String, PathBuf>) -> Re
             .map(|node| {
                 scope.spawn(move || -> Result<()> {
                     for archive in images.values() {
-                        ctr(&node.socket(), &["images", "import", &archive.to_string_lossy()])?;
+                        ctr(
+                            &node.socket(),
+                            &["images", "import", &archive.to_string_lossy()],
+                        )?;
                     }
                     Ok(())
                 })
@@ -374,7 +383,13 @@ pub fn remove_pods(record: &NodesRecord) {
         let config = node.crictl_config();
         if let Err(e) = run(
             &crictl,
-            &["--config", &config.to_string_lossy(), "rmp", "--all", "--force"],
+            &[
+                "--config",
+                &config.to_string_lossy(),
+                "rmp",
+                "--all",
+                "--force",
+            ],
         ) {
             crate::say!("testbed: cleanup: pods of {}: {e}", node.name);
         }
@@ -423,6 +438,24 @@ pub fn after_processes(record: &NodesRecord) {
     {
         crate::say!("testbed: cleanup: kube-proxy --cleanup: {e}");
     }
+    remove_kubelet_chains();
+}
+
+/// The chains kubelet keeps in the host's iptables (a canary, and a rule against routed traffic
+/// to loopback); an error means the rule or chain is already gone.
+fn remove_kubelet_chains() {
+    for chain in ["INPUT", "OUTPUT"] {
+        let _ = run("iptables", &["-D", chain, "-j", "KUBE-FIREWALL"]);
+    }
+    for (table, chain) in [
+        ("filter", "KUBE-FIREWALL"),
+        ("filter", "KUBE-KUBELET-CANARY"),
+        ("nat", "KUBE-KUBELET-CANARY"),
+        ("mangle", "KUBE-KUBELET-CANARY"),
+    ] {
+        let _ = run("iptables", &["-t", table, "-F", chain]);
+        let _ = run("iptables", &["-t", table, "-X", chain]);
+    }
 }
 
 /// SIGKILLs every containerd shim serving `socket`.
@@ -446,9 +479,7 @@ fn kill_shims(socket: &Path) {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        let is_shim = args
-            .first()
-            .is_some_and(|a| a.contains("containerd-shim"));
+        let is_shim = args.first().is_some_and(|a| a.contains("containerd-shim"));
         if is_shim
             && args.iter().any(|a| a == &needle)
             && let Some(pid) = rustix::process::Pid::from_raw(pid)

@@ -172,7 +172,8 @@ pub fn crictl_config(node: &NodeLayout) -> String {
 /// kubelet's KubeletConfiguration: cgroupfs under the node's own cgroup root (three kubelets
 /// share one host), cgroup v1 allowed (`failCgroupV1: false`; v1.37 still runs on it), the API
 /// on the gateway address at the node's port, client certificates of the testbed CA accepted,
-/// and eviction thresholds a shared test machine does not trip.
+/// its own pod log directory (a kubelet removes the logs of pods it does not know), and eviction
+/// thresholds a shared test machine does not trip.
 pub fn kubelet_config(node: &NodeLayout, network: &Network, ca: &Path, dns: Ipv4Addr) -> String {
     format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
@@ -195,6 +196,7 @@ containerRuntimeEndpoint: unix://{socket}
 clusterDomain: cluster.local
 clusterDNS: [{dns}]
 resolvConf: /etc/resolv.conf
+podLogsDir: {logs}
 evictionHard: {{memory.available: "50Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
@@ -210,6 +212,7 @@ syncFrequency: 10s
         ca = ca.display(),
         cgroup_root = node.cgroup_root,
         socket = node.socket().display(),
+        logs = node.dir.join("pod-logs").display(),
     )
 }
 
@@ -272,8 +275,7 @@ mod tests {
         let ranges: Vec<_> = (1..=3).map(|n| node(n).pod_range(&net)).collect();
         assert_eq!(ranges[0].0, Ipv4Addr::new(10, 227, 1, 2));
         assert_eq!(ranges[2].1, Ipv4Addr::new(10, 227, 3, 254));
-        let conf: serde_json::Value =
-            serde_json::from_str(&cni_conflist(&node(2), &net)).unwrap();
+        let conf: serde_json::Value = serde_json::from_str(&cni_conflist(&node(2), &net)).unwrap();
         let range = &conf["plugins"][0]["ipam"]["ranges"][0][0];
         assert_eq!(range["rangeStart"], "10.227.2.2");
         assert_eq!(range["gateway"], "10.227.0.1");
@@ -292,8 +294,18 @@ mod tests {
 
     #[test]
     fn kubelets_share_the_host_without_sharing_cgroups() {
-        let a = kubelet_config(&node(1), &network(), Path::new("/ca"), Ipv4Addr::new(10, 96, 0, 10));
-        let b = kubelet_config(&node(2), &network(), Path::new("/ca"), Ipv4Addr::new(10, 96, 0, 10));
+        let a = kubelet_config(
+            &node(1),
+            &network(),
+            Path::new("/ca"),
+            Ipv4Addr::new(10, 96, 0, 10),
+        );
+        let b = kubelet_config(
+            &node(2),
+            &network(),
+            Path::new("/ca"),
+            Ipv4Addr::new(10, 96, 0, 10),
+        );
         assert!(a.contains("cgroupRoot: /kvtb-1-1") && b.contains("cgroupRoot: /kvtb-1-2"));
         assert!(a.contains("failCgroupV1: false"));
         assert!(a.contains("address: 10.227.0.1"));

@@ -3,7 +3,7 @@
 //!
 //! The password never appears in any of them: the container reads it from the auth Secret through
 //! an environment variable and appends `requirepass` / `masterauth` to its private copy of
-//! kvrocks.conf at start, together with `slaveof 127.0.0.1 6379`, so every pod (a new one, or an
+//! kvrocks.conf at start (on a memory-backed volume, never on the data volume), together with `slaveof 127.0.0.1 6379`, so every pod (a new one, or an
 //! old master coming back) starts as a read-only replica of itself until the operator points it
 //! at the current master.
 
@@ -19,12 +19,13 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, Probe, SecretKeySelector, TCPSocketAction, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kvrocks_api::common::KvrocksPodSpec;
 use kvrocks_api::labels::{KVROCKS_PORT, PASSWORD_KEY};
 
-use super::{apply_scheduling, label_selector};
+use super::{apply_scheduling, container_security_context, label_selector, pod_security_context};
 
 /// Key of kvrocks.conf in the config ConfigMap.
 pub const CONF_KEY: &str = "kvrocks.conf";
@@ -32,6 +33,12 @@ pub const CONF_KEY: &str = "kvrocks.conf";
 pub const CONF_DIR: &str = "/etc/kvrocks";
 /// The data volume's mount path (kvrocks `dir`, and its private kvrocks.conf).
 pub const DATA_DIR: &str = "/data";
+/// The memory-backed volume holding the private kvrocks.conf (with the password) that kvrocks
+/// runs with and rewrites on CONFIG SET.
+pub const RUNTIME_DIR: &str = "/run/kvrocks";
+/// How long a starting kvrocks may take to open its database (a large one replays its WAL)
+/// before liveness applies: 5 s x 360 = 30 minutes.
+const STARTUP_FAILURES: i32 = 360;
 /// Env var carrying the password from the Secret.
 pub const PASSWORD_ENV: &str = "KVROCKS_PASSWORD";
 /// Pod template annotation with the hash of kvrocks.conf: a change marks pods outdated.
@@ -108,9 +115,9 @@ pub fn start_script(cluster: bool) -> String {
     format!(
         "set -e\n\
          umask 077\n\
-         cp {CONF_DIR}/{CONF_KEY} {DATA_DIR}/kvrocks.conf\n\
-         printf 'requirepass %s\\nmasterauth %s\\n{slaveof}' \"${PASSWORD_ENV}\" \"${PASSWORD_ENV}\" >> {DATA_DIR}/kvrocks.conf\n\
-         exec kvrocks -c {DATA_DIR}/kvrocks.conf\n"
+         cp {CONF_DIR}/{CONF_KEY} {RUNTIME_DIR}/kvrocks.conf\n\
+         printf 'requirepass %s\\nmasterauth %s\\n{slaveof}' \"${PASSWORD_ENV}\" \"${PASSWORD_ENV}\" >> {RUNTIME_DIR}/kvrocks.conf\n\
+         exec kvrocks -c {RUNTIME_DIR}/kvrocks.conf\n"
     )
 }
 
@@ -147,14 +154,24 @@ pub fn statefulset(set: &KvrocksSet<'_>) -> StatefulSet {
     if spec.exporter.enabled {
         containers.push(exporter_container(spec));
     }
-    let mut volumes = vec![Volume {
-        name: "config".into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: set.config_map.clone(),
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: set.config_map.clone(),
+                ..Default::default()
+            }),
             ..Default::default()
-        }),
-        ..Default::default()
-    }];
+        },
+        Volume {
+            name: "runtime".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(Quantity("16Mi".into())),
+            }),
+            ..Default::default()
+        },
+    ];
     let mut claims = None;
     match &spec.storage {
         Some(storage) => {
@@ -185,6 +202,9 @@ pub fn statefulset(set: &KvrocksSet<'_>) -> StatefulSet {
         containers,
         volumes: Some(volumes),
         termination_grace_period_seconds: Some(30),
+        security_context: Some(pod_security_context(spec.security_context.as_ref())),
+        // kvrocks never talks to the API server.
+        automount_service_account_token: Some(false),
         ..Default::default()
     };
     apply_scheduling(&mut pod, &spec.scheduling, &set.selector);
@@ -276,11 +296,12 @@ fn kvrocks_container(spec: &KvrocksPodSpec) -> Container {
             }),
             ..Default::default()
         }]),
+        image_pull_policy: Some("IfNotPresent".into()),
+        security_context: Some(container_security_context()),
+        // Liveness and readiness start once kvrocks first answers.
+        startup_probe: Some(tcp_probe(KVROCKS_PORT, 5, STARTUP_FAILURES)),
         readiness_probe: Some(tcp_probe(KVROCKS_PORT, 2, 3)),
-        liveness_probe: Some(Probe {
-            initial_delay_seconds: Some(10),
-            ..tcp_probe(KVROCKS_PORT, 5, 6)
-        }),
+        liveness_probe: Some(tcp_probe(KVROCKS_PORT, 5, 6)),
         resources: spec.resources.clone(),
         volume_mounts: Some(vec![
             VolumeMount {
@@ -292,6 +313,11 @@ fn kvrocks_container(spec: &KvrocksPodSpec) -> Container {
                 name: "config".into(),
                 mount_path: CONF_DIR.into(),
                 read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "runtime".into(),
+                mount_path: RUNTIME_DIR.into(),
                 ..Default::default()
             },
         ]),
@@ -334,6 +360,8 @@ fn exporter_container(spec: &KvrocksPodSpec) -> Container {
     Container {
         name: EXPORTER_CONTAINER.into(),
         image: Some(spec.exporter.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        security_context: Some(container_security_context()),
         ports: Some(vec![ContainerPort {
             name: Some("metrics".into()),
             container_port: EXPORTER_PORT,

@@ -8,8 +8,8 @@ pub mod sentinel;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, PodAffinityTerm, PodAntiAffinity, PodSpec, Service, ServicePort, ServiceSpec,
-    WeightedPodAffinityTerm,
+    Affinity, Capabilities, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -19,6 +19,54 @@ use kube::{Resource, ResourceExt};
 use kvrocks_api::common::{PodMetadata, Scheduling};
 
 use crate::error::{Error, Result};
+
+/// The user and group of the official `apache/kvrocks` and `redis` images (`kvrocks` and
+/// `redis`, 999 on their Debian bases).
+pub const IMAGE_USER: i64 = 999;
+
+/// The pod security context of every pod the operator makes: not root, as the image's user, the
+/// volumes handed to its group (`fsGroup`, changed only when a volume's root does not match, so a
+/// large volume is not walked at every start), the runtime's default seccomp profile. Each field
+/// set in `spec.securityContext` replaces the operator's.
+pub fn pod_security_context(user: Option<&PodSecurityContext>) -> PodSecurityContext {
+    let base = PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(IMAGE_USER),
+        run_as_group: Some(IMAGE_USER),
+        fs_group: Some(IMAGE_USER),
+        fs_group_change_policy: Some("OnRootMismatch".into()),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    };
+    let Some(user) = user else {
+        return base;
+    };
+    let (Ok(serde_json::Value::Object(mut merged)), Ok(serde_json::Value::Object(overrides))) =
+        (serde_json::to_value(&base), serde_json::to_value(user))
+    else {
+        return base;
+    };
+    merged.extend(overrides);
+    serde_json::from_value(serde_json::Value::Object(merged)).unwrap_or(base)
+}
+
+/// The security context of every container the operator makes: no privilege escalation, no
+/// capabilities, a read-only root filesystem (each writes only to its volumes).
+pub fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        ..Default::default()
+    }
+}
 
 /// The controller owner reference to `owner` (garbage collection, `owns` watches).
 pub fn owner_reference<K>(owner: &K) -> Result<OwnerReference>
@@ -164,6 +212,39 @@ pub fn pdb(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn pods_run_as_the_image_user_unless_the_spec_says_otherwise() {
+        let default = pod_security_context(None);
+        assert_eq!(default.run_as_user, Some(999));
+        assert_eq!(default.fs_group, Some(999));
+        assert_eq!(default.run_as_non_root, Some(true));
+        assert_eq!(
+            default.fs_group_change_policy.as_deref(),
+            Some("OnRootMismatch")
+        );
+        assert_eq!(default.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let user = PodSecurityContext {
+            fs_group: Some(2000),
+            supplemental_groups: Some(vec![3000]),
+            ..Default::default()
+        };
+        let merged = pod_security_context(Some(&user));
+        assert_eq!(merged.fs_group, Some(2000));
+        assert_eq!(merged.supplemental_groups, Some(vec![3000]));
+        assert_eq!(
+            merged.run_as_user,
+            Some(999),
+            "fields not set by the user stay ours"
+        );
+        let container = container_security_context();
+        assert_eq!(container.allow_privilege_escalation, Some(false));
+        assert_eq!(container.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            container.capabilities.unwrap().drop,
+            Some(vec!["ALL".to_owned()])
+        );
+    }
 
     #[test]
     fn user_labels_never_override_ours() {

@@ -116,6 +116,8 @@ pub fn statefulset(cr: &KvrocksSentinel) -> Result<StatefulSet> {
     let container = Container {
         name: CONTAINER.to_owned(),
         image: Some(spec.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        security_context: Some(super::container_security_context()),
         command: Some(start_command()),
         ports: Some(vec![ContainerPort {
             name: Some(PORT_NAME.to_owned()),
@@ -166,6 +168,9 @@ pub fn statefulset(cr: &KvrocksSentinel) -> Result<StatefulSet> {
             },
         ]),
         termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+        security_context: Some(super::pod_security_context(spec.security_context.as_ref())),
+        // redis-sentinel never talks to the API server.
+        automount_service_account_token: Some(false),
         ..Default::default()
     };
     apply_scheduling(&mut pod, &spec.scheduling, &ours);
