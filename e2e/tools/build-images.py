@@ -13,6 +13,11 @@ libssl3; cached):
 - redis:7.2               Debian's redis-server and redis-sentinel (7.0 on bookworm), user
                           redis 999:999, WORKDIR /data, an entrypoint that drops root to redis
                           for `redis-server`, as upstream's does.
+- kvrocks/kvrocks-exporter:latest
+                          a STAND-IN: kvrocks_exporter's module is not on the Go module proxy,
+                          so Debian's redis_exporter runs under it with the sidecar's
+                          KVROCKS_* settings translated (Redis-level families only, metric
+                          prefix kvrocks); it says so on stderr. User nobody.
 - kvrocks-operator:<tag>  this repository's operator binary at /kvrocks-operator, user 65532.
 - kvrocks-testbed/pause   the pod sandbox (pause.c, static).
 
@@ -33,12 +38,21 @@ import tempfile
 import time
 
 SUITE = "bookworm"
-PACKAGES = ["redis-server", "redis-tools", "libssl3", "ca-certificates"]
+PACKAGES = [
+    "redis-server",
+    "redis-sentinel",
+    "redis-tools",
+    "libssl3",
+    "ca-certificates",
+    "prometheus-redis-exporter",
+]
 # Bumped when the way images are made changes, so cached archives are rebuilt.
 RECIPE = "1"
 KVROCKS_IMAGE = "apache/kvrocks:2.10.1"
 REDIS_IMAGE = "redis:7.2"
 PAUSE_IMAGE = "kvrocks-testbed/pause:1"
+EXPORTER_IMAGE = "kvrocks/kvrocks-exporter:latest"
+NOBODY_UID = 65534
 KVROCKS_UID = 999
 REDIS_UID = 999
 OPERATOR_UID = 65532
@@ -278,9 +292,42 @@ def redis_image(rootfs):
     return top, config
 
 
-def operator_image(operator_bin):
+EXPORTER_ENTRYPOINT = """#!/bin/sh
+# kvrocks_exporter's settings for Debian's redis_exporter (this image is a stand-in).
+set -e
+addr="${KVROCKS_ADDR:-localhost:6666}"
+case "$addr" in
+    *://*) addr="redis://${addr#*://}" ;;
+    *) addr="redis://$addr" ;;
+esac
+echo "kvrocks-exporter: redis_exporter STAND-IN for kvrocks_exporter: Redis-level metrics only, no RocksDB families" >&2
+if [ -n "${KVROCKS_PASSWORD:-}" ]; then
+    export REDIS_PASSWORD="$KVROCKS_PASSWORD"
+fi
+exec prometheus-redis-exporter -redis.addr "$addr" \
+    -web.listen-address "${KVROCKS_EXPORTER_WEB_LISTEN_ADDRESS:-:9121}" \
+    -namespace "${KVROCKS_EXPORTER_NAMESPACE:-kvrocks}" "$@"
+"""
+
+
+def exporter_image():
     top = Layer()
-    top.host_file("kvrocks-operator", operator_bin)
+    top.directory("usr/local/bin")
+    top.file("usr/local/bin/kvrocks_exporter", EXPORTER_ENTRYPOINT, mode=0o755)
+    config = {
+        "User": f"{NOBODY_UID}:{NOBODY_UID}",
+        "Env": [PATH_ENV],
+        "Entrypoint": ["/usr/local/bin/kvrocks_exporter"],
+        "ExposedPorts": {"9121/tcp": {}},
+    }
+    return top, config
+
+
+def operator_image(operator_bin, cache):
+    stripped = os.path.join(cache, "kvrocks-operator.stripped")
+    subprocess.run(["strip", "--strip-debug", "-o", stripped, operator_bin], check=True)
+    top = Layer()
+    top.host_file("kvrocks-operator", stripped)
     config = {
         "User": f"{OPERATOR_UID}:{OPERATOR_UID}",
         "Env": [PATH_ENV],
@@ -330,6 +377,7 @@ def main():
     wanted = [
         (PAUSE_IMAGE, None, lambda: pause_image(args.cache), (pause_source,)),
         (REDIS_IMAGE, rootfs, lambda: redis_image(rootfs), (rootfs,)),
+        (EXPORTER_IMAGE, rootfs, exporter_image, (rootfs,)),
     ]
     if args.kvrocks_bin:
         wanted.append(
@@ -347,7 +395,7 @@ def main():
             (
                 args.operator_image,
                 rootfs,
-                lambda: operator_image(args.operator_bin),
+                lambda: operator_image(args.operator_bin, args.cache),
                 (rootfs, args.operator_bin),
             )
         )
@@ -361,6 +409,11 @@ def main():
             write_archive(out, name, base, top, config)
             log(f"{name}: built in {time.monotonic() - started:.1f} s")
         built[name] = out
+    keep = set(built.values()) | {rootfs}
+    for entry in os.listdir(args.cache):
+        path = os.path.join(args.cache, entry)
+        if entry.endswith(".tar") and path not in keep:
+            os.remove(path)
     print(json.dumps(built, sort_keys=True))
 
 
