@@ -8,8 +8,22 @@ use std::time::Instant;
 use crate::binaries::e2e_dir;
 use crate::error::{Error, Result};
 
-/// The name the operator's own image is built under (the chart is installed with it).
-pub const OPERATOR_IMAGE: &str = "kvrocks-operator:dev";
+/// The operator image's repository in the chart's values.yaml.
+pub const OPERATOR_REPOSITORY: &str = "ghcr.io/kvrocks-operator/kvrocks-operator";
+
+/// The name the operator's own image is built under: the chart's default (its repository and
+/// appVersion), so `helm install` with no image settings runs the binary just built.
+pub fn operator_image() -> Result<String> {
+    let chart = crate::binaries::repo_root().join("deploy/helm/kvrocks-operator/Chart.yaml");
+    let text = std::fs::read_to_string(&chart).map_err(|e| Error::io("read", &chart, e))?;
+    let version = text
+        .lines()
+        .find_map(|l| l.strip_prefix("appVersion:"))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Error::invalid(chart.display().to_string(), "no appVersion"))?;
+    Ok(format!("{OPERATOR_REPOSITORY}:{version}"))
+}
 
 /// Builds (or finds cached) every image: `apache/kvrocks:2.10.1` only with a kvrocks binary.
 /// Returns image name -> archive.
@@ -23,7 +37,7 @@ pub fn build(kvrocks_bin: Option<&Path>, operator_bin: &Path) -> Result<BTreeMap
         .arg("--operator-bin")
         .arg(operator_bin)
         .arg("--operator-image")
-        .arg(OPERATOR_IMAGE)
+        .arg(operator_image()?)
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit());
     match kvrocks_bin {

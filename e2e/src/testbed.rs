@@ -422,7 +422,7 @@ impl Testbed {
         if let Some(nodes) = &self.nodes {
             let node = self.node_of(nodes, pod).await?;
             let sandbox = chaos::sandbox(nodes, node, &pod.namespace, &pod.name)?;
-            return chaos::set_link(&chaos::host_veth(&sandbox.netns)?, up);
+            return chaos::set_link(&chaos::host_veth(&sandbox.netns, self.bridge()?)?, up);
         }
         self.require_agent()?
             .set_network(&pod.namespace, &pod.name, up)
@@ -466,17 +466,25 @@ impl Testbed {
         if running {
             chaos::freeze(node, false)?;
             for sandbox in chaos::sandboxes_on(nodes, node)? {
-                chaos::set_link(&chaos::host_veth(&sandbox.netns)?, true)?;
+                chaos::set_link(&chaos::host_veth(&sandbox.netns, self.bridge()?)?, true)?;
             }
             chaos::pause_process(kubelet, false);
         } else {
             chaos::pause_process(kubelet, true);
             for sandbox in chaos::sandboxes_on(nodes, node)? {
-                chaos::set_link(&chaos::host_veth(&sandbox.netns)?, false)?;
+                chaos::set_link(&chaos::host_veth(&sandbox.netns, self.bridge()?)?, false)?;
             }
             chaos::freeze(node, true)?;
         }
         Ok(())
+    }
+
+    fn bridge(&self) -> Result<&str> {
+        self.state
+            .network
+            .as_ref()
+            .map(|n| n.bridge.as_str())
+            .ok_or_else(|| Error::invalid("the testbed", "has no recorded network"))
     }
 
     async fn node_of<'a>(

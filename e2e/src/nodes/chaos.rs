@@ -136,18 +136,42 @@ pub fn kill(pid: u32) -> Result<()> {
         .map_err(|e| Error::invalid(format!("kill {pid}"), e.to_string()))
 }
 
-/// The host end of a pod's veth: the link whose index is the pod's eth0's peer.
-pub fn host_veth(netns: &Path) -> Result<String> {
+/// The host end of a pod's veth: the link on the testbed's `bridge` whose index is the peer of
+/// the pod's eth0 (`eth0@if<index>` as `ip` shows it inside the pod's namespace; sysfs cannot
+/// tell, it shows the host's namespace whatever the caller's). Refuses any link not on `bridge`,
+/// so a wrong answer can never take a host link down.
+pub fn host_veth(netns: &Path, bridge: &str) -> Result<String> {
     let ns = format!("--net={}", netns.display());
-    let peer = run("nsenter", &[&ns, "cat", "/sys/class/net/eth0/iflink"])?;
-    let peer = peer.trim();
+    let line = run("nsenter", &[&ns, "ip", "-o", "link", "show", "eth0"])?;
+    let peer = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|name| name.trim_end_matches(':').split_once("@if"))
+        .map(|(_, index)| index.to_owned())
+        .ok_or_else(|| {
+            Error::invalid(
+                format!("network namespace {}", netns.display()),
+                format!("cannot read eth0's peer from {line:?}"),
+            )
+        })?;
     let links =
         std::fs::read_dir("/sys/class/net").map_err(|e| Error::io("read", "/sys/class/net", e))?;
     for link in links.flatten() {
         let index = std::fs::read_to_string(link.path().join("ifindex")).unwrap_or_default();
-        if index.trim() == peer {
-            return Ok(link.file_name().to_string_lossy().into_owned());
+        if index.trim() != peer {
+            continue;
         }
+        let name = link.file_name().to_string_lossy().into_owned();
+        let master = std::fs::read_link(link.path().join("master"))
+            .ok()
+            .and_then(|m| m.file_name().map(|n| n.to_string_lossy().into_owned()));
+        if master.as_deref() != Some(bridge) {
+            return Err(Error::invalid(
+                format!("host link {name}"),
+                format!("is not on the testbed bridge {bridge} (master {master:?})"),
+            ));
+        }
+        return Ok(name);
     }
     Err(Error::invalid(
         format!("network namespace {}", netns.display()),
