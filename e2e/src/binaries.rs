@@ -25,6 +25,8 @@ pub struct Binaries {
     pub kube_proxy: PathBuf,
     /// `crictl`, the CRI client the real nodes are driven with.
     pub crictl: PathBuf,
+    /// `coredns`, the real nodes' cluster DNS (put into an image of its own).
+    pub coredns: PathBuf,
     /// etcd.
     pub etcd: PathBuf,
     /// helm.
@@ -127,6 +129,7 @@ fn parse_report(lines: &[String]) -> std::result::Result<Binaries, String> {
         kubelet: path_of("kubelet")?,
         kube_proxy: path_of("kube-proxy")?,
         crictl: path_of("crictl")?,
+        coredns: path_of("coredns")?,
         etcd: path_of("etcd")?,
         helm: path_of("helm")?,
         promtool: path_of("promtool")?,
@@ -151,6 +154,7 @@ mod tests {
             \x20 kubelet                  cache              /c/kubelet\n\
             \x20 kube-proxy               cache              /c/kube-proxy\n\
             \x20 crictl                   built              /c/crictl\n\
+            \x20 coredns                  built              /c/coredns\n\
             \x20 etcd                     cache              /c/etcd\n\
             \x20 helm                     cache              /c/helm\n\
             \x20 promtool                 built              /c/promtool\n\

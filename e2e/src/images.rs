@@ -25,9 +25,25 @@ pub fn operator_image() -> Result<String> {
     Ok(format!("{OPERATOR_REPOSITORY}:{version}"))
 }
 
+/// The CoreDNS image's name: upstream's, at the version pinned in `e2e/versions.env`.
+pub fn coredns_image() -> Result<String> {
+    let file = e2e_dir().join("versions.env");
+    let text = std::fs::read_to_string(&file).map_err(|e| Error::io("read", &file, e))?;
+    let version = text
+        .lines()
+        .find_map(|l| l.strip_prefix("COREDNS_VERSION="))
+        .map(|v| v.trim().trim_start_matches('v').to_owned())
+        .ok_or_else(|| Error::invalid(file.display().to_string(), "no COREDNS_VERSION"))?;
+    Ok(format!("coredns/coredns:{version}"))
+}
+
 /// Builds (or finds cached) every image: `apache/kvrocks:2.10.1` only with a kvrocks binary.
 /// Returns image name -> archive.
-pub fn build(kvrocks_bin: Option<&Path>, operator_bin: &Path) -> Result<BTreeMap<String, PathBuf>> {
+pub fn build(
+    kvrocks_bin: Option<&Path>,
+    operator_bin: &Path,
+    coredns_bin: &Path,
+) -> Result<BTreeMap<String, PathBuf>> {
     let script = e2e_dir().join("tools/build-images.py");
     let started = Instant::now();
     let mut command = std::process::Command::new("python3");
@@ -38,6 +54,10 @@ pub fn build(kvrocks_bin: Option<&Path>, operator_bin: &Path) -> Result<BTreeMap
         .arg(operator_bin)
         .arg("--operator-image")
         .arg(operator_image()?)
+        .arg("--coredns-bin")
+        .arg(coredns_bin)
+        .arg("--coredns-image")
+        .arg(coredns_image()?)
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit());
     match kvrocks_bin {

@@ -140,19 +140,24 @@ impl Testbed {
         let kind = NodeKind::from_env()?;
         let binaries = binaries::find_or_build()?;
         let data_plane = DataPlane::detect()?;
-        let images = match (kind, &data_plane) {
-            (NodeKind::Agent, _) => None,
-            (NodeKind::Kubelet, DataPlane::KvrocksBin { path, .. }) => {
-                Some(crate::images::build(Some(path), &operator_binary())?)
-            }
-            (NodeKind::Kubelet, DataPlane::StandIn) => {
-                crate::say!(
-                    "testbed: WARNING: no kvrocks binary (KVROCKS_BIN unset): no \
+        let images =
+            match (kind, &data_plane) {
+                (NodeKind::Agent, _) => None,
+                (NodeKind::Kubelet, DataPlane::KvrocksBin { path, .. }) => Some(
+                    crate::images::build(Some(path), &operator_binary(), &binaries.coredns)?,
+                ),
+                (NodeKind::Kubelet, DataPlane::StandIn) => {
+                    crate::say!(
+                        "testbed: WARNING: no kvrocks binary (KVROCKS_BIN unset): no \
                      apache/kvrocks image on the real nodes, kvrocks pods cannot start"
-                );
-                Some(crate::images::build(None, &operator_binary())?)
-            }
-        };
+                    );
+                    Some(crate::images::build(
+                        None,
+                        &operator_binary(),
+                        &binaries.coredns,
+                    )?)
+                }
+            };
         crate::say!("testbed: {}", data_plane.describe());
         std::fs::create_dir_all(&root).map_err(|e| Error::io("create directory", &root, e))?;
         crate::say!("testbed: state root {} (logs in logs/)", root.display());

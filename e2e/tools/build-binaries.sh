@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Finds or builds the binaries of the local testbed: kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kubelet, kube-proxy, crictl, etcd, helm and promtool, at the versions
+# kube-scheduler, kubectl, kubelet, kube-proxy, crictl, coredns, etcd, helm and promtool, at the versions
 # pinned in e2e/versions.env.
 #
 # usage: build-binaries.sh [CACHE_DIR]
@@ -25,6 +25,7 @@ source "${versions_file}"
 : "${PROMETHEUS_OPERATOR_VERSION:?not set in ${versions_file}}"
 : "${PROMETHEUS_VERSION:?not set in ${versions_file}}"
 : "${CRI_TOOLS_VERSION:?not set in ${versions_file}}"
+: "${COREDNS_VERSION:?not set in ${versions_file}}"
 
 if [[ $# -gt 1 || ${1:-} == -h || ${1:-} == --help ]]; then
     echo "usage: $(basename "$0") [CACHE_DIR]" >&2
@@ -82,6 +83,10 @@ reported_version() {
         helm)
             out="$(timeout 30 "${path}" version --template '{{.Version}}' 2>/dev/null | head -n1)" || true
             ;;
+        coredns)
+            # "CoreDNS-1.15.0"
+            out="$(timeout 30 "${path}" -version 2>/dev/null | sed -n 's/^CoreDNS-\([^ ]*\).*/v\1/p' | head -n1)" || true
+            ;;
         crictl)
             # "crictl version v1.37.0"
             out="$(timeout 30 "${path}" --version 2>/dev/null | sed -n 's/^crictl version \(v[^ ]*\).*/\1/p' | head -n1)" || true
@@ -100,6 +105,7 @@ pinned_version() {
         helm) printf '%s' "${HELM_VERSION}" ;;
         promtool) printf '%s' "${PROMETHEUS_VERSION}" ;;
         crictl) printf '%s' "${CRI_TOOLS_VERSION}" ;;
+        coredns) printf '%s' "${COREDNS_VERSION}" ;;
         *) printf '%s' "${KUBERNETES_VERSION}" ;;
     esac
 }
@@ -320,8 +326,23 @@ build_crictl() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# coredns: the cluster DNS of the testbed's real nodes (github.com/coredns/coredns, main package
+# at the module root, its default plugin set).
 
-binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy crictl etcd helm promtool)
+build_coredns() {
+    prepare_go
+    local dir="${work_dir}/coredns" go_version
+    mkdir -p "${dir}"
+    go_version="$(module_info github.com/coredns/coredns "${COREDNS_VERSION}" go)"
+    select_toolchain "${go_version}"
+    printf 'module kvrocks-operator.local/testbed-coredns\n\ngo %s\n\nrequire github.com/coredns/coredns %s\n' \
+        "${go_version}" "${COREDNS_VERSION}" >"${dir}/go.mod"
+    go_build "${dir}" coredns "${COREDNS_VERSION}" github.com/coredns/coredns "-s -w"
+}
+
+# ---------------------------------------------------------------------------------------------
+
+binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy crictl coredns etcd helm promtool)
 declare -A resolved source_of
 
 log "testbed binaries: Kubernetes ${KUBERNETES_VERSION}, etcd ${ETCD_VERSION}, helm ${HELM_VERSION}, promtool ${PROMETHEUS_VERSION}"
@@ -355,6 +376,7 @@ for name in "${binaries[@]}"; do
         helm) build_helm ;;
         promtool) build_promtool ;;
         crictl) build_crictl ;;
+        coredns) build_coredns ;;
         *) build_kubernetes_binary "${name}" ;;
     esac
     built=$((built + 1))

@@ -20,6 +20,8 @@ libssl3; cached):
                           prefix kvrocks); it says so on stderr. User nobody.
 - kvrocks-operator:<tag>  this repository's operator binary at /kvrocks-operator, user 65532.
 - kvrocks-testbed/pause   the pod sandbox (pause.c, static).
+- coredns/coredns:<v>     the cluster DNS: the CoreDNS binary built from its Go module (static),
+                          alone at /coredns as upstream's image has it, user 65532.
 
 Every image lands in CACHE/images/<file>.tar, rebuilt only when an input changed. The last line
 printed (with --print-json, the only output on stdout) maps each image name to its archive.
@@ -323,6 +325,17 @@ def exporter_image():
     return top, config
 
 
+def coredns_image(coredns_bin):
+    top = Layer()
+    top.host_file("coredns", coredns_bin)
+    config = {
+        "User": "65532:65532",
+        "Entrypoint": ["/coredns"],
+        "ExposedPorts": {"53/tcp": {}, "53/udp": {}},
+    }
+    return top, config
+
+
 def operator_image(operator_bin, cache):
     stripped = os.path.join(cache, "kvrocks-operator.stripped")
     subprocess.run(["strip", "--strip-debug", "-o", stripped, operator_bin], check=True)
@@ -368,6 +381,8 @@ def main():
     parser.add_argument("--kvrocks-bin", default=os.environ.get("KVROCKS_BIN") or None)
     parser.add_argument("--operator-bin")
     parser.add_argument("--operator-image", default="kvrocks-operator:dev")
+    parser.add_argument("--coredns-bin")
+    parser.add_argument("--coredns-image", default="coredns/coredns:dev")
     parser.add_argument("--print-json", action="store_true")
     args = parser.parse_args()
     os.makedirs(args.cache, exist_ok=True)
@@ -397,6 +412,15 @@ def main():
                 rootfs,
                 lambda: operator_image(args.operator_bin, args.cache),
                 (rootfs, args.operator_bin),
+            )
+        )
+    if args.coredns_bin:
+        wanted.append(
+            (
+                args.coredns_image,
+                None,
+                lambda: coredns_image(args.coredns_bin),
+                (args.coredns_bin,),
             )
         )
     built = {}

@@ -126,7 +126,57 @@ pub async fn start(
         "testbed: {NODES} kubelet nodes Ready ({:.1} s)",
         started.elapsed().as_secs_f64()
     );
+    start_cluster_dns(&root, bins, admin)?;
     Ok(record)
+}
+
+/// Applies CoreDNS (`e2e/fixtures/coredns.yaml`) behind the Service `kube-system/kube-dns` at
+/// [`CLUSTER_DNS`]; waits until it answers.
+fn start_cluster_dns(root: &Path, bins: &Binaries, admin: &Path) -> Result<()> {
+    let started = Instant::now();
+    let fixture = crate::binaries::e2e_dir().join("fixtures/coredns.yaml");
+    let text = std::fs::read_to_string(&fixture).map_err(|e| Error::io("read", &fixture, e))?;
+    let manifest = text
+        .replace(
+            "image: IMAGE",
+            &format!("image: {}", crate::images::coredns_image()?),
+        )
+        .replace(
+            "clusterIP: CLUSTER_DNS",
+            &format!("clusterIP: {CLUSTER_DNS}"),
+        );
+    let path = root.join("coredns.yaml");
+    write(&path, &manifest)?;
+    let kubectl = bins.kubectl.to_string_lossy();
+    let admin = admin.to_string_lossy();
+    run(
+        &kubectl,
+        &[
+            "--kubeconfig",
+            &admin,
+            "apply",
+            "-f",
+            &path.to_string_lossy(),
+        ],
+    )?;
+    run(
+        &kubectl,
+        &[
+            "--kubeconfig",
+            &admin,
+            "-n",
+            "kube-system",
+            "rollout",
+            "status",
+            "deployment/coredns",
+            "--timeout=90s",
+        ],
+    )?;
+    crate::say!(
+        "testbed: cluster DNS (CoreDNS) on {CLUSTER_DNS} ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Pods on one bridge reach a Service backend on the same bridge only when bridged traffic
