@@ -137,9 +137,17 @@ async fn master_pod(client: &Client) -> Pod {
             "app.kubernetes.io/component": "standard",
         }},
         "spec": {
+            "securityContext": {
+                "runAsNonRoot": true, "runAsUser": 999, "runAsGroup": 999,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
             "containers": [{
                 "name": "redis",
                 "image": "redis:7.2",
+                "securityContext": {
+                    "allowPrivilegeEscalation": false,
+                    "capabilities": {"drop": ["ALL"]},
+                },
                 "command": ["sh", "-c", "exec redis-server --port 6379 --protected-mode no --save '' \
                             --requirepass \"$PASSWORD\" --masterauth \"$PASSWORD\""],
                 "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {
@@ -186,7 +194,12 @@ async fn a_sentinel_group_monitors_scales_and_outlives_its_users() {
     namespaces
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
+            // Every pod here must pass the restricted Pod Security Standard.
+            &serde_json::from_value(json!({"metadata": {
+                "name": NS,
+                "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+            }}))
+            .unwrap(),
         )
         .await
         .unwrap();

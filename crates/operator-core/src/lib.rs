@@ -28,6 +28,7 @@ pub mod events;
 pub mod finalizers;
 pub mod metrics;
 pub mod orphans;
+pub mod pods;
 pub mod server;
 pub mod wake;
 

@@ -131,13 +131,6 @@ pub fn pod_ip(pod: &Pod) -> Option<String> {
         .filter(|ip| !ip.is_empty())
 }
 
-fn pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// The pods worth an event subscription: with an IP and not being deleted.
 pub fn watched(pods: &[Pod]) -> Vec<WatchedPod> {
     pods.iter()
@@ -210,7 +203,7 @@ pub async fn ask_sentinels(
             name: name.clone(),
             uid,
             ip,
-            pod_ready: pod_ready(pod),
+            pod_ready: kvrocks_operator_core::pods::is_ready(pod),
             terminating,
             reach,
             auth_applied,

@@ -416,6 +416,19 @@ async fn reconcile(cr: Arc<KvrocksStandard>, ctx: Arc<Context>) -> Result<Requeu
     let (ready, reason, message) = if plan.waiting.is_some() {
         let (reason, message) = plan.waiting.clone().unwrap_or_default();
         (false, reason, message)
+    } else if let Some(pod) = master
+        .filter(|_| all_there && plan.steady())
+        .and_then(|m| observed.pods.iter().find(|p| p.name == m.name))
+        .filter(|p| !p.ready)
+    {
+        (
+            false,
+            "MasterPodNotReady".to_owned(),
+            format!(
+                "master {} answers, but its pod is not Ready yet, so the master Service does not route to it",
+                pod.name
+            ),
+        )
     } else if all_there && plan.steady() && !observed.monitored {
         (
             false,
@@ -556,6 +569,7 @@ async fn observe_pods(
             role_label: pod.labels().get(ROLE).cloned(),
             node,
             outdated: false,
+            ready: kvrocks_operator_core::pods::is_ready(pod),
         }
     });
     futures::future::join_all(queries).await

@@ -43,6 +43,8 @@ pub struct PodView {
     pub node: Option<NodeView>,
     /// Runs an old pod template (image, resources, or config kvrocks cannot change live).
     pub outdated: bool,
+    /// The pod's `Ready` condition is True: Services route to it.
+    pub ready: bool,
 }
 
 /// Everything the plan looks at.
@@ -512,6 +514,7 @@ mod tests {
             role_label: label.map(str::to_owned),
             node,
             outdated: false,
+            ready: true,
         }
     }
 

@@ -37,8 +37,8 @@ pub const DATA_DIR: &str = "/data";
 /// runs with and rewrites on CONFIG SET.
 pub const RUNTIME_DIR: &str = "/run/kvrocks";
 /// How long a starting kvrocks may take to open its database (a large one replays its WAL)
-/// before liveness applies: 5 s x 360 = 30 minutes.
-const STARTUP_FAILURES: i32 = 360;
+/// before liveness applies: 2 s x 900 = 30 minutes.
+const STARTUP_FAILURES: i32 = 900;
 /// Env var carrying the password from the Secret.
 pub const PASSWORD_ENV: &str = "KVROCKS_PASSWORD";
 /// Pod template annotation with the hash of kvrocks.conf: a change marks pods outdated.
@@ -299,7 +299,8 @@ fn kvrocks_container(spec: &KvrocksPodSpec) -> Container {
         image_pull_policy: Some("IfNotPresent".into()),
         security_context: Some(container_security_context()),
         // Liveness and readiness start once kvrocks first answers.
-        startup_probe: Some(tcp_probe(KVROCKS_PORT, 5, STARTUP_FAILURES)),
+        // Every 2 s, so readiness (which waits for it) is not held back long.
+        startup_probe: Some(tcp_probe(KVROCKS_PORT, 2, STARTUP_FAILURES)),
         readiness_probe: Some(tcp_probe(KVROCKS_PORT, 2, 3)),
         liveness_probe: Some(tcp_probe(KVROCKS_PORT, 5, 6)),
         resources: spec.resources.clone(),
