@@ -109,10 +109,12 @@ OPERATOR_NS := kvrocks-system
 demo: ## Start the local testbed, helm install the operator, apply examples/ and wait until Ready.
 	$(CARGO) build --locked -p kvrocks-e2e -p kvrocks-operator
 	$(TESTBED) up
-	@# The chart installs the CRDs and the operator (2 replicas, leader election); the testbed's
-	@# node agent runs the operator image as the binary just built.
+	@# The chart installs the CRDs and the operator (2 replicas, leader election): real pods of
+	@# the operator image the testbed built from the binary just built, under the chart's name.
 	$(TESTBED) helm upgrade --install kvrocks-operator deploy/helm/kvrocks-operator \
 	  --namespace $(OPERATOR_NS) --create-namespace --set test.namespace=default --wait --timeout 4m
+	@# The examples run under the restricted Pod Security Standard.
+	$(TESTBED) kubectl label namespace default pod-security.kubernetes.io/enforce=restricted --overwrite
 	$(TESTBED) kubectl apply -f examples/
 	@for kind in kvsentinel/sentinel kvstandard/standard kvcluster/cluster; do \
 	  $(TESTBED) kubectl wait --for=create --timeout=60s $$kind >/dev/null; \

@@ -63,19 +63,19 @@ pub struct Options {
 /// Who runs the testbed's pods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeKind {
-    /// The project's node agent: pods as local processes (the default, for now).
+    /// The project's node agent: pods as local processes (`KVROCKS_TESTBED_NODES=agent`).
     Agent,
-    /// Real nodes: containerd and kubelet per node, kube-proxy, every pod a container of a real
-    /// image (`KVROCKS_TESTBED_NODES=kubelet`).
+    /// Real nodes: containerd and kubelet per node, kube-proxy, cluster DNS, every pod a
+    /// container of a real image (the default).
     Kubelet,
 }
 
 impl NodeKind {
-    /// From `KVROCKS_TESTBED_NODES` (`kubelet` or `agent`, default `agent`).
+    /// From `KVROCKS_TESTBED_NODES` (`kubelet` or `agent`, default `kubelet`).
     pub fn from_env() -> Result<Self> {
         match std::env::var("KVROCKS_TESTBED_NODES").ok().as_deref() {
-            None | Some("") | Some("agent") => Ok(Self::Agent),
-            Some("kubelet") => Ok(Self::Kubelet),
+            None | Some("") | Some("kubelet") => Ok(Self::Kubelet),
+            Some("agent") => Ok(Self::Agent),
             Some(other) => Err(Error::invalid(
                 format!("KVROCKS_TESTBED_NODES={other}"),
                 "expected `kubelet` or `agent`",
@@ -368,6 +368,18 @@ impl Testbed {
         runs
     }
 
+    /// Like [`Testbed::agent_or_skip`], for a test of the node agent itself: skipped (with the
+    /// reason printed) on real nodes too.
+    pub fn node_agent_or_skip(&self, what: &str) -> bool {
+        if self.nodes.is_some() {
+            crate::say!(
+                "\nSKIPPED {what}: a test of the node agent, and real kubelets run the pods here"
+            );
+            return false;
+        }
+        self.agent_or_skip(what)
+    }
+
     /// The real nodes, when they run the pods.
     pub fn real_nodes(&self) -> Option<&NodesRecord> {
         self.nodes.as_ref()
@@ -390,6 +402,20 @@ impl Testbed {
     /// What the node agent knows about a pod.
     pub async fn agent_pod(&self, pod: &PodRef) -> Result<PodInfo> {
         self.require_agent()?.pod(&pod.namespace, &pod.name).await
+    }
+
+    /// The host pid of a running container's process.
+    pub async fn container_pid(&self, pod: &PodRef, container: &str) -> Result<u32> {
+        if let Some(nodes) = &self.nodes {
+            let node = self.node_of(nodes, pod).await?;
+            return chaos::container_pid(nodes, node, &pod.namespace, &pod.name, container);
+        }
+        let info = self.agent_pod(pod).await?;
+        info.containers
+            .get(container)
+            .filter(|c| c.running)
+            .and_then(|c| c.pid)
+            .ok_or_else(|| Error::invalid(format!("container {container} of {pod}"), "not running"))
     }
 
     /// SIGKILLs a container's process; the pod's restart policy applies.

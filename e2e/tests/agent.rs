@@ -96,7 +96,7 @@ async fn file_is(path: PathBuf, expected: &str) -> String {
 #[tokio::test]
 async fn config_secret_env_and_downward_api_reach_the_container() {
     let testbed = Testbed::shared().await.unwrap();
-    if !testbed.agent_or_skip("volumes and env") {
+    if !testbed.node_agent_or_skip("volumes and env") {
         return;
     }
     let client = testbed.client().await.unwrap();
@@ -190,7 +190,7 @@ async fn config_secret_env_and_downward_api_reach_the_container() {
 #[tokio::test]
 async fn an_unmapped_image_waits_with_a_clear_reason() {
     let testbed = Testbed::shared().await.unwrap();
-    if !testbed.agent_or_skip("unmapped image") {
+    if !testbed.node_agent_or_skip("unmapped image") {
         return;
     }
     let client = testbed.client().await.unwrap();

@@ -457,6 +457,17 @@ async fn helm_install_runs_the_examples_and_every_named_metric_exists() {
 
     // The examples, as written, in a namespace of their own.
     let _ = testbed.kubectl(&["create", "namespace", EXAMPLES_NS]).await;
+    // The examples (and the chart's test pod) run under the restricted Pod Security Standard.
+    testbed
+        .kubectl(&[
+            "label",
+            "namespace",
+            EXAMPLES_NS,
+            "pod-security.kubernetes.io/enforce=restricted",
+            "--overwrite",
+        ])
+        .await
+        .unwrap();
     let examples = binaries::repo_root().join("examples");
     let mut files = vec!["sentinel.yaml", "standard.yaml"];
     if real_kvrocks {
