@@ -4,15 +4,15 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 CARGO ?= cargo
-# Debian packages the tests need: real redis-server and redis-sentinel processes, redis-cli;
-# openssl (the e2e testbed's certificates), iproute2 (its bridge and pod network) and
-# util-linux (unshare and nsenter: the pods' mount namespaces, exec probes);
-# prometheus-redis-exporter (redis_exporter: the testbed's stand-in for the kvrocks exporter sidecar).
-APT_PACKAGES := redis-server redis-sentinel redis-tools prometheus-redis-exporter
+# Debian packages the tests need (`make deps` installs the missing ones): real redis-server and
+# redis-sentinel processes and redis-cli (the client's tests); openssl (the testbed's
+# certificates), iproute2 and util-linux (its bridge, nsenter into pods); containerd, runc and
+# containernetworking-plugins (the testbed's real nodes), conntrack and iptables (kube-proxy),
+# mmdebstrap (the rootfs of its images).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The real kvrocks server the tests run on: $KVROCKS_BIN, else the one kept beside the project
-# (../shared/kvrocks, see its README), else none (the redis-server stand-in; cluster scenarios
-# are then skipped, loudly).
+# (../shared/kvrocks, see its README), else none (no kvrocks image: the kvrocks scenarios are
+# then skipped, loudly).
 KVROCKS_BIN ?= $(abspath $(wildcard ../shared/kvrocks/v2.10.1/bin/kvrocks))
 export KVROCKS_BIN
 
@@ -29,7 +29,6 @@ deps: ## Install the system packages the tests need (apt-get, only what is missi
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v nsenter >/dev/null || missing="$$missing util-linux"; \
-	command -v prometheus-redis-exporter >/dev/null || missing="$$missing prometheus-redis-exporter"; \
 	command -v containerd >/dev/null || missing="$$missing containerd"; \
 	command -v runc >/dev/null || missing="$$missing runc"; \
 	test -x /usr/lib/cni/bridge || missing="$$missing containernetworking-plugins"; \
@@ -119,17 +118,17 @@ demo: ## Start the local testbed, helm install the operator, apply examples/ and
 	@for kind in kvsentinel/sentinel kvstandard/standard kvcluster/cluster; do \
 	  $(TESTBED) kubectl wait --for=create --timeout=60s $$kind >/dev/null; \
 	done
-	@# Sentinel and Standard come up Ready; Cluster too when KVROCKS_BIN names a real kvrocks.
-	@for kind in kvsentinel/sentinel kvstandard/standard; do \
-	  $(TESTBED) kubectl wait --for=condition=Ready --timeout=180s $$kind >/dev/null \
-	    || echo "note: $$kind is not Ready yet (kubectl describe $$kind; the operator's log below)"; \
-	done
+	@# The sentinel group comes up Ready; Standard and Cluster too when there is a kvrocks image.
+	@$(TESTBED) kubectl wait --for=condition=Ready --timeout=180s kvsentinel/sentinel >/dev/null \
+	  || echo "note: kvsentinel/sentinel is not Ready yet (kubectl describe kvsentinel/sentinel)"
 	@if [ -n "$${KVROCKS_BIN:-}" ]; then \
-	  $(TESTBED) kubectl wait --for=condition=Ready --timeout=180s kvcluster/cluster >/dev/null \
-	    || echo "note: kvcluster/cluster is not Ready yet (kubectl describe kvcluster/cluster)"; \
+	  for kind in kvstandard/standard kvcluster/cluster; do \
+	    $(TESTBED) kubectl wait --for=condition=Ready --timeout=180s $$kind >/dev/null \
+	      || echo "note: $$kind is not Ready yet (kubectl describe $$kind; the operator's log below)"; \
+	  done; \
 	else \
-	  echo "note: the cluster example needs a real kvrocks binary (KVROCKS_BIN); cluster mode is never faked,"; \
-	  echo "      so with the redis-server stand-in its pods cannot start and it stays not Ready."; \
+	  echo "note: the standard and cluster examples need the apache/kvrocks image, built from a kvrocks binary"; \
+	  echo "      (KVROCKS_BIN); without one their pods cannot start and they stay not Ready."; \
 	fi
 	@echo
 	@$(TESTBED) kubectl -n $(OPERATOR_NS) get deploy,pods -o wide

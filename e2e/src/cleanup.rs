@@ -1,6 +1,7 @@
-//! Removing what a testbed left on the host: processes (by recorded pid and start time), processes
-//! still inside network namespaces bound under the root, mounts under the root, the bridge, and
-//! the root itself. Safe to run on a half-started or long-dead testbed, and twice.
+//! Removing what a testbed left on the host: the real nodes' pods (through the CRI), processes (by
+//! recorded pid and start time), shims, cgroups and iptables chains of the nodes, processes still
+//! inside network namespaces bound under the root, mounts under the root, the bridge, and the root
+//! itself. Safe to run on a half-started or long-dead testbed, and twice.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -13,11 +14,11 @@ use crate::network::remove_bridge;
 use crate::process::{ProcRecord, run, stop_all, wait_gone};
 use crate::state::State;
 
-/// How long the node agent and the operator get to stop their pods after SIGTERM.
-const AGENT_GRACE: Duration = Duration::from_secs(15);
+/// How long an operator started with `testbed spawn` gets to stop after SIGTERM.
+const OPERATOR_GRACE: Duration = Duration::from_secs(15);
 
-/// Processes stopped first, with a longer grace: they clean up their own pods.
-const STOPPED_FIRST: [&str; 2] = ["kvrocks-operator", "node-agent"];
+/// Processes stopped first, with a longer grace.
+const STOPPED_FIRST: [&str; 1] = ["kvrocks-operator"];
 
 /// Tears down the testbed at `root`: its processes, namespaces, mounts, bridge, then the directory.
 pub fn teardown(root: &Path) -> Result<()> {
@@ -53,7 +54,7 @@ pub fn stop(root: &Path) -> Result<()> {
             .iter()
             .cloned()
             .partition(|p| STOPPED_FIRST.contains(&p.name.as_str()));
-        stop_all(&first, AGENT_GRACE);
+        stop_all(&first, OPERATOR_GRACE);
         // The control plane holds nothing worth a graceful stop (etcd's store is thrown away), and
         // a graceful one is slow: etcd waits for the apiserver's watch streams to end.
         for p in &rest {
@@ -63,10 +64,6 @@ pub fn stop(root: &Path) -> Result<()> {
     }
     if let Some(record) = state.as_ref().and_then(|s| s.nodes.as_ref()) {
         crate::nodes::after_processes(record);
-    }
-    // Pod network namespaces live under /run/netns, named after the agent root.
-    for problem in crate::agent::remove_leftovers(&root.join("agent")) {
-        crate::say!("testbed: cleanup: {problem}");
     }
     let mounts = mounts_under(root)?;
     kill_namespace_members(&mounts);

@@ -25,13 +25,11 @@ const APISERVER_TIMEOUT: Duration = Duration::from_secs(120);
 const COMPONENT_TIMEOUT: Duration = Duration::from_secs(60);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Kubeconfig files written for the control plane and the agent.
+/// Kubeconfig files written for the control plane.
 #[derive(Clone, Debug)]
 pub struct Kubeconfigs {
     /// `<root>/admin.kubeconfig` (system:masters).
     pub admin: PathBuf,
-    /// `<root>/agent.kubeconfig`, for the node agent.
-    pub agent: PathBuf,
 }
 
 /// Picks the control plane's ports: every one free at the same moment.
@@ -81,14 +79,14 @@ fn log_path(root: &Path, name: &str) -> PathBuf {
 
 /// Starts the four components in order and waits for each, then for the controllers to act (the
 /// service-account controller creates `default/default`). Returns the kubeconfigs.
-/// `real_nodes` is the bridge gateway when kubelets run the pods: the apiserver then advertises
-/// that address (the `kubernetes` Service's endpoint, through kube-proxy) and reaches kubelets
-/// by their InternalIP with the admin certificate.
+/// The apiserver advertises `gateway`, the bridge's address (the `kubernetes` Service's endpoint,
+/// reached from pods through kube-proxy), and reaches kubelets by their InternalIP with the admin
+/// certificate.
 pub async fn start(
     launcher: &mut Launcher,
     bins: &Binaries,
     pki: &Pki,
-    real_nodes: Option<Ipv4Addr>,
+    gateway: Ipv4Addr,
 ) -> Result<Kubeconfigs> {
     let root = launcher.root();
     let ports = free_ports()?;
@@ -104,11 +102,10 @@ pub async fn start(
         "kube-controller-manager",
     )?;
     let sched_config = kubeconfig::write(&root, "kube-scheduler", &server, pki, "kube-scheduler")?;
-    let agent = kubeconfig::write(&root, "agent", &server, pki, "node-agent")?;
 
     let started = Instant::now();
     start_etcd(launcher, bins, ports).await?;
-    start_apiserver(launcher, bins, pki, ports, &admin, real_nodes).await?;
+    start_apiserver(launcher, bins, pki, ports, &admin, gateway).await?;
     launcher.start(controller_manager_spec(
         &root,
         bins,
@@ -137,7 +134,7 @@ pub async fn start(
         "testbed: control plane ready in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    Ok(Kubeconfigs { admin, agent })
+    Ok(Kubeconfigs { admin })
 }
 
 async fn probe_ok(client: &kube::Client, path: &str) -> std::result::Result<(), String> {
@@ -195,7 +192,7 @@ async fn start_apiserver(
     pki: &Pki,
     ports: Ports,
     admin: &Path,
-    real_nodes: Option<Ipv4Addr>,
+    gateway: Ipv4Addr,
 ) -> Result<()> {
     let root = launcher.root();
     let serving = pki.pair("apiserver");
@@ -222,20 +219,13 @@ async fn start_apiserver(
         arg("--service-account-signing-key-file", pki.sa_key()),
     ];
     list.extend(args(&["--allow-privileged=true"]));
-    match real_nodes {
-        Some(gateway) => list.extend([
-            arg("--advertise-address", gateway.to_string()),
-            arg("--endpoint-reconciler-type", "lease"),
-            arg("--kubelet-preferred-address-types", "InternalIP"),
-            arg("--kubelet-client-certificate", &kubelet_client.cert),
-            arg("--kubelet-client-key", &kubelet_client.key),
-        ]),
-        None => list.extend([
-            arg("--advertise-address", "127.0.0.1"),
-            // A loopback advertise address cannot back the `kubernetes` Service endpoints.
-            arg("--endpoint-reconciler-type", "none"),
-        ]),
-    }
+    list.extend([
+        arg("--advertise-address", gateway.to_string()),
+        arg("--endpoint-reconciler-type", "lease"),
+        arg("--kubelet-preferred-address-types", "InternalIP"),
+        arg("--kubelet-client-certificate", &kubelet_client.cert),
+        arg("--kubelet-client-key", &kubelet_client.key),
+    ]);
     launcher.start(Spec {
         name: "kube-apiserver",
         program: &bins.kube_apiserver,
@@ -279,7 +269,7 @@ fn controller_manager_spec<'a>(
         arg("--root-ca-file", pki.ca_cert()),
         arg("--cluster-signing-cert-file", pki.ca_cert()),
         arg("--cluster-signing-key-file", pki.ca_key()),
-        // Nodes whose agent stopped heart-beating turn NotReady/Unknown in 20 s instead of 50 s,
+        // Nodes whose kubelet stopped heart-beating turn NotReady/Unknown in 20 s instead of 50 s,
         // so node-failure scenarios stay short.
         arg("--node-monitor-grace-period", "20s"),
         arg("--node-monitor-period", "2s"),

@@ -28,7 +28,7 @@ pub enum Error {
     /// A component of the testbed exited or never became healthy.
     #[error("{component}: {reason}\n--- last lines of {log} ---\n{tail}")]
     Component {
-        /// `etcd`, `kube-apiserver`, `node-agent`, ...
+        /// `etcd`, `kube-apiserver`, `kubelet-testbed-node-1`, ...
         component: String,
         /// Why it is considered failed.
         reason: String,
@@ -55,7 +55,7 @@ pub enum Error {
         /// The client error.
         source: kube::Error,
     },
-    /// A plain HTTP request (etcd, the node agent's control API) failed.
+    /// A plain HTTP request (etcd's health, the operator's metrics) failed.
     #[error("HTTP {method} http://{addr}{path}: {reason}")]
     Http {
         /// GET or POST.

@@ -1,5 +1,5 @@
-//! A minimal plain-HTTP client for loopback endpoints (etcd's `/health`, the node agent's control
-//! API): one HTTP/1.0 request per connection, the body read to EOF, so no chunked decoding is needed.
+//! A minimal plain-HTTP client for loopback endpoints (etcd's `/health`, the operator's
+//! `/metrics` and `/readyz`): one HTTP/1.0 request per connection, the body read to EOF, so no chunked decoding is needed.
 
 use std::net::SocketAddr;
 use std::time::Duration;

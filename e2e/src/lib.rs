@@ -1,6 +1,7 @@
 //! The local testbed: a real Kubernetes control plane (etcd, kube-apiserver,
-//! kube-controller-manager, kube-scheduler of one pinned release) and the project's node agent,
-//! which runs pods as real processes in their own network namespaces on one machine.
+//! kube-controller-manager, kube-scheduler of one pinned release) and three real nodes on one
+//! machine (containerd and kubelet each, kube-proxy, CoreDNS): every pod a real container of a
+//! real image.
 //!
 //! Tests use [`Testbed::shared`]; people use the `testbed` CLI (`testbed up|down|status|logs`).
 
@@ -13,9 +14,6 @@ macro_rules! say {
     };
 }
 
-pub mod agent;
-pub mod agentctl;
-pub mod agentlogs;
 pub mod binaries;
 pub mod cleanup;
 pub mod controlplane;
@@ -30,7 +28,9 @@ pub mod network;
 pub mod nodes;
 pub mod operator;
 pub mod pki;
+pub mod podlogs;
 pub mod process;
+pub mod provisioner;
 pub mod state;
 pub mod testbed;
 pub mod wait;

@@ -1,6 +1,6 @@
 //! The testbed's pod network on the host side: one Linux bridge and one private IPv4 /16 per
 //! testbed, both chosen so that two testbeds (a test binary and a `make demo`) can run side by side.
-//! The bridge holds the gateway (`.1`), so the host routes to pods through it; the node agent adds
+//! The bridge holds the gateway (`.1`), so the host routes to pods through it; the nodes' CNI (the bridge plugin) adds
 //! one veth per pod to it.
 
 use std::net::Ipv4Addr;

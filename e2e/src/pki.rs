@@ -26,7 +26,7 @@ pub struct Pair {
 }
 
 /// Client identities that get a certificate; `(file stem, CN, O)`.
-const CLIENTS: [(&str, &str, Option<&str>); 4] = [
+const CLIENTS: [(&str, &str, Option<&str>); 3] = [
     ("admin", "kubernetes-admin", Some("system:masters")),
     // The controller manager runs with --use-service-account-credentials=false, so every
     // controller acts as this identity; the bootstrap role system:kube-controller-manager only
@@ -38,8 +38,6 @@ const CLIENTS: [(&str, &str, Option<&str>); 4] = [
         Some("system:masters"),
     ),
     ("kube-scheduler", "system:kube-scheduler", None),
-    // The node agent plays kubelet for several nodes; a test agent may do anything.
-    ("node-agent", "system:node-agent", Some("system:masters")),
 ];
 
 impl Pki {
@@ -89,7 +87,7 @@ impl Pki {
     }
 
     /// A certificate pair by file stem: `apiserver`, `components`, `admin`,
-    /// `kube-controller-manager`, `kube-scheduler`, `node-agent`.
+    /// `kube-controller-manager`, `kube-scheduler`, or one made by [`Pki::client`].
     pub fn pair(&self, stem: &str) -> Pair {
         Pair {
             cert: self.dir.join(format!("{stem}.crt")),

@@ -34,7 +34,7 @@ pub enum Mode {
 /// an unrelated process after a reboot or a long pause is never signalled.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcRecord {
-    /// `etcd`, `kube-apiserver`, `node-agent`, `kvrocks-operator`, ...
+    /// `etcd`, `kube-apiserver`, `kubelet-testbed-node-1`, `kvrocks-operator`, ...
     pub name: String,
     /// Process id.
     pub pid: u32,
@@ -256,4 +256,19 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// A binary of this package by name, from `env_override` or next to the current executable
+/// (cargo puts bins in `target/<profile>/` and test binaries in `target/<profile>/deps/`).
+pub fn sibling_binary(env_override: &str, name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(env_override) {
+        return Some(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [Some(dir), dir.parent()]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }

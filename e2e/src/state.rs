@@ -1,7 +1,6 @@
 //! `<root>/state.json`: everything a later `testbed down` (or the next start on the same root)
 //! needs to remove what a run left behind, written as soon as each piece exists.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -41,8 +40,6 @@ pub struct State {
     pub kubeconfig: PathBuf,
     /// Bridge and pod CIDR.
     pub network: Option<Network>,
-    /// The node agent's control API, once it is up.
-    pub agent_control_addr: Option<SocketAddr>,
     /// What runs kvrocks containers, in words.
     pub data_plane: Option<String>,
     /// The kubectl of the pinned release.
@@ -63,7 +60,6 @@ impl State {
             ports: Ports::default(),
             kubeconfig: root.join("admin.kubeconfig"),
             network: None,
-            agent_control_addr: None,
             data_plane: None,
             kubectl: None,
             nodes: None,

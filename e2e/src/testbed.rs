@@ -10,11 +10,10 @@ use kube::Api;
 use kube::api::DeleteParams;
 use tokio::sync::OnceCell;
 
-use crate::agentctl::{self, AgentClient, PodInfo};
 use crate::binaries::{self, Binaries};
 use crate::cleanup;
 use crate::controlplane;
-use crate::dataplane::{self, DataPlane};
+use crate::dataplane::DataPlane;
 use crate::error::{Error, Result};
 use crate::kubeconfig;
 use crate::launcher::Launcher;
@@ -60,37 +59,12 @@ pub struct Options {
     pub mode: Mode,
 }
 
-/// Who runs the testbed's pods.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeKind {
-    /// The project's node agent: pods as local processes (`KVROCKS_TESTBED_NODES=agent`).
-    Agent,
-    /// Real nodes: containerd and kubelet per node, kube-proxy, cluster DNS, every pod a
-    /// container of a real image (the default).
-    Kubelet,
-}
-
-impl NodeKind {
-    /// From `KVROCKS_TESTBED_NODES` (`kubelet` or `agent`, default `kubelet`).
-    pub fn from_env() -> Result<Self> {
-        match std::env::var("KVROCKS_TESTBED_NODES").ok().as_deref() {
-            None | Some("") | Some("kubelet") => Ok(Self::Kubelet),
-            Some("agent") => Ok(Self::Agent),
-            Some(other) => Err(Error::invalid(
-                format!("KVROCKS_TESTBED_NODES={other}"),
-                "expected `kubelet` or `agent`",
-            )),
-        }
-    }
-}
-
-/// A running testbed: the control plane, and the node agent when its binary exists.
+/// A running testbed: the control plane and the real nodes.
 pub struct Testbed {
     state: State,
     binaries: Binaries,
     data_plane: DataPlane,
-    agent: Option<AgentClient>,
-    nodes: Option<NodesRecord>,
+    nodes: NodesRecord,
     /// Kept so exited children can be reaped; dropping a handle does not kill the process.
     _children: Mutex<Vec<(String, Child)>>,
 }
@@ -137,27 +111,13 @@ impl Testbed {
             );
             cleanup::teardown(&root)?;
         }
-        let kind = NodeKind::from_env()?;
         let binaries = binaries::find_or_build()?;
         let data_plane = DataPlane::detect()?;
-        let images =
-            match (kind, &data_plane) {
-                (NodeKind::Agent, _) => None,
-                (NodeKind::Kubelet, DataPlane::KvrocksBin { path, .. }) => Some(
-                    crate::images::build(Some(path), &operator_binary(), &binaries.coredns)?,
-                ),
-                (NodeKind::Kubelet, DataPlane::StandIn) => {
-                    crate::say!(
-                        "testbed: WARNING: no kvrocks binary (KVROCKS_BIN unset): no \
-                     apache/kvrocks image on the real nodes, kvrocks pods cannot start"
-                    );
-                    Some(crate::images::build(
-                        None,
-                        &operator_binary(),
-                        &binaries.coredns,
-                    )?)
-                }
-            };
+        let kvrocks_bin = match &data_plane {
+            DataPlane::KvrocksBin { path, .. } => Some(path.as_path()),
+            DataPlane::Missing => None,
+        };
+        let images = crate::images::build(kvrocks_bin, &operator_binary(), &binaries.coredns)?;
         crate::say!("testbed: {}", data_plane.describe());
         std::fs::create_dir_all(&root).map_err(|e| Error::io("create directory", &root, e))?;
         crate::say!("testbed: state root {} (logs in logs/)", root.display());
@@ -179,53 +139,20 @@ impl Testbed {
         }
         let pki = Pki::create(&root.join("pki"), &[network.gateway()])?;
         let mut launcher = Launcher::new(state);
-        let real_gateway = images.as_ref().map(|_| network.gateway());
-        let kubeconfigs = controlplane::start(&mut launcher, &binaries, &pki, real_gateway).await?;
-        let mut nodes = None;
-        let agent = match (&images, agentctl::agent_binary()) {
-            (Some(images), _) => {
-                let server = format!("https://127.0.0.1:{}", launcher.state.ports.apiserver);
-                nodes = Some(
-                    nodes::start(
-                        &mut launcher,
-                        &binaries,
-                        &pki,
-                        &network,
-                        &server,
-                        &kubeconfigs.admin,
-                        images,
-                    )
-                    .await?,
-                );
-                start_provisioner(&mut launcher, &kubeconfigs.admin)?;
-                None
-            }
-            (None, Some(agent_bin)) => {
-                let operator_bin = operator_binary();
-                let image_map =
-                    dataplane::write_image_map(&root, &data_plane, &agent_bin, &operator_bin)?;
-                let client = agentctl::start(
-                    &mut launcher,
-                    &agent_bin,
-                    &kubeconfigs.agent,
-                    &kubeconfigs.admin,
-                    &network,
-                    &image_map,
-                )
-                .await?;
-                Some(client)
-            }
-            (None, None) => {
-                crate::say!(
-                    "testbed: WARNING: no node-agent binary next to {} (nor $KVROCKS_TESTBED_AGENT): \
-                     control plane only, pods will stay Pending",
-                    std::env::current_exe()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
-                );
-                None
-            }
-        };
+        let kubeconfigs =
+            controlplane::start(&mut launcher, &binaries, &pki, network.gateway()).await?;
+        let server = format!("https://127.0.0.1:{}", launcher.state.ports.apiserver);
+        let nodes = nodes::start(
+            &mut launcher,
+            &binaries,
+            &pki,
+            &network,
+            &server,
+            &kubeconfigs.admin,
+            &images,
+        )
+        .await?;
+        start_provisioner(&mut launcher, &kubeconfigs.admin)?;
         let (state, children) = launcher.into_parts();
         crate::say!(
             "testbed: up in {:.1} s; export KUBECONFIG={}",
@@ -236,7 +163,6 @@ impl Testbed {
             state,
             binaries,
             data_plane,
-            agent,
             nodes,
             _children: Mutex::new(children),
         })
@@ -270,11 +196,6 @@ impl Testbed {
     /// What runs kvrocks containers.
     pub fn data_plane(&self) -> &DataPlane {
         &self.data_plane
-    }
-
-    /// The node agent, when it runs.
-    pub fn agent(&self) -> Option<&AgentClient> {
-        self.agent.as_ref()
     }
 
     /// A new admin client. A kube `Client` belongs to the tokio runtime it was made in, and every
@@ -356,33 +277,9 @@ impl Testbed {
         matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)))
     }
 
-    /// Prints a `SKIPPED ...` line (uncaptured, counted by `make test`) when no nodes run pods
-    /// (neither real nodes nor the node agent), and returns whether they do.
-    pub fn agent_or_skip(&self, what: &str) -> bool {
-        let runs = self.agent.is_some() || self.nodes.is_some();
-        if !runs {
-            crate::say!(
-                "\nSKIPPED {what}: no nodes run pods in this testbed (no node-agent binary)"
-            );
-        }
-        runs
-    }
-
-    /// Like [`Testbed::agent_or_skip`], for a test of the node agent itself: skipped (with the
-    /// reason printed) on real nodes too.
-    pub fn node_agent_or_skip(&self, what: &str) -> bool {
-        if self.nodes.is_some() {
-            crate::say!(
-                "\nSKIPPED {what}: a test of the node agent, and real kubelets run the pods here"
-            );
-            return false;
-        }
-        self.agent_or_skip(what)
-    }
-
-    /// The real nodes, when they run the pods.
-    pub fn real_nodes(&self) -> Option<&NodesRecord> {
-        self.nodes.as_ref()
+    /// The real nodes.
+    pub fn nodes(&self) -> &NodesRecord {
+        &self.nodes
     }
 
     /// The pod's `status.podIP`.
@@ -399,35 +296,15 @@ impl Testbed {
             .ok_or_else(|| Error::invalid(format!("pod {pod}"), "has no IP yet"))
     }
 
-    /// What the node agent knows about a pod.
-    pub async fn agent_pod(&self, pod: &PodRef) -> Result<PodInfo> {
-        self.require_agent()?.pod(&pod.namespace, &pod.name).await
-    }
-
     /// The host pid of a running container's process.
     pub async fn container_pid(&self, pod: &PodRef, container: &str) -> Result<u32> {
-        if let Some(nodes) = &self.nodes {
-            let node = self.node_of(nodes, pod).await?;
-            return chaos::container_pid(nodes, node, &pod.namespace, &pod.name, container);
-        }
-        let info = self.agent_pod(pod).await?;
-        info.containers
-            .get(container)
-            .filter(|c| c.running)
-            .and_then(|c| c.pid)
-            .ok_or_else(|| Error::invalid(format!("container {container} of {pod}"), "not running"))
+        let node = self.node_of(pod).await?;
+        chaos::container_pid(&self.nodes, node, &pod.namespace, &pod.name, container)
     }
 
     /// SIGKILLs a container's process; the pod's restart policy applies.
     pub async fn kill_container(&self, pod: &PodRef, container: &str) -> Result<()> {
-        if let Some(nodes) = &self.nodes {
-            let node = self.node_of(nodes, pod).await?;
-            let pid = chaos::container_pid(nodes, node, &pod.namespace, &pod.name, container)?;
-            return chaos::kill(pid);
-        }
-        self.require_agent()?
-            .kill_container(&pod.namespace, &pod.name, container)
-            .await
+        chaos::kill(self.container_pid(pod, container).await?)
     }
 
     /// Deletes a pod through the API (graceful, as a user would).
@@ -450,26 +327,15 @@ impl Testbed {
     }
 
     async fn set_network(&self, pod: &PodRef, up: bool) -> Result<()> {
-        if let Some(nodes) = &self.nodes {
-            let node = self.node_of(nodes, pod).await?;
-            let sandbox = chaos::sandbox(nodes, node, &pod.namespace, &pod.name)?;
-            return chaos::set_link(&chaos::host_veth(&sandbox.netns, self.bridge()?)?, up);
-        }
-        self.require_agent()?
-            .set_network(&pod.namespace, &pod.name, up)
-            .await
+        let node = self.node_of(pod).await?;
+        let sandbox = chaos::sandbox(&self.nodes, node, &pod.namespace, &pod.name)?;
+        chaos::set_link(&chaos::host_veth(&sandbox.netns, self.bridge()?)?, up)
     }
 
     /// Cuts (or restores) only the path between two pods: each still reaches everything else.
     pub async fn cut_between(&self, a: &PodRef, b: &PodRef, cut: bool) -> Result<()> {
-        let Some(nodes) = &self.nodes else {
-            return Err(Error::invalid(
-                "cutting the path between two pods",
-                "needs real nodes (KVROCKS_TESTBED_NODES=kubelet)",
-            ));
-        };
-        let node = self.node_of(nodes, a).await?;
-        let sandbox = chaos::sandbox(nodes, node, &a.namespace, &a.name)?;
+        let node = self.node_of(a).await?;
+        let sandbox = chaos::sandbox(&self.nodes, node, &a.namespace, &a.name)?;
         let peer = self.pod_ip(b).await?;
         chaos::cut_path(&sandbox.netns, &peer, cut)
     }
@@ -477,33 +343,31 @@ impl Testbed {
     /// Stops a node: its kubelet stopped (the node goes NotReady), its containers frozen and
     /// cut off.
     pub async fn stop_node(&self, node: &str) -> Result<()> {
-        self.set_node(node, false).await
+        self.set_node(node, false)
     }
 
     /// Undoes [`Testbed::stop_node`].
     pub async fn start_node(&self, node: &str) -> Result<()> {
-        self.set_node(node, true).await
+        self.set_node(node, true)
     }
 
-    async fn set_node(&self, name: &str, running: bool) -> Result<()> {
-        let Some(nodes) = &self.nodes else {
-            return self.require_agent()?.set_node(name, running).await;
-        };
-        let node = nodes.node(name)?;
+    fn set_node(&self, name: &str, running: bool) -> Result<()> {
+        let node = self.nodes.node(name)?;
         let kubelet = self
             .state
             .process(&format!("kubelet-{name}"))
             .ok_or_else(|| Error::invalid(format!("node {name}"), "no kubelet recorded"))?;
+        let bridge = self.bridge()?;
         if running {
             chaos::freeze(node, false)?;
-            for sandbox in chaos::sandboxes_on(nodes, node)? {
-                chaos::set_link(&chaos::host_veth(&sandbox.netns, self.bridge()?)?, true)?;
+            for sandbox in chaos::sandboxes_on(&self.nodes, node)? {
+                chaos::set_link(&chaos::host_veth(&sandbox.netns, bridge)?, true)?;
             }
             chaos::pause_process(kubelet, false);
         } else {
             chaos::pause_process(kubelet, true);
-            for sandbox in chaos::sandboxes_on(nodes, node)? {
-                chaos::set_link(&chaos::host_veth(&sandbox.netns, self.bridge()?)?, false)?;
+            for sandbox in chaos::sandboxes_on(&self.nodes, node)? {
+                chaos::set_link(&chaos::host_veth(&sandbox.netns, bridge)?, false)?;
             }
             chaos::freeze(node, true)?;
         }
@@ -518,11 +382,8 @@ impl Testbed {
             .ok_or_else(|| Error::invalid("the testbed", "has no recorded network"))
     }
 
-    async fn node_of<'a>(
-        &self,
-        nodes: &'a NodesRecord,
-        pod: &PodRef,
-    ) -> Result<&'a nodes::NodeLayout> {
+    /// The node the pod is scheduled to.
+    async fn node_of(&self, pod: &PodRef) -> Result<&nodes::NodeLayout> {
         let pods: Api<Pod> = Api::namespaced(self.client().await?, &pod.namespace);
         let object = pods
             .get(&pod.name)
@@ -532,16 +393,7 @@ impl Testbed {
             .spec
             .and_then(|s| s.node_name)
             .ok_or_else(|| Error::invalid(format!("pod {pod}"), "not scheduled to a node"))?;
-        nodes.node(&name)
-    }
-
-    fn require_agent(&self) -> Result<&AgentClient> {
-        self.agent.as_ref().ok_or_else(|| {
-            Error::invalid(
-                "the node agent",
-                "not running in this testbed (no node-agent binary was found)",
-            )
-        })
+        self.nodes.node(&name)
     }
 }
 
@@ -567,17 +419,17 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).map_err(|e| Error::io("resolve", path, e))
 }
 
-/// The operator binary the image map points `kvrocks-operator` images at: built by
+/// The operator binary the operator image is built from: built by
 /// `cargo build -p kvrocks-operator` into the same target directory.
 pub fn operator_binary() -> PathBuf {
-    agentctl::sibling_binary("KVROCKS_OPERATOR_BIN", "kvrocks-operator")
+    crate::process::sibling_binary("KVROCKS_OPERATOR_BIN", "kvrocks-operator")
         .unwrap_or_else(|| binaries::repo_root().join("target/debug/kvrocks-operator"))
 }
 
 /// Starts `testbed provision`: the local PV provisioner of the real nodes' StorageClass.
 fn start_provisioner(launcher: &mut Launcher, admin: &Path) -> Result<()> {
     let testbed_bin =
-        agentctl::sibling_binary("KVROCKS_TESTBED_CLI", "testbed").ok_or_else(|| {
+        crate::process::sibling_binary("KVROCKS_TESTBED_CLI", "testbed").ok_or_else(|| {
             Error::invalid(
                 "the testbed binary",
                 "not found next to this executable: the real nodes' PV provisioner cannot start",
@@ -603,7 +455,7 @@ fn start_provisioner(launcher: &mut Launcher, admin: &Path) -> Result<()> {
 /// Starts `testbed reap`, which waits for this process to exit and then removes the testbed's
 /// processes, namespaces, mounts and bridge (keeping the logs until the next run).
 fn start_reaper(root: &Path) {
-    let Some(testbed_bin) = agentctl::sibling_binary("KVROCKS_TESTBED_CLI", "testbed") else {
+    let Some(testbed_bin) = crate::process::sibling_binary("KVROCKS_TESTBED_CLI", "testbed") else {
         crate::say!(
             "testbed: no testbed binary found for the reaper; leftovers are removed at the next run"
         );

@@ -16,7 +16,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Needs, READY_TIMEOUT, Scenario};
+use common::{READY_TIMEOUT, Scenario};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
@@ -80,7 +80,7 @@ impl Kc {
         replicas: usize,
         config: serde_json::Value,
     ) -> Option<Self> {
-        let sc = Scenario::start(what, ns, Needs::RealKvrocks).await?;
+        let sc = Scenario::start(what, ns).await?;
         let started = Instant::now();
         sc.api::<KvrocksCluster>()
             .create(

@@ -178,9 +178,6 @@ async fn scale(groups: &Api<KvrocksSentinel>, replicas: i32) {
 #[tokio::test]
 async fn a_sentinel_group_monitors_scales_and_outlives_its_users() {
     let testbed = Testbed::shared().await.unwrap();
-    if !testbed.agent_or_skip("KvrocksSentinel end to end") {
-        return;
-    }
     testbed.install_crds().await.unwrap();
     let Some(operator) =
         kvrocks_e2e::operator::start_operator(testbed, &["--controllers", "sentinel"])

@@ -1,5 +1,5 @@
 //! The testbed behaves like a cluster: StatefulSets with PVCs, pod deletion, process restarts, a
-//! cut network and the garbage collector, with redis-server pods run by the node agent.
+//! cut network and the garbage collector, with redis-server pods on the real nodes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -86,9 +86,6 @@ async fn redis_pod(client: &Client, ns: &str, name: &str) -> Pod {
 #[tokio::test]
 async fn statefulset_pods_get_their_own_ips_and_keep_data_across_deletion() {
     let testbed = Testbed::shared().await.unwrap();
-    if !testbed.agent_or_skip("StatefulSet with PVCs") {
-        return;
-    }
     let client = testbed.client().await.unwrap();
     let ns = "sts";
     namespace(&client, ns).await;
@@ -173,9 +170,6 @@ async fn statefulset_pods_get_their_own_ips_and_keep_data_across_deletion() {
 #[tokio::test]
 async fn a_killed_process_is_restarted() {
     let testbed = Testbed::shared().await.unwrap();
-    if !testbed.agent_or_skip("container restart") {
-        return;
-    }
     let client = testbed.client().await.unwrap();
     let pod = redis_pod(&client, "restart", "victim").await;
     assert_eq!(restart_count(&pod, "redis"), Some(0));
@@ -201,9 +195,6 @@ async fn a_killed_process_is_restarted() {
 #[tokio::test]
 async fn a_cut_network_makes_the_pod_unreachable_until_restored() {
     let testbed = Testbed::shared().await.unwrap();
-    if !testbed.agent_or_skip("network cut") {
-        return;
-    }
     let client = testbed.client().await.unwrap();
     let pod = redis_pod(&client, "network", "isolated").await;
     let addr = ip(&pod);

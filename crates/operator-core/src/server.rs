@@ -19,7 +19,8 @@ pub struct ServerFacts {
 }
 
 /// Reads a process's version and config keys. A process that reports no `kvrocks_version` is
-/// not kvrocks (the testbed's redis-server stand-in): its keys are not read, and it judges no key.
+/// not kvrocks (a Redis server behind a kvrocks image name): its keys are not read, and it judges
+/// no key.
 pub async fn read(client: &NodeClient) -> Result<ServerFacts, kvrocks_client::Error> {
     let info = client.info_server().await?;
     let Some(version) = info.kvrocks_version.filter(|v| !v.is_empty()) else {

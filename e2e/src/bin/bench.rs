@@ -9,7 +9,7 @@
 //! - ten more standards (1 pod each) at once: time until all are Ready, memory after;
 //! - the reconcile duration quantiles from the operator's histogram.
 //!
-//! Runs on real kvrocks when `KVROCKS_BIN` is set, else on the redis-server stand-in (printed).
+//! Needs a kvrocks binary (`KVROCKS_BIN`): the testbed builds the apache/kvrocks image from it.
 
 use std::time::{Duration, Instant};
 
@@ -107,8 +107,8 @@ fn standard(name: &str, replicas: i32) -> Result<KvrocksStandard> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let testbed = Testbed::shared().await?;
-    if testbed.agent().is_none() {
-        bail!("the node agent does not run: build it (cargo build -p kvrocks-e2e)");
+    if !testbed.data_plane().is_real() {
+        bail!("no kvrocks binary (set KVROCKS_BIN): the testbed has no apache/kvrocks image");
     }
     testbed.install_crds().await?;
     let client = testbed.client().await?;

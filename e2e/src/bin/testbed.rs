@@ -1,4 +1,5 @@
-//! `testbed up | down | status | logs`: the local testbed for people (and `make demo`).
+//! `testbed up | down | status | logs | kubectl | helm`: the local testbed for people (and
+//! `make demo`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use kvrocks_e2e::process::{Mode, ProcRecord};
 use kvrocks_e2e::state::State;
 use kvrocks_e2e::testbed::{Options, Testbed};
 
-/// The local testbed: a real Kubernetes control plane and pods as processes, on this machine.
+/// The local testbed: a real Kubernetes control plane and three real nodes, on this machine.
 #[derive(Parser, Debug)]
 #[command(name = "testbed")]
 struct Cli {
@@ -28,9 +29,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Start the control plane and the node agent, detached; prints the KUBECONFIG line.
+    /// Start the control plane and the nodes, detached; prints the KUBECONFIG line.
     Up,
-    /// Stop every recorded process and remove namespaces, mounts, the bridge and the root.
+    /// Stop every recorded process and remove pods, shims, mounts, cgroups, the bridge and the root.
     Down,
     /// Show the recorded processes, ports and network, and whether the apiserver answers.
     Status,
@@ -57,7 +58,7 @@ enum Command {
     },
     /// Start a process detached, with KUBECONFIG set, and record it so `down` stops it.
     Spawn {
-        /// Its name in `status` (`kvrocks-operator` is stopped before the node agent).
+        /// Its name in `status` (`kvrocks-operator` is stopped first, gracefully).
         #[arg(long)]
         name: String,
         /// Its log file; default `<root>/logs/<name>.log`.
@@ -160,9 +161,6 @@ async fn status(root: &Path) -> anyhow::Result<()> {
             network.cidr()
         );
     }
-    if let Some(addr) = state.agent_control_addr {
-        println!("agent API:  http://{addr}");
-    }
     if let Some(data_plane) = &state.data_plane {
         println!("{data_plane}");
     }
@@ -213,14 +211,14 @@ fn rss_mib(pid: u32) -> String {
 
 fn logs(root: &Path, pod: &str, container: Option<&str>) -> anyhow::Result<()> {
     let (namespace, name) = pod.split_once('/').unwrap_or(("default", pod));
-    let files = kvrocks_e2e::agentlogs::find(root, namespace, name, container)?;
+    let files = kvrocks_e2e::podlogs::find(root, namespace, name, container)?;
     if files.is_empty() {
         bail!(
             "no container logs for pod {namespace}/{name}{} under {}",
             container
                 .map(|c| format!(" container {c}"))
                 .unwrap_or_default(),
-            root.join("agent").display()
+            root.display()
         );
     }
     for file in files {
@@ -317,7 +315,7 @@ fn reap(root: &Path, pid: u32) -> anyhow::Result<()> {
 }
 
 async fn provision(root: &Path, kubeconfig: &Path) -> anyhow::Result<()> {
-    use kvrocks_e2e::agent::provisioner::{self, Placement, Volumes};
+    use kvrocks_e2e::provisioner;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -325,7 +323,7 @@ async fn provision(root: &Path, kubeconfig: &Path) -> anyhow::Result<()> {
         )
         .init();
     let client = kvrocks_e2e::kubeconfig::client(kubeconfig, None).await?;
-    provisioner::ensure_storage_class(&client, Placement::Local).await?;
+    provisioner::ensure_storage_class(&client).await?;
     eprintln!(
         "provisioner: local volumes under {}",
         root.join("pv").display()
@@ -336,14 +334,6 @@ async fn provision(root: &Path, kubeconfig: &Path) -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         stop.cancel();
     });
-    provisioner::run(
-        client,
-        Volumes {
-            root: root.join("pv"),
-            placement: Placement::Local,
-        },
-        shutdown,
-    )
-    .await;
+    provisioner::run(client, root.join("pv"), shutdown).await;
     Ok(())
 }

@@ -22,7 +22,6 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 
-use crate::agentctl::node_ready;
 use crate::binaries::Binaries;
 use crate::error::{Error, Result};
 use crate::kubeconfig;
@@ -32,7 +31,7 @@ use crate::pki::Pki;
 use crate::process::{Spec, run};
 pub use render::NodeLayout;
 
-/// Nodes of a testbed, as with the node agent.
+/// Nodes of a testbed.
 pub const NODES: u8 = 3;
 /// The cluster DNS address kubelets write into pods' resolv.conf.
 pub const CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
@@ -402,6 +401,14 @@ async fn wait_nodes_ready(launcher: &mut Launcher, client: &kube::Client) -> Res
         })
         .await
         .map(drop)
+}
+
+/// Whether a Node's Ready condition is True.
+pub fn node_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// The absolute path of a program on `PATH` (Debian's packages: containerd, ctr, runc).

@@ -15,7 +15,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use kvrocks_client::NodeAddr;
 use kvrocks_e2e::operator::Operator;
-use kvrocks_e2e::{DataPlane, PodRef, Testbed};
+use kvrocks_e2e::{PodRef, Testbed};
 use serde_json::json;
 
 /// How long a resource may take to become Ready.
@@ -29,34 +29,14 @@ pub struct Scenario {
     pub operator: Operator,
 }
 
-/// What a scenario needs from the data plane.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Needs {
-    /// Runs on real kvrocks or on the redis-server stand-in.
-    AnyKvrocks,
-    /// Cluster mode: real kvrocks only.
-    RealKvrocks,
-}
-
 impl Scenario {
     /// Starts the scenario `what` in namespace `ns`, or prints why it is skipped and returns
     /// `None`.
-    pub async fn start(what: &str, ns: &str, needs: Needs) -> Option<Self> {
+    pub async fn start(what: &str, ns: &str) -> Option<Self> {
         let testbed = Testbed::shared().await.unwrap();
-        if !testbed.agent_or_skip(what) {
-            return None;
-        }
-        if needs == Needs::RealKvrocks
-            && !matches!(testbed.data_plane(), DataPlane::KvrocksBin { .. })
-        {
+        if !testbed.data_plane().is_real() {
             kvrocks_e2e::say!(
-                "\nSKIPPED {what}: cluster mode needs a real kvrocks binary; set KVROCKS_BIN (the redis-server stand-in cannot run cluster mode)"
-            );
-            return None;
-        }
-        if testbed.real_nodes().is_some() && !testbed.data_plane().is_real() {
-            kvrocks_e2e::say!(
-                "\nSKIPPED {what}: the real nodes have no apache/kvrocks image without a kvrocks binary; set KVROCKS_BIN (a stand-in never runs under a kvrocks image name)"
+                "\nSKIPPED {what}: no apache/kvrocks image without a kvrocks binary; set KVROCKS_BIN (a stand-in never runs under a kvrocks image name)"
             );
             return None;
         }

@@ -12,7 +12,7 @@ use kvrocks_e2e::wait;
 use kvrocks_e2e::writer::{Log, SharedPassword, Target, Writer};
 use serde_json::json;
 
-use super::{Needs, READY_TIMEOUT, Scenario};
+use super::{READY_TIMEOUT, Scenario};
 
 pub const STD: &str = "std";
 pub const GROUP: &str = "sentinel";
@@ -60,7 +60,7 @@ impl Std {
         failover_timeout_ms: u64,
         config: serde_json::Value,
     ) -> Option<Self> {
-        let sc = Scenario::start(what, ns, Needs::AnyKvrocks).await?;
+        let sc = Scenario::start(what, ns).await?;
         sc.api::<KvrocksSentinel>()
             .create(
                 &PostParams::default(),

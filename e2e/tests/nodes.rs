@@ -1,16 +1,14 @@
-//! The node agent behaves like a kubelet: ConfigMap, Secret and downward API volumes and env,
-//! `$(VAR)` expansion, init containers in order, liveness restarts, preStop hooks, unmapped
-//! images, stopped nodes, and kvrocks pods on whichever data plane this machine has.
+//! The testbed's real nodes: liveness restarts and preStop hooks, a stopped node (NotReady, its
+//! pods silent until it starts again), and a kvrocks pod of the locally built image.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret};
-use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
-use kvrocks_e2e::agentctl::node_ready;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use kvrocks_e2e::nodes::node_ready;
 use kvrocks_e2e::{PodRef, Testbed, wait};
 use serde_json::json;
 
@@ -61,183 +59,9 @@ fn restarts(pod: &Pod) -> i32 {
         .map_or(0, |c| c.restart_count)
 }
 
-/// The host directory of an emptyDir volume of a running pod.
-fn volume_dir(testbed: &Testbed, pod: &Pod, volume: &str) -> PathBuf {
-    testbed
-        .root()
-        .join("agent/pods")
-        .join(format!(
-            "{}_{}_{}",
-            pod.namespace().unwrap(),
-            pod.name_any(),
-            pod.uid().unwrap()
-        ))
-        .join("volumes")
-        .join(volume)
-}
-
-async fn file_is(path: PathBuf, expected: &str) -> String {
-    wait::until(
-        &format!("{} to hold {expected:?}", path.display()),
-        Duration::from_secs(30),
-        async || {
-            let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
-            if text.trim() == expected {
-                Ok(text)
-            } else {
-                Err(format!("it holds {text:?}"))
-            }
-        },
-    )
-    .await
-    .unwrap()
-}
-
-#[tokio::test]
-async fn config_secret_env_and_downward_api_reach_the_container() {
-    let testbed = Testbed::shared().await.unwrap();
-    if !testbed.node_agent_or_skip("volumes and env") {
-        return;
-    }
-    let client = testbed.client().await.unwrap();
-    let ns = "volumes";
-    namespace(&client, ns).await;
-    let _: ConfigMap = create(
-        &client,
-        ns,
-        json!({"metadata": {"name": "cfg"}, "data": {"greeting": "hello"}}),
-    )
-    .await;
-    let _: Secret = create(
-        &client,
-        ns,
-        json!({"metadata": {"name": "sec"}, "stringData": {"password": "s3cr3t"}}),
-    )
-    .await;
-    let script = "cat /etc/cfg/greeting > /out/cm; cat /etc/sec/password > /out/secret; \
-                  echo \"$GREETING $PASSWORD $MY_IP $MY_NODE\" > /out/env; \
-                  cat /out/init > /out/after-init; exec sleep 3600";
-    let _: Pod = create(
-        &client,
-        ns,
-        json!({
-            "metadata": {"name": "reader", "labels": {"app": "reader"}},
-            "spec": {
-                "initContainers": [
-                    {"name": "first", "image": "redis:7.2",
-                     "command": ["sh", "-c", "echo one > /out/init"],
-                     "volumeMounts": [{"name": "out", "mountPath": "/out"}]},
-                    {"name": "second", "image": "redis:7.2",
-                     "command": ["sh", "-c", "echo two >> /out/init"],
-                     "volumeMounts": [{"name": "out", "mountPath": "/out"}]},
-                ],
-                "containers": [{
-                    "name": "main", "image": "redis:7.2",
-                    "command": ["sh", "-c", "echo expanded $(GREETING) > /out/expanded; $(SCRIPT)"],
-                    "env": [
-                        {"name": "SCRIPT", "value": script},
-                        {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}},
-                        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}}},
-                        {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                        {"name": "MY_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-                    ],
-                    "volumeMounts": [
-                        {"name": "out", "mountPath": "/out"},
-                        {"name": "cfg", "mountPath": "/etc/cfg"},
-                        {"name": "sec", "mountPath": "/etc/sec", "readOnly": true},
-                        {"name": "info", "mountPath": "/etc/podinfo"},
-                    ],
-                }],
-                "volumes": [
-                    {"name": "out", "emptyDir": {}},
-                    {"name": "cfg", "configMap": {"name": "cfg"}},
-                    {"name": "sec", "secret": {"secretName": "sec"}},
-                    {"name": "info", "downwardAPI": {"items": [
-                        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
-                ],
-                "terminationGracePeriodSeconds": 1,
-            },
-        }),
-    )
-    .await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pod = wait::for_object(&pods, "reader", POD_TIMEOUT, "Running and Ready", ready)
-        .await
-        .unwrap();
-    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
-    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap();
-    let out = volume_dir(testbed, &pod, "out");
-    file_is(out.join("cm"), "hello").await;
-    file_is(out.join("secret"), "s3cr3t").await;
-    file_is(out.join("env"), &format!("hello s3cr3t {ip} {node}")).await;
-    file_is(out.join("expanded"), "expanded hello").await;
-    file_is(out.join("after-init"), "one\ntwo").await;
-    let labels = std::fs::read_to_string(volume_dir(testbed, &pod, "info").join("labels")).unwrap();
-    assert_eq!(labels.trim(), "app=\"reader\"");
-
-    // An updated ConfigMap reaches the mounted file.
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    cms.patch(
-        "cfg",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"data": {"greeting": "bonjour"}})),
-    )
-    .await
-    .unwrap();
-    file_is(volume_dir(testbed, &pod, "cfg").join("greeting"), "bonjour").await;
-}
-
-#[tokio::test]
-async fn an_unmapped_image_waits_with_a_clear_reason() {
-    let testbed = Testbed::shared().await.unwrap();
-    if !testbed.node_agent_or_skip("unmapped image") {
-        return;
-    }
-    let client = testbed.client().await.unwrap();
-    let ns = "unmapped";
-    namespace(&client, ns).await;
-    let _: Pod = create(
-        &client,
-        ns,
-        json!({"metadata": {"name": "nginx"},
-               "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}),
-    )
-    .await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pod = wait::for_object(
-        &pods,
-        "nginx",
-        POD_TIMEOUT,
-        "waiting: ImageNotMapped",
-        |p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|cs| cs.first())
-                .and_then(|c| c.state.as_ref())
-                .and_then(|s| s.waiting.as_ref())
-                .is_some_and(|w| w.reason.as_deref() == Some("ImageNotMapped"))
-        },
-    )
-    .await
-    .unwrap();
-    let message = pod.status.unwrap().container_statuses.unwrap()[0]
-        .state
-        .clone()
-        .unwrap()
-        .waiting
-        .unwrap()
-        .message
-        .unwrap();
-    assert!(message.contains("nginx"), "{message}");
-}
-
 #[tokio::test]
 async fn a_failing_liveness_probe_restarts_and_deletion_runs_the_pre_stop_hook() {
     let testbed = Testbed::shared().await.unwrap();
-    if !testbed.agent_or_skip("liveness and preStop") {
-        return;
-    }
     let client = testbed.client().await.unwrap();
     let ns = "liveness";
     namespace(&client, ns).await;
@@ -308,9 +132,6 @@ async fn a_failing_liveness_probe_restarts_and_deletion_runs_the_pre_stop_hook()
 #[tokio::test]
 async fn a_stopped_node_turns_not_ready_and_its_pods_go_silent() {
     let testbed = Testbed::shared().await.unwrap();
-    if !testbed.agent_or_skip("node stop") {
-        return;
-    }
     let client = testbed.client().await.unwrap();
     let ns = "nodestop";
     namespace(&client, ns).await;
@@ -381,7 +202,10 @@ async fn a_stopped_node_turns_not_ready_and_its_pods_go_silent() {
 #[tokio::test]
 async fn a_kvrocks_pod_runs_on_this_machines_data_plane() {
     let testbed = Testbed::shared().await.unwrap();
-    if !testbed.agent_or_skip("kvrocks pod") {
+    if !testbed.data_plane().is_real() {
+        kvrocks_e2e::say!(
+            "\nSKIPPED kvrocks pod: no apache/kvrocks image without a kvrocks binary (set KVROCKS_BIN)"
+        );
         return;
     }
     kvrocks_e2e::say!("kvrocks pod test: {}", testbed.data_plane().describe());
@@ -415,6 +239,32 @@ async fn a_kvrocks_pod_runs_on_this_machines_data_plane() {
         .await
         .unwrap();
     let pod = PodRef::new(ns, "kv");
+    // The image's user and filesystem, as `kubectl exec` shows them.
+    let uid = testbed
+        .kubectl(&["-n", ns, "exec", "kv", "--", "id", "-u"])
+        .await
+        .unwrap();
+    assert_eq!(
+        uid.trim(),
+        "999",
+        "kvrocks runs as the image's user kvrocks"
+    );
+    let default_conf = testbed
+        .kubectl(&[
+            "-n",
+            ns,
+            "exec",
+            "kv",
+            "--",
+            "cat",
+            "/var/lib/kvrocks/kvrocks.conf",
+        ])
+        .await
+        .unwrap();
+    assert!(
+        default_conf.contains("dir /var/lib/kvrocks"),
+        "the image's own default config: {default_conf}"
+    );
     let unauthenticated = testbed.redis_at(&pod, 6666, None, &["SET", "k", "v"]).await;
     assert!(
         unauthenticated.is_err(),

@@ -1,12 +1,13 @@
-//! Finding the node agent's container log files of a pod (for `testbed logs`).
+//! Finding the container log files of a pod (for `testbed logs`): the nodes' kubelets keep them
+//! under `<root>/nodes/<node>/pod-logs/<ns>_<name>_<uid>/<container>/`. A test binary's testbed
+//! leaves them behind until its next run, for a post-mortem.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// Log files under `<root>/agent` that belong to pod `namespace/name` (and `container`, if given):
-/// files ending in `.log` whose path has a component naming the pod (`name`, `<ns>_<name>` or
-/// `<ns>/<name>`), sorted.
+/// Log files of the nodes that belong to pod `namespace/name` (and `container`, if given):
+/// files ending in `.log` under a directory `<ns>_<name>_<uid>`, sorted.
 pub fn find(
     root: &Path,
     namespace: &str,
@@ -14,17 +15,22 @@ pub fn find(
     container: Option<&str>,
 ) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
-    walk(&root.join("agent"), &mut found)?;
-    let joined = format!("{namespace}_{name}");
-    let nested = Path::new(namespace).join(name);
+    if let Ok(nodes) = std::fs::read_dir(root.join("nodes")) {
+        for node in nodes.flatten() {
+            walk(&node.path().join("pod-logs"), &mut found)?;
+        }
+    }
+    let pod_dir = format!("{namespace}_{name}_");
     let mut files: Vec<PathBuf> = found
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
         .filter(|p| {
-            let text = p.to_string_lossy();
-            p.components()
-                .any(|c| c.as_os_str() == name || c.as_os_str() == joined.as_str())
-                || text.contains(&*nested.to_string_lossy())
+            p.components().any(|c| {
+                c.as_os_str()
+                    .to_string_lossy()
+                    .strip_prefix(&pod_dir)
+                    .is_some_and(|uid| !uid.is_empty() && !uid.contains('_'))
+            })
         })
         .filter(|p| {
             container.is_none_or(|c| {

@@ -1,7 +1,7 @@
-//! A local dynamic PV provisioner: backs each PVC of the `testbed-local` StorageClass with a
-//! directory under the agent's PV root, exposed as a pre-bound `hostPath` PV (kube-controller-
-//! manager's binder then binds the pair), and removes the directory and the PV once it is
-//! released (reclaim policy Delete).
+//! The testbed's local dynamic PV provisioner (`testbed provision`): backs each PVC of the
+//! `testbed-local` StorageClass with a directory under `<root>/pv`, exposed as a pre-bound PV
+//! (kube-controller-manager's binder then binds the pair), and removes the directory and the PV
+//! once it is released (reclaim policy Delete).
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    HostPathVolumeSource, LocalVolumeSource, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, ObjectReference, PersistentVolume, PersistentVolumeClaim,
-    PersistentVolumeSpec, VolumeNodeAffinity,
+    LocalVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectReference,
+    PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, VolumeNodeAffinity,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -21,7 +20,7 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use super::error::{AgentError, AgentResult};
+use crate::error::{Error, Result};
 
 /// The StorageClass this provisioner serves (the cluster's default class).
 pub const STORAGE_CLASS: &str = "testbed-local";
@@ -29,7 +28,7 @@ pub const STORAGE_CLASS: &str = "testbed-local";
 pub const PROVISIONER: &str = "testbed.kvrocks.io/local";
 
 /// Field manager of the StorageClass apply.
-const FIELD_MANAGER: &str = "node-agent";
+const FIELD_MANAGER: &str = "testbed";
 /// Annotation naming the provisioner that created a PV.
 const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
 /// Annotations the PV controller sets on a PVC awaiting an external provisioner.
@@ -39,26 +38,6 @@ const STORAGE_PROVISIONER: [&str; 2] = [
 ];
 /// How often everything is listed again, in case a watch event was missed or a retry is due.
 const RELIST: Duration = Duration::from_secs(30);
-
-/// How provisioned volumes reach their pods.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Placement {
-    /// `hostPath` PVs, bound at once (the node agent mounts them itself).
-    HostPath,
-    /// `local` PVs on the node the scheduler picked for the first pod (WaitForFirstConsumer), as
-    /// a real local-disk provisioner makes them: root-owned, and kubelet applies the pod's
-    /// `fsGroup` to them as to a real disk.
-    Local,
-}
-
-/// Where the provisioner keeps volumes, and what kind it makes.
-#[derive(Clone, Debug)]
-pub struct Volumes {
-    /// The directory holding one directory per volume.
-    pub root: PathBuf,
-    /// The kind of PV.
-    pub placement: Placement,
-}
 
 /// The PVC annotation naming the node the scheduler picked (WaitForFirstConsumer).
 const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
@@ -74,8 +53,9 @@ pub fn pv_name(pvc_uid: &str) -> String {
 }
 
 /// The StorageClass `testbed-local`: default class, this provisioner, reclaim policy Delete,
-/// expansion allowed; binding immediate for hostPath volumes, at the first pod for local ones.
-pub fn storage_class(placement: Placement) -> StorageClass {
+/// expansion allowed, bound once the scheduler placed the first pod (the volume is local to
+/// that pod's node).
+pub fn storage_class() -> StorageClass {
     StorageClass {
         metadata: ObjectMeta {
             name: Some(STORAGE_CLASS.to_owned()),
@@ -87,30 +67,20 @@ pub fn storage_class(placement: Placement) -> StorageClass {
         },
         provisioner: PROVISIONER.to_owned(),
         reclaim_policy: Some("Delete".to_owned()),
-        volume_binding_mode: Some(
-            match placement {
-                Placement::HostPath => "Immediate",
-                Placement::Local => "WaitForFirstConsumer",
-            }
-            .to_owned(),
-        ),
+        volume_binding_mode: Some("WaitForFirstConsumer".to_owned()),
         allow_volume_expansion: Some(true),
         ..Default::default()
     }
 }
 
 /// Server-side applies the StorageClass `testbed-local` (see [`storage_class`]).
-pub async fn ensure_storage_class(client: &kube::Client, placement: Placement) -> AgentResult<()> {
+pub async fn ensure_storage_class(client: &kube::Client) -> Result<()> {
     let api: Api<StorageClass> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(
-        STORAGE_CLASS,
-        &params,
-        &Patch::Apply(&storage_class(placement)),
-    )
-    .await
-    .map(drop)
-    .map_err(|e| AgentError::kube(format!("apply storageclass {STORAGE_CLASS}"), e))
+    api.patch(STORAGE_CLASS, &params, &Patch::Apply(&storage_class()))
+        .await
+        .map(drop)
+        .map_err(|e| Error::kube(format!("apply storageclass {STORAGE_CLASS}"), e))
 }
 
 /// Whether this provisioner should create a PV for the PVC: it asks for `testbed-local` (by class
@@ -149,14 +119,10 @@ pub fn selected_node(pvc: &PersistentVolumeClaim) -> Option<&str> {
         .filter(|n| !n.is_empty())
 }
 
-/// The PV for the PVC, backed by `dir`: pre-bound to the claim (`claimRef` with its uid), with the
-/// claim's requested storage and access modes, reclaim policy Delete; a `hostPath` volume, or
-/// with `node`, a `local` volume only that node can mount.
-pub fn build_pv(
-    pvc: &PersistentVolumeClaim,
-    dir: &Path,
-    node: Option<&str>,
-) -> AgentResult<PersistentVolume> {
+/// The PV for the PVC, backed by `dir`: a `local` volume only `node` can mount (kubelet hands it
+/// to the pod's `fsGroup` as it does a real disk), pre-bound to the claim (`claimRef` with its
+/// uid), with the claim's requested storage and access modes, reclaim policy Delete.
+pub fn build_pv(pvc: &PersistentVolumeClaim, dir: &Path, node: &str) -> Result<PersistentVolume> {
     let what = || {
         format!(
             "persistentvolumeclaim {}/{}",
@@ -168,28 +134,28 @@ pub fn build_pv(
         .metadata
         .uid
         .clone()
-        .ok_or_else(|| AgentError::invalid(what(), "no uid"))?;
+        .ok_or_else(|| Error::invalid(what(), "no uid"))?;
     let namespace = pvc
         .metadata
         .namespace
         .clone()
-        .ok_or_else(|| AgentError::invalid(what(), "no namespace"))?;
+        .ok_or_else(|| Error::invalid(what(), "no namespace"))?;
     let name = pvc
         .metadata
         .name
         .clone()
-        .ok_or_else(|| AgentError::invalid(what(), "no name"))?;
+        .ok_or_else(|| Error::invalid(what(), "no name"))?;
     let spec = pvc
         .spec
         .as_ref()
-        .ok_or_else(|| AgentError::invalid(what(), "no spec"))?;
+        .ok_or_else(|| Error::invalid(what(), "no spec"))?;
     let storage = spec
         .resources
         .as_ref()
         .and_then(|r| r.requests.as_ref())
         .and_then(|r| r.get("storage"))
         .cloned()
-        .ok_or_else(|| AgentError::invalid(what(), "no storage request"))?;
+        .ok_or_else(|| Error::invalid(what(), "no storage request"))?;
     let access_modes = match &spec.access_modes {
         Some(modes) if !modes.is_empty() => modes.clone(),
         _ => vec!["ReadWriteOnce".to_owned()],
@@ -209,15 +175,11 @@ pub fn build_pv(
             persistent_volume_reclaim_policy: Some("Delete".to_owned()),
             storage_class_name: Some(STORAGE_CLASS.to_owned()),
             volume_mode: Some("Filesystem".to_owned()),
-            host_path: node.is_none().then(|| HostPathVolumeSource {
-                path: dir.display().to_string(),
-                type_: Some("DirectoryOrCreate".to_owned()),
-            }),
-            local: node.map(|_| LocalVolumeSource {
+            local: Some(LocalVolumeSource {
                 path: dir.display().to_string(),
                 fs_type: None,
             }),
-            node_affinity: node.map(|node| VolumeNodeAffinity {
+            node_affinity: Some(VolumeNodeAffinity {
                 required: Some(NodeSelector {
                     node_selector_terms: vec![NodeSelectorTerm {
                         match_expressions: Some(vec![NodeSelectorRequirement {
@@ -267,11 +229,7 @@ pub fn needs_reclaim(pv: &PersistentVolume) -> bool {
 /// The PV's directory if it lies strictly inside `pv_root` (no `..`, not the root itself).
 fn owned_dir(pv: &PersistentVolume, pv_root: &Path) -> Option<PathBuf> {
     let spec = pv.spec.as_ref()?;
-    let path = match (&spec.host_path, &spec.local) {
-        (Some(host), _) => PathBuf::from(&host.path),
-        (None, Some(local)) => PathBuf::from(&local.path),
-        (None, None) => return None,
-    };
+    let path = PathBuf::from(&spec.local.as_ref()?.path);
     let plain = path
         .components()
         .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
@@ -281,27 +239,23 @@ fn owned_dir(pv: &PersistentVolume, pv_root: &Path) -> Option<PathBuf> {
 /// Creates the directory and the PV for a PVC that needs one. An existing PV is fine.
 async fn provision(
     pvs: &Api<PersistentVolume>,
-    volumes: &Volumes,
+    pv_root: &Path,
     pvc: &PersistentVolumeClaim,
-) -> AgentResult<()> {
+) -> Result<()> {
     if !needs_pv(pvc) {
         return Ok(());
     }
-    let node = match volumes.placement {
-        Placement::HostPath => None,
-        // Provisioned once the scheduler has placed the first pod.
-        Placement::Local => match selected_node(pvc) {
-            Some(node) => Some(node),
-            None => return Ok(()),
-        },
+    // Provisioned once the scheduler has placed the first pod.
+    let Some(node) = selected_node(pvc) else {
+        return Ok(());
     };
     let Some(uid) = pvc.metadata.uid.as_deref() else {
         return Ok(());
     };
     let name = pv_name(uid);
-    let dir = pv_dir(&volumes.root, &name);
+    let dir = pv_dir(pv_root, &name);
     let pv = build_pv(pvc, &dir, node)?;
-    std::fs::create_dir_all(&dir).map_err(|e| AgentError::io("create directory", &dir, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
     match pvs.create(&PostParams::default(), &pv).await {
         Ok(_) => {
             tracing::info!(
@@ -313,20 +267,12 @@ async fn provision(
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(e) => Err(AgentError::kube(
-            format!("create persistentvolume {name}"),
-            e,
-        )),
+        Err(e) => Err(Error::kube(format!("create persistentvolume {name}"), e)),
     }
 }
 
 /// Removes the directory and the object of a released PV of ours.
-async fn reclaim(
-    pvs: &Api<PersistentVolume>,
-    volumes: &Volumes,
-    pv: &PersistentVolume,
-) -> AgentResult<()> {
-    let pv_root = volumes.root.as_path();
+async fn reclaim(pvs: &Api<PersistentVolume>, pv_root: &Path, pv: &PersistentVolume) -> Result<()> {
     if !needs_reclaim(pv) || pv.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
@@ -335,7 +281,7 @@ async fn reclaim(
         Some(dir) => match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(AgentError::io("remove directory", &dir, e)),
+            Err(e) => return Err(Error::io("remove directory", &dir, e)),
         },
         None => tracing::warn!(
             pv = %name,
@@ -356,10 +302,7 @@ async fn reclaim(
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
-        Err(e) => Err(AgentError::kube(
-            format!("delete persistentvolume {name}"),
-            e,
-        )),
+        Err(e) => Err(Error::kube(format!("delete persistentvolume {name}"), e)),
     }
 }
 
@@ -367,23 +310,23 @@ async fn reclaim(
 async fn relist(
     pvcs: &Api<PersistentVolumeClaim>,
     pvs: &Api<PersistentVolume>,
-    store: &Volumes,
-) -> AgentResult<()> {
+    pv_root: &Path,
+) -> Result<()> {
     let claims = pvcs
         .list(&ListParams::default())
         .await
-        .map_err(|e| AgentError::kube("list persistentvolumeclaims", e))?;
+        .map_err(|e| Error::kube("list persistentvolumeclaims", e))?;
     for pvc in &claims.items {
-        if let Err(e) = provision(pvs, store, pvc).await {
+        if let Err(e) = provision(pvs, pv_root, pvc).await {
             tracing::warn!(error = %e, "provisioning failed; retrying later");
         }
     }
     let volumes = pvs
         .list(&ListParams::default())
         .await
-        .map_err(|e| AgentError::kube("list persistentvolumes", e))?;
+        .map_err(|e| Error::kube("list persistentvolumes", e))?;
     for pv in &volumes.items {
-        if let Err(e) = reclaim(pvs, store, pv).await {
+        if let Err(e) = reclaim(pvs, pv_root, pv).await {
             tracing::warn!(error = %e, "reclaiming failed; retrying later");
         }
     }
@@ -393,7 +336,7 @@ async fn relist(
 /// Watches PVCs and PVs (and lists them all every 30 s) until `shutdown`: provisions a PV for
 /// each PVC of ours that needs one, and reclaims released PVs of ours. Errors are logged and
 /// retried on the next event or relist.
-pub async fn run(client: kube::Client, store: Volumes, shutdown: CancellationToken) {
+pub async fn run(client: kube::Client, pv_root: PathBuf, shutdown: CancellationToken) {
     let pvcs: Api<PersistentVolumeClaim> = Api::all(client.clone());
     let pvs: Api<PersistentVolume> = Api::all(client);
     let claims = watcher::watcher(pvcs.clone(), watcher::Config::default())
@@ -411,13 +354,13 @@ pub async fn run(client: kube::Client, store: Volumes, shutdown: CancellationTok
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {
-                if let Err(e) = relist(&pvcs, &pvs, &store).await {
+                if let Err(e) = relist(&pvcs, &pvs, &pv_root).await {
                     tracing::warn!(error = %e, "volume relist failed; retrying later");
                 }
             }
             item = claims.next(), if claims_open => match item {
                 Some(Ok(pvc)) => {
-                    if let Err(e) = provision(&pvs, &store, &pvc).await {
+                    if let Err(e) = provision(&pvs, &pv_root, &pvc).await {
                         tracing::warn!(error = %e, "provisioning failed; retrying later");
                     }
                 }
@@ -426,7 +369,7 @@ pub async fn run(client: kube::Client, store: Volumes, shutdown: CancellationTok
             },
             item = volumes.next(), if volumes_open => match item {
                 Some(Ok(pv)) => {
-                    if let Err(e) = reclaim(&pvs, &store, &pv).await {
+                    if let Err(e) = reclaim(&pvs, &pv_root, &pv).await {
                         tracing::warn!(error = %e, "reclaiming failed; retrying later");
                     }
                 }
@@ -510,11 +453,11 @@ mod tests {
     }
 
     #[test]
-    fn pv_is_prebound_hostpath_of_the_claim() {
+    fn pv_is_a_prebound_local_volume_on_the_chosen_node() {
         let claim = pvc(pending_claim());
-        let dir = pv_dir(Path::new("/agent/pv"), "pvc-1234-abcd");
-        assert_eq!(dir, Path::new("/agent/pv/pvc-1234-abcd"));
-        let pv = build_pv(&claim, &dir, None).unwrap();
+        let dir = pv_dir(Path::new("/root/pv"), "pvc-1234-abcd");
+        assert_eq!(dir, Path::new("/root/pv/pvc-1234-abcd"));
+        let pv = build_pv(&claim, &dir, "node-1").unwrap();
         let value = serde_json::to_value(&pv).unwrap();
         assert_eq!(
             value,
@@ -531,7 +474,10 @@ mod tests {
                     "persistentVolumeReclaimPolicy": "Delete",
                     "storageClassName": "testbed-local",
                     "volumeMode": "Filesystem",
-                    "hostPath": {"path": "/agent/pv/pvc-1234-abcd", "type": "DirectoryOrCreate"},
+                    "local": {"path": "/root/pv/pvc-1234-abcd"},
+                    "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-1"]}
+                    ]}]}},
                     "claimRef": {
                         "apiVersion": "v1",
                         "kind": "PersistentVolumeClaim",
@@ -548,11 +494,11 @@ mod tests {
     fn pv_needs_a_storage_request() {
         let mut value = pending_claim();
         value["spec"]["resources"] = serde_json::json!({});
-        assert!(build_pv(&pvc(value), Path::new("/x"), None).is_err());
+        assert!(build_pv(&pvc(value), Path::new("/x"), "node-1").is_err());
     }
 
     fn released_pv(path: &str) -> PersistentVolume {
-        let mut pv = build_pv(&pvc(pending_claim()), Path::new(path), None).unwrap();
+        let mut pv = build_pv(&pvc(pending_claim()), Path::new(path), "node-1").unwrap();
         pv.status = Some(k8s_openapi::api::core::v1::PersistentVolumeStatus {
             phase: Some("Released".to_owned()),
             ..Default::default()
@@ -562,7 +508,7 @@ mod tests {
 
     #[test]
     fn released_pv_of_ours_is_reclaimed() {
-        let pv = released_pv("/agent/pv/pvc-1234-abcd");
+        let pv = released_pv("/root/pv/pvc-1234-abcd");
         assert!(needs_reclaim(&pv));
         let mut failed = pv.clone();
         failed.status.as_mut().unwrap().phase = Some("Failed".to_owned());
@@ -584,23 +530,23 @@ mod tests {
 
     #[test]
     fn only_directories_under_the_root_are_removed() {
-        let root = Path::new("/agent/pv");
+        let root = Path::new("/root/pv");
         assert_eq!(
-            owned_dir(&released_pv("/agent/pv/pvc-1"), root),
-            Some(PathBuf::from("/agent/pv/pvc-1"))
+            owned_dir(&released_pv("/root/pv/pvc-1"), root),
+            Some(PathBuf::from("/root/pv/pvc-1"))
         );
-        assert_eq!(owned_dir(&released_pv("/agent/pv"), root), None);
-        assert_eq!(owned_dir(&released_pv("/agent/pv/../etc"), root), None);
-        assert_eq!(owned_dir(&released_pv("/agent/pvx/pvc-1"), root), None);
+        assert_eq!(owned_dir(&released_pv("/root/pv"), root), None);
+        assert_eq!(owned_dir(&released_pv("/root/pv/../etc"), root), None);
+        assert_eq!(owned_dir(&released_pv("/root/pvx/pvc-1"), root), None);
         assert_eq!(owned_dir(&released_pv("/elsewhere/pvc-1"), root), None);
     }
 
     #[test]
     fn storage_class_is_default_and_immediate() {
-        let value = serde_json::to_value(storage_class(Placement::HostPath)).unwrap();
+        let value = serde_json::to_value(storage_class()).unwrap();
         assert_eq!(value["provisioner"], PROVISIONER);
         assert_eq!(value["reclaimPolicy"], "Delete");
-        assert_eq!(value["volumeBindingMode"], "Immediate");
+        assert_eq!(value["volumeBindingMode"], "WaitForFirstConsumer");
         assert_eq!(value["allowVolumeExpansion"], true);
         assert_eq!(
             value["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"],
