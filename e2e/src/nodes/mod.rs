@@ -118,6 +118,11 @@ pub async fn start(
         )?;
         let kubeconfig = kubeconfig::write(&node.dir, "kubelet", server, pki, &stem)?;
         start_kubelet(launcher, bins, pki, network, node, &kubeconfig)?;
+        // One at a time: kubelet binds its device-plugin socket at a fixed host path
+        // (/var/lib/kubelet/device-plugins/kubelet.sock, whatever its root dir), and two kubelets
+        // starting together both fail to (seen: a node that never registered). Once a kubelet
+        // registered its node it is past that point; the next one takes the path over.
+        wait_registered(launcher, &client, node).await?;
     }
     start_kube_proxy(launcher, bins, pki, network, server, &record.nodes[0])?;
     wait_nodes_ready(launcher, &client).await?;
@@ -378,6 +383,25 @@ fn start_kube_proxy(
         log: root.join("logs").join("kube-proxy.log"),
     })?;
     Ok(())
+}
+
+async fn wait_registered(
+    launcher: &mut Launcher,
+    client: &kube::Client,
+    node: &NodeLayout,
+) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let name = format!("kubelet-{}", node.name);
+    launcher
+        .wait_healthy(&name, NODE_TIMEOUT, async || {
+            match nodes.get_opt(&node.name).await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(format!("node {} not registered yet", node.name)),
+                Err(e) => Err(format!("get node {}: {e}", node.name)),
+            }
+        })
+        .await
+        .map(drop)
 }
 
 async fn wait_nodes_ready(launcher: &mut Launcher, client: &kube::Client) -> Result<()> {
