@@ -510,8 +510,8 @@ pub fn after_processes(record: &NodesRecord) {
         kill_shims(&node.socket());
         let _ = std::fs::write(node.cgroup_dir("freezer").join("freezer.state"), "THAWED");
         chaos::kill_cgroup(&node.cgroup_dir("pids"));
-        for controller in render::CGROUP_CONTROLLERS {
-            remove_cgroup_tree(&node.cgroup_dir(controller));
+        for mount in render::CGROUP_MOUNTS {
+            remove_cgroup_tree(&node.cgroup_dir(mount));
         }
     }
     if record.kube_proxy.is_file()

@@ -12,9 +12,15 @@ use crate::network::Network;
 pub const PAUSE_IMAGE: &str = "docker.io/kvrocks-testbed/pause:1";
 /// Where Debian's containernetworking-plugins put the CNI plugins.
 pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
-/// The cgroup v1 controllers a node's cgroup root is made in (and removed from).
+/// The cgroup v1 controllers a node's cgroup root is made in.
 pub const CGROUP_CONTROLLERS: [&str; 9] = [
     "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd",
+];
+/// Where a node leaves cgroups behind: its controllers, and the hybrid host's cgroup v2 mount
+/// (`unified`), where runc makes a twin of each container's cgroup.
+pub const CGROUP_MOUNTS: [&str; 10] = [
+    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd",
+    "unified",
 ];
 
 /// Where one node keeps everything, and the host resources it owns.
