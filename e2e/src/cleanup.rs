@@ -1,13 +1,11 @@
 //! Removing what a testbed left on the host: the real nodes' pods (through the CRI), processes (by
-//! recorded pid and start time), shims, cgroups and iptables chains of the nodes, processes still
-//! inside network namespaces bound under the root, mounts under the root, the bridge, and the root
-//! itself. Safe to run on a half-started or long-dead testbed, and twice.
+//! recorded pid and start time), shims, cgroups and iptables chains of the nodes, mounts under the
+//! root, the bridge, and the root itself. Safe to run on a half-started or long-dead testbed, and twice.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal};
+use rustix::process::Signal;
 
 use crate::error::{Error, Result};
 use crate::network::remove_bridge;
@@ -66,7 +64,6 @@ pub fn stop(root: &Path) -> Result<()> {
         crate::nodes::after_processes(record);
     }
     let mounts = mounts_under(root)?;
-    kill_namespace_members(&mounts);
     unmount(&mounts)?;
     if let Some(network) = state.as_ref().and_then(|s| s.network.as_ref()) {
         remove_bridge(&network.bridge)?;
@@ -81,11 +78,10 @@ pub fn stop(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A mount point and its file-system type.
+/// A mount point.
 #[derive(Debug)]
 struct Mount {
     point: PathBuf,
-    fstype: String,
 }
 
 /// Mounts at or below `root` in this mount namespace, deepest first.
@@ -97,9 +93,7 @@ fn mounts_under(root: &Path) -> Result<Vec<Mount>> {
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let point = PathBuf::from(unescape(fields.get(4)?));
-            let dash = fields.iter().position(|f| *f == "-")?;
-            let fstype = (*fields.get(dash + 1)?).to_owned();
-            point.starts_with(root).then_some(Mount { point, fstype })
+            point.starts_with(root).then_some(Mount { point })
         })
         .collect();
     mounts.sort_by_key(|m| std::cmp::Reverse(m.point.components().count()));
@@ -128,44 +122,6 @@ fn unescape(field: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// SIGKILLs every process whose network namespace is one bound under the root (pod processes
-/// the agent could not stop, e.g. because it was killed itself).
-fn kill_namespace_members(mounts: &[Mount]) {
-    let inodes: Vec<u64> = mounts
-        .iter()
-        .filter(|m| m.fstype == "nsfs")
-        .filter_map(|m| std::fs::metadata(&m.point).ok().map(|md| md.ino()))
-        .collect();
-    if inodes.is_empty() {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(link) = std::fs::read_link(entry.path().join("ns/net")) else {
-            continue;
-        };
-        let inode = link
-            .to_str()
-            .and_then(|l| l.strip_prefix("net:["))
-            .and_then(|l| l.strip_suffix(']'))
-            .and_then(|l| l.parse::<u64>().ok());
-        if inode.is_some_and(|i| inodes.contains(&i))
-            && let Some(pid) = Pid::from_raw(pid)
-        {
-            let _ = rustix::process::kill_process(pid, Signal::KILL);
-        }
-    }
 }
 
 /// Lazily unmounts each mount (deepest first); a mount already gone is fine.
