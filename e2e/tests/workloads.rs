@@ -336,3 +336,56 @@ async fn the_garbage_collector_deletes_owned_objects() {
     .await
     .unwrap();
 }
+
+/// Whether `redis-cli PING` from inside pod `from` gets PONG from `ip` within 3 s.
+async fn ping_from(testbed: &Testbed, ns: &str, from: &str, ip: &str) -> bool {
+    let args = [
+        "-n",
+        ns,
+        "exec",
+        from,
+        "--",
+        "timeout",
+        "3",
+        "redis-cli",
+        "-h",
+        ip,
+        "ping",
+    ];
+    testbed
+        .kubectl(&args)
+        .await
+        .is_ok_and(|out| out.trim() == "PONG")
+}
+
+#[tokio::test]
+async fn a_cut_path_parts_two_pods_and_nothing_else() {
+    let testbed = Testbed::shared().await.unwrap();
+    let client = testbed.client().await.unwrap();
+    let ns = "partition";
+    let a = ip(&redis_pod(&client, ns, "a").await);
+    let b = ip(&redis_pod(&client, ns, "b").await);
+    let c = ip(&redis_pod(&client, ns, "c").await);
+    let (pod_a, pod_b) = (PodRef::new(ns, "a"), PodRef::new(ns, "b"));
+    assert!(
+        ping_from(testbed, ns, "a", &b).await,
+        "a reaches b before the cut"
+    );
+
+    testbed.cut_between(&pod_a, &pod_b, true).await.unwrap();
+    assert!(
+        !ping_from(testbed, ns, "a", &b).await,
+        "a no longer reaches b"
+    );
+    assert!(!ping_from(testbed, ns, "b", &a).await, "nor b a");
+    assert!(ping_from(testbed, ns, "a", &c).await, "a still reaches c");
+    assert!(ping_from(testbed, ns, "b", &c).await, "b still reaches c");
+    let probe = Duration::from_secs(2);
+    assert!(
+        Testbed::tcp_reachable(&a, 6379, probe).await,
+        "this machine still reaches a"
+    );
+
+    testbed.cut_between(&pod_a, &pod_b, false).await.unwrap();
+    assert!(ping_from(testbed, ns, "a", &b).await, "a reaches b again");
+}
