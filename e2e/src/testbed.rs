@@ -277,11 +277,6 @@ impl Testbed {
         matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)))
     }
 
-    /// The real nodes.
-    pub fn nodes(&self) -> &NodesRecord {
-        &self.nodes
-    }
-
     /// The pod's `status.podIP`.
     pub async fn pod_ip(&self, pod: &PodRef) -> Result<String> {
         let pods: Api<Pod> = Api::namespaced(self.client().await?, &pod.namespace);
