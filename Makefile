@@ -95,7 +95,7 @@ testbed-binaries: ## Start finding or building the testbed's Kubernetes, etcd, h
 test: deps testbed-binaries fmt-check clippy crds-check unit ## Everything CI runs; the last line sums the tests.
 
 .PHONY: e2e
-e2e: ## End-to-end tests on the local testbed (needs root: network namespaces, a bridge, mounts).
+e2e: ## End-to-end tests on the local testbed (needs root: containerd, kubelets, a bridge, cgroups).
 	$(CARGO) build --locked -p kvrocks-operator
 	$(CARGO) test --locked -p kvrocks-e2e
 
