@@ -36,6 +36,27 @@ pub async fn until<T>(
     }
 }
 
+/// Waits until `ip:port` takes TCP connections (`answers`) or stops taking them (each attempt
+/// given half a second).
+pub async fn tcp(ip: &str, port: u16, answers: bool, timeout: Duration) -> Result<()> {
+    let what = if answers {
+        format!("{ip}:{port} to answer")
+    } else {
+        format!("{ip}:{port} to stop answering")
+    };
+    until(&what, timeout, async || {
+        let reachable = crate::Testbed::tcp_reachable(ip, port, Duration::from_millis(500)).await;
+        if reachable == answers {
+            Ok(())
+        } else if reachable {
+            Err("it still takes connections".to_owned())
+        } else {
+            Err("it takes no connections".to_owned())
+        }
+    })
+    .await
+}
+
 /// Waits until the object `name` exists and satisfies `condition`; returns it.
 pub async fn for_object<K>(
     api: &Api<K>,

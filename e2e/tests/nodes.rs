@@ -177,19 +177,9 @@ async fn a_stopped_node_turns_not_ready_and_its_pods_go_silent() {
     )
     .await
     .unwrap();
-    wait::until(
-        "the pod to answer again",
-        Duration::from_secs(30),
-        async || {
-            if Testbed::tcp_reachable(&ip, 6379, probe).await {
-                Ok(())
-            } else {
-                Err(format!("{ip}:6379 does not answer"))
-            }
-        },
-    )
-    .await
-    .unwrap();
+    wait::tcp(&ip, 6379, true, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(
         testbed
             .redis(&PodRef::new(ns, "frozen"), &["PING"])

@@ -203,34 +203,12 @@ async fn a_cut_network_makes_the_pod_unreachable_until_restored() {
     assert!(Testbed::tcp_reachable(&addr, 6379, probe).await);
 
     testbed.cut_network(&target).await.unwrap();
-    wait::until(
-        "the pod to become unreachable",
-        NETWORK_TIMEOUT,
-        async || {
-            if Testbed::tcp_reachable(&addr, 6379, probe).await {
-                Err(format!("{addr}:6379 still accepts connections"))
-            } else {
-                Ok(())
-            }
-        },
-    )
-    .await
-    .unwrap();
+    wait::tcp(&addr, 6379, false, NETWORK_TIMEOUT)
+        .await
+        .unwrap();
 
     testbed.restore_network(&target).await.unwrap();
-    wait::until(
-        "the pod to be reachable again",
-        NETWORK_TIMEOUT,
-        async || {
-            if Testbed::tcp_reachable(&addr, 6379, probe).await {
-                Ok(())
-            } else {
-                Err(format!("{addr}:6379 does not answer"))
-            }
-        },
-    )
-    .await
-    .unwrap();
+    wait::tcp(&addr, 6379, true, NETWORK_TIMEOUT).await.unwrap();
     assert_eq!(testbed.redis(&target, &["PING"]).await.unwrap(), "PONG");
 }
 
