@@ -86,10 +86,50 @@ pub struct KvrocksClusterSpec {
     /// The kvrocks pods of every shard.
     #[serde(flatten)]
     pub pod: KvrocksPodSpec,
+    /// When the operator fails a shard over.
+    #[serde(default)]
+    pub failover: FailoverSpec,
     /// Manual slot moves, performed in order and each only once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_SLOT_MIGRATIONS))]
     pub slot_migrations: Vec<SlotMigration>,
+}
+
+/// When the operator fails a shard over.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverSpec {
+    /// How long a shard's master must stay unreachable (every pod is probed every 500 ms)
+    /// before its most up-to-date synced replica is promoted: `<n>s` or `<n>ms`, default `3s`.
+    #[serde(default = "default_failover_timeout")]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[0-9]{1,6}(ms|s)$')").message("failover.timeout must look like 3s or 1500ms"))]
+    pub timeout: String,
+}
+
+impl Default for FailoverSpec {
+    fn default() -> Self {
+        Self {
+            timeout: default_failover_timeout(),
+        }
+    }
+}
+
+fn default_failover_timeout() -> String {
+    "3s".to_owned()
+}
+
+impl FailoverSpec {
+    /// The timeout as a duration; None when it is not `<n>s` or `<n>ms`.
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        let t = self.timeout.trim();
+        if let Some(ms) = t.strip_suffix("ms") {
+            return ms.parse().ok().map(std::time::Duration::from_millis);
+        }
+        t.strip_suffix('s')?
+            .parse()
+            .ok()
+            .map(std::time::Duration::from_secs)
+    }
 }
 
 /// One node of a shard.
@@ -105,7 +145,7 @@ pub struct ClusterNodeStatus {
     /// The node's 40-character cluster node id.
     pub node_id: String,
     /// `master` or `replica`.
-    pub role: String,
+    pub role: crate::labels::Role,
     /// Node id of its master, for a replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_id: Option<String>,
@@ -123,6 +163,10 @@ pub struct ShardStatus {
     /// The shard's nodes.
     #[serde(default)]
     pub nodes: Vec<ClusterNodeStatus>,
+    /// Since when the shard's master has not answered the operator's probes (kept here so a
+    /// restarted operator continues the count toward `spec.failover.timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_unreachable_since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// A slot migration in flight, persisted so a restarted operator resumes it.
@@ -185,6 +229,12 @@ impl KvrocksClusterSpec {
             problems.push(format!(
                 "replicasPerShard is {}; it must be 0 or more",
                 self.replicas_per_shard
+            ));
+        }
+        if self.failover.timeout().is_none() {
+            problems.push(format!(
+                "failover.timeout is {:?}; it must look like 3s or 1500ms",
+                self.failover.timeout
             ));
         }
         for (i, migration) in self.slot_migrations.iter().enumerate() {

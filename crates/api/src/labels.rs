@@ -25,6 +25,69 @@ pub const ROLE_MASTER: &str = "master";
 /// Value of [`ROLE`] on a replica.
 pub const ROLE_REPLICA: &str = "replica";
 
+/// What a kvrocks node is: the value of [`ROLE`] and of a cluster node's `role` in status.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Takes writes.
+    Master,
+    /// Follows a master.
+    #[default]
+    Replica,
+}
+
+impl Role {
+    /// The label value ([`ROLE_MASTER`] or [`ROLE_REPLICA`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Master => ROLE_MASTER,
+            Role::Replica => ROLE_REPLICA,
+        }
+    }
+
+    /// The role a label value names, None for anything else.
+    pub fn parse(value: &str) -> Option<Role> {
+        match value {
+            ROLE_MASTER => Some(Role::Master),
+            ROLE_REPLICA => Some(Role::Replica),
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq<&str> for Role {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The ordinal at the end of a StatefulSet pod name (`c-2-10` is 10); None when the name does
+/// not end in `-<digits>`. Ordinals compare as numbers, never as text.
+pub fn ordinal(pod: &str) -> Option<u32> {
+    let (_, tail) = pod.rsplit_once('-')?;
+    if tail.is_empty() || !tail.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    tail.parse().ok()
+}
+
 /// The kind of workload a resource runs; the value of [`COMPONENT`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Component {
@@ -112,5 +175,32 @@ pub mod names {
     /// The sentinel master name of one cluster shard.
     pub fn cluster_monitor(cr: &str, shard: u32) -> String {
         format!("cluster_{cr}_{shard}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinals_are_numbers_at_the_end_of_the_name() {
+        assert_eq!(ordinal("c-2-10"), Some(10));
+        assert_eq!(ordinal("db-0"), Some(0));
+        assert_eq!(ordinal("db"), None);
+        assert_eq!(ordinal("db-"), None);
+        assert_eq!(ordinal("db-x1"), None);
+        assert!(ordinal("c-0-10") > ordinal("c-0-2"));
+    }
+
+    #[test]
+    fn roles_round_trip_as_label_values() {
+        for role in [Role::Master, Role::Replica] {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+            assert_eq!(
+                serde_json::to_value(role).unwrap(),
+                serde_json::json!(role.as_str())
+            );
+        }
+        assert_eq!(Role::parse("leader"), None);
     }
 }

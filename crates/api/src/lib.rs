@@ -24,3 +24,38 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         KvrocksCluster::crd(),
     ]
 }
+
+/// What the three statuses share: the conditions and the generation they describe. The shared
+/// early exits of a reconcile (invalid spec, missing Secret) write only these and keep the rest.
+pub trait CommonStatus: Clone + Default + serde::Serialize {
+    /// The conditions.
+    fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition];
+    /// This status with `conditions` and `observed_generation` replaced.
+    fn with_conditions(
+        &self,
+        conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+        observed_generation: Option<i64>,
+    ) -> Self;
+}
+
+macro_rules! common_status {
+    ($($status:ty),*) => {$(
+        impl CommonStatus for $status {
+            fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+                &self.conditions
+            }
+            fn with_conditions(
+                &self,
+                conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+                observed_generation: Option<i64>,
+            ) -> Self {
+                Self { conditions, observed_generation, ..self.clone() }
+            }
+        }
+    )*};
+}
+common_status!(
+    KvrocksClusterStatus,
+    KvrocksSentinelStatus,
+    KvrocksStandardStatus
+);

@@ -24,7 +24,7 @@ use kube::runtime::controller::Action as Requeue;
 use kube::{Api, ResourceExt};
 use kvrocks_api::KvrocksCluster;
 use kvrocks_api::cluster::{KvrocksClusterStatus, ShardStatus};
-use kvrocks_api::labels::{self, Component, MONITOR_FINALIZER, SHARD, names};
+use kvrocks_api::labels::{self, Component, MONITOR_FINALIZER, Role, SHARD, names};
 use kvrocks_client::{Endpoint, NodeAddr, NodeClient, NodeId, Password, Timeouts};
 use kvrocks_operator_core::builders::{self, kvrocks as kb};
 use kvrocks_operator_core::conditions::{self, ConditionStatus};
@@ -486,7 +486,7 @@ async fn reconcile(cached: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Req
             let best = shard
                 .nodes
                 .iter()
-                .filter(|n| n.role == "replica")
+                .filter(|n| n.role == Role::Replica)
                 .filter_map(|n| observed.get(&n.pod).filter(|o| o.reachable).map(|o| (n, o)))
                 .max_by_key(|(n, o)| {
                     (
@@ -576,7 +576,7 @@ async fn reconcile(cached: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Req
                     .nodes
                     .iter()
                     .filter(|n| {
-                        n.role == "replica"
+                        n.role == Role::Replica
                             && topo::ordinal_of(&n.pod).is_some_and(|o| o < per_shard)
                     })
                     .filter_map(|n| {
@@ -726,7 +726,7 @@ async fn reconcile(cached: Arc<KvrocksCluster>, ctx: Arc<Context>) -> Result<Req
             let candidate = shard
                 .nodes
                 .iter()
-                .filter(|n| n.role == "replica")
+                .filter(|n| n.role == Role::Replica)
                 .filter_map(|n| {
                     observed
                         .get(&n.pod)

@@ -2,6 +2,7 @@
 //! node identities, the first layout, following pods that moved, adding replicas, promoting a
 //! replica. Pure functions.
 
+use kvrocks_api::labels::Role;
 use std::collections::BTreeMap;
 
 use kvrocks_api::cluster::{ClusterNodeStatus, ShardStatus};
@@ -63,7 +64,11 @@ pub fn initial(cr_uid: &str, shards: &[Vec<PlacedPod>], port: u16) -> Option<Vec
                 ip: pod.ip.clone()?,
                 port: i32::from(port),
                 node_id: id.as_str().to_owned(),
-                role: if is_master { "master" } else { "replica" }.to_owned(),
+                role: if is_master {
+                    Role::Master
+                } else {
+                    Role::Replica
+                },
                 master_id: (!is_master).then(|| master_id.as_str().to_owned()),
             });
         }
@@ -74,6 +79,7 @@ pub fn initial(cr_uid: &str, shards: &[Vec<PlacedPod>], port: u16) -> Option<Vec
                 .map(|r| vec![r.to_string()])
                 .unwrap_or_default(),
             nodes,
+            master_unreachable_since: None,
         });
     }
     Some(out)
@@ -94,7 +100,7 @@ pub fn refresh(
         let master_id = shard
             .nodes
             .iter()
-            .find(|n| n.role == "master")
+            .find(|n| n.role == Role::Master)
             .map(|n| n.node_id.clone());
         for pod in pods.iter().filter(|p| p.shard == index) {
             let Some(ip) = &pod.ip else { continue };
@@ -111,7 +117,7 @@ pub fn refresh(
                             ip: ip.clone(),
                             port: i32::from(port),
                             node_id: node_id(cr_uid, &pod.pod).as_str().to_owned(),
-                            role: "replica".to_owned(),
+                            role: Role::Replica,
                             master_id: Some(master_id.clone()),
                         });
                         changed = true;
@@ -122,7 +128,7 @@ pub fn refresh(
         }
         let before = shard.nodes.len();
         shard.nodes.retain(|n| {
-            n.role == "master" || ordinal_of(&n.pod).is_none_or(|o| o < keep_per_shard)
+            n.role == Role::Master || ordinal_of(&n.pod).is_none_or(|o| o < keep_per_shard)
         });
         changed |= shard.nodes.len() != before;
         shard.nodes.sort_by_key(|n| ordinal_of(&n.pod));
@@ -149,10 +155,10 @@ pub fn promote(shard: &mut ShardStatus, new_master: &str) -> bool {
     };
     for node in &mut shard.nodes {
         if node.pod == new_master {
-            node.role = "master".to_owned();
+            node.role = Role::Master;
             node.master_id = None;
         } else {
-            node.role = "replica".to_owned();
+            node.role = Role::Replica;
             node.master_id = Some(id.clone());
         }
     }
@@ -167,7 +173,7 @@ pub fn to_topology(shards: &[ShardStatus]) -> Result<Topology, String> {
             let id = NodeId::new(node.node_id.clone()).map_err(|e| e.to_string())?;
             let port = u16::try_from(node.port).map_err(|_| format!("bad port {}", node.port))?;
             let addr = NodeAddr::new(node.ip.clone(), port);
-            if node.role == "master" {
+            if node.role == Role::Master {
                 nodes.push(TopologyNode::master(id, addr, parse_slots(&shard.slots)));
             } else {
                 let master = node
@@ -184,7 +190,7 @@ pub fn to_topology(shards: &[ShardStatus]) -> Result<Topology, String> {
 
 /// The master node of a shard.
 pub fn master_of(shard: &ShardStatus) -> Option<&ClusterNodeStatus> {
-    shard.nodes.iter().find(|n| n.role == "master")
+    shard.nodes.iter().find(|n| n.role == Role::Master)
 }
 
 /// Slots per shard index, for planning.
@@ -217,12 +223,12 @@ pub fn adopt(shards: &mut [ShardStatus], topology: &Topology) -> bool {
             };
             match &t.role {
                 kvrocks_client::TopologyRole::Master { slots: owned } => {
-                    node.role = "master".to_owned();
+                    node.role = Role::Master;
                     node.master_id = None;
                     slots.extend(owned.iter().copied());
                 }
                 kvrocks_client::TopologyRole::Replica { master_id } => {
-                    node.role = "replica".to_owned();
+                    node.role = Role::Replica;
                     node.master_id = Some(master_id.as_str().to_owned());
                 }
             }
@@ -234,7 +240,7 @@ pub fn adopt(shards: &mut [ShardStatus], topology: &Topology) -> bool {
         let masters: Vec<&str> = s
             .nodes
             .iter()
-            .filter(|n| n.role == "master")
+            .filter(|n| n.role == Role::Master)
             .map(|n| n.node_id.as_str())
             .collect();
         masters.len() == 1
@@ -306,7 +312,7 @@ mod tests {
             layout[0]
                 .nodes
                 .iter()
-                .filter(|n| n.role == "replica")
+                .filter(|n| n.role == Role::Replica)
                 .all(|n| n.master_id.as_deref() == Some(master.node_id.as_str()))
         );
         assert_eq!(to_topology(&layout).unwrap().assigned_slots(), 16384);

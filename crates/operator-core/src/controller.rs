@@ -9,13 +9,14 @@ use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::core::object::HasStatus;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Resource};
+use kvrocks_api::CommonStatus;
 use kvrocks_api::labels::{self, Component};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::patch_status_if_changed;
@@ -133,110 +134,78 @@ pub async fn run_owning_statefulsets<K, F, Fut, E>(
     .await;
 }
 
-/// The conditions of a resource whose controller has not landed yet: `InvalidSpec` when the
-/// spec fails the Rust-side checks, otherwise an honest `NotImplemented`.
-pub fn not_implemented_conditions(
-    existing: &[Condition],
-    problems: &[String],
-    generation: Option<i64>,
-) -> Vec<Condition> {
-    let updates = if problems.is_empty() {
-        let message = "the operator accepted this resource, but this controller's reconciler has \
-                       not landed yet: nothing is created for it";
-        vec![
-            conditions::ready(
-                ConditionStatus::False,
-                REASON_NOT_IMPLEMENTED,
-                message,
-                generation,
-            ),
-            conditions::progressing(
-                ConditionStatus::True,
-                REASON_NOT_IMPLEMENTED,
-                message,
-                generation,
-            ),
-        ]
-    } else {
-        let message = format!("the spec is invalid: {}", problems.join("; "));
-        vec![
-            conditions::ready(
-                ConditionStatus::False,
-                REASON_INVALID_SPEC,
-                message.clone(),
-                generation,
-            ),
-            conditions::progressing(
-                ConditionStatus::False,
-                REASON_INVALID_SPEC,
-                message,
-                generation,
-            ),
-        ]
-    };
-    conditions::merge(existing, updates)
-}
-
-/// Reconcile of a controller that has not landed yet: writes [`not_implemented_conditions`]
-/// (only when they changed) and an Event for an invalid spec, then waits for the next change.
-pub async fn report_not_implemented<K>(
+/// An early exit of a reconcile (a missing Secret, an invalid spec): `updates` (Ready=False,
+/// ...) merged into the conditions of the status the resource has, everything else kept, the
+/// Ready gauge set and the status written when it changed. True when it was written.
+pub async fn report_not_ready<K>(
     ctx: &Context,
-    obj: &K,
-    existing: &[Condition],
-    problems: &[String],
-) -> Result<Action>
+    controller: &str,
+    cr: &K,
+    updates: impl IntoIterator<Item = Condition>,
+) -> Result<bool>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + HasStatus
         + Serialize
         + Clone
         + DeserializeOwned
         + Debug,
+    K::Status: CommonStatus,
 {
-    let generation = obj.meta().generation;
-    let status = json!({
-        "observedGeneration": generation,
-        "conditions": not_implemented_conditions(existing, problems, generation),
-    });
-    let api: Api<K> = ctx.api_for(obj);
-    let written = patch_status_if_changed(&api, obj, &status).await?;
-    if written.is_some() && !problems.is_empty() {
-        ctx.warning(obj, REASON_INVALID_SPEC, "Validate", problems.join("; "))
+    let old = cr.status().cloned().unwrap_or_default();
+    let status = old.with_conditions(
+        conditions::merge(old.conditions(), updates),
+        cr.meta().generation,
+    );
+    let namespace = cr.meta().namespace.as_deref().unwrap_or_default();
+    let name = cr.meta().name.as_deref().unwrap_or_default();
+    ctx.metrics
+        .set_ready(controller, namespace, name, status.conditions());
+    let api: Api<K> = ctx.api_for(cr);
+    Ok(patch_status_if_changed(&api, cr, &status).await?.is_some())
+}
+
+/// The conditions of a spec that fails checks CEL cannot express: Ready and Progressing False
+/// with reason [`REASON_INVALID_SPEC`], the problems in the message.
+pub fn invalid_spec_conditions(problems: &[String], generation: Option<i64>) -> [Condition; 2] {
+    let message = format!("the spec is invalid: {}", problems.join("; "));
+    [
+        conditions::ready(
+            ConditionStatus::False,
+            REASON_INVALID_SPEC,
+            message.clone(),
+            generation,
+        ),
+        conditions::progressing(
+            ConditionStatus::False,
+            REASON_INVALID_SPEC,
+            message,
+            generation,
+        ),
+    ]
+}
+
+/// The exit of a reconcile whose spec is invalid: say so in status, and in a Warning Event when
+/// the status changed (not on every pass); build nothing, touch no pod. Waits for a change.
+pub async fn report_invalid<K>(
+    ctx: &Context,
+    controller: &str,
+    cr: &K,
+    problems: &[String],
+) -> Result<Action>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + HasStatus
+        + Serialize
+        + Clone
+        + DeserializeOwned
+        + Debug,
+    K::Status: CommonStatus,
+{
+    let updates = invalid_spec_conditions(problems, cr.meta().generation);
+    if report_not_ready(ctx, controller, cr, updates).await? {
+        ctx.warning(cr, REASON_INVALID_SPEC, "Validate", problems.join("; "))
             .await;
     }
     Ok(Action::await_change())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_valid_spec_is_honestly_not_implemented() {
-        let conditions = not_implemented_conditions(&[], &[], Some(3));
-        let ready = conditions::find(&conditions, conditions::READY).expect("ready");
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", REASON_NOT_IMPLEMENTED)
-        );
-        assert_eq!(ready.observed_generation, Some(3));
-        let progressing =
-            conditions::find(&conditions, conditions::PROGRESSING).expect("progressing");
-        assert_eq!(progressing.status, "True");
-    }
-
-    #[test]
-    fn an_invalid_spec_says_why() {
-        let problems = vec!["config key \"port\" is owned by the operator".to_string()];
-        let conditions = not_implemented_conditions(&[], &problems, Some(1));
-        let ready = conditions::find(&conditions, conditions::READY).expect("ready");
-        assert_eq!(ready.reason, REASON_INVALID_SPEC);
-        assert!(ready.message.contains("port"), "{}", ready.message);
-    }
-
-    #[test]
-    fn an_unchanged_outcome_keeps_its_transition_time() {
-        let first = not_implemented_conditions(&[], &[], Some(1));
-        let second = not_implemented_conditions(&first, &[], Some(1));
-        assert_eq!(first, second);
-    }
 }

@@ -155,6 +155,47 @@ impl ReconcileError for Error {
     }
 }
 
+/// What can make one controller's reconcile fail (and be retried with backoff). A data pod or
+/// sentinel that does not answer is not an error: it is observed, planned around and reported.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// A shared helper (apply, status, finalizer) failed.
+    #[error(transparent)]
+    Core(#[from] Error),
+    /// A Kubernetes API call failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done, on which object.
+        action: String,
+        /// The client error.
+        source: Box<kube::Error>,
+    },
+    /// The custom resource has no namespace (it is namespaced; the API server always sets it).
+    #[error("{0} has no namespace")]
+    NoNamespace(String),
+}
+
+impl ControllerError {
+    /// A `map_err` adapter for kube errors: `action` says what was being done.
+    pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ControllerError {
+        let action = action.into();
+        move |source| ControllerError::Kube {
+            action,
+            source: Box::new(source),
+        }
+    }
+}
+
+impl ReconcileError for ControllerError {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            ControllerError::Core(e) => e.metric_label(),
+            ControllerError::Kube { .. } => "kube",
+            ControllerError::NoNamespace(_) => "no_namespace",
+        }
+    }
+}
+
 /// `namespace/name` of an object, or `name` alone for a cluster-scoped object.
 ///
 /// An object without a name (only possible before it was created) shows as `<unnamed>`.

@@ -27,8 +27,10 @@ pub mod error;
 pub mod events;
 pub mod finalizers;
 pub mod metrics;
+pub mod node;
 pub mod orphans;
 pub mod pods;
+pub mod prober;
 pub mod server;
 pub mod wake;
 
@@ -42,7 +44,7 @@ pub use apply::{
 pub use backoff::{Backoff, BackoffConfig, BackoffKey};
 pub use conditions::ConditionStatus;
 pub use context::{Context, WatchNamespaces};
-pub use error::{Error, ReconcileError, Result, object_name};
+pub use error::{ControllerError, Error, ReconcileError, Result, object_name};
 pub use metrics::{Metrics, ReconcileMeasurer};
 pub use orphans::OwnedObjects;
 pub use wake::{WakeBus, WakeTarget};

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kube::ResourceExt;
 use kvrocks_api::common::AuthSpec;
-use kvrocks_api::labels::{KVROCKS_PORT, ROLE_MASTER, names};
+use kvrocks_api::labels::{KVROCKS_PORT, Role, names};
 use kvrocks_api::{KvrocksCluster, KvrocksStandard};
 use kvrocks_client::Password;
 
@@ -174,7 +174,7 @@ pub fn desired_monitors(
                 .iter()
                 .find(|s| u32::try_from(s.index).ok() == Some(index));
             let masters: Vec<_> = shard
-                .map(|s| s.nodes.iter().filter(|n| n.role == ROLE_MASTER).collect())
+                .map(|s| s.nodes.iter().filter(|n| n.role == Role::Master).collect())
                 .unwrap_or_default();
             let master = match masters.as_slice() {
                 [one] if !one.ip.is_empty() => match u16::try_from(one.port) {

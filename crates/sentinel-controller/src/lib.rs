@@ -38,7 +38,6 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -46,11 +45,10 @@ use kvrocks_api::labels::{COMPONENT, Component, SENTINEL_FINALIZER, selector};
 use kvrocks_api::{KvrocksCluster, KvrocksSentinel, KvrocksStandard};
 use kvrocks_operator_core::builders::sentinel as builders;
 use kvrocks_operator_core::conditions::{self, ConditionStatus};
-use kvrocks_operator_core::controller::{self, REASON_INVALID_SPEC};
+use kvrocks_operator_core::controller;
 use kvrocks_operator_core::{
-    Context, WakeBus, get_and_apply_if_changed, object_name, patch_status_if_changed,
+    Context, WakeBus, finalizers, get_and_apply_if_changed, patch_status_if_changed,
 };
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{Owner, Settings};
@@ -67,46 +65,8 @@ const STEADY: Duration = Duration::from_secs(45);
 /// hello messages (every 2 s), after which the next one can be reset.
 const RESET_SPACING: Duration = Duration::from_secs(3);
 
-/// What can make a reconcile fail (and be retried with backoff). A sentinel that does not
-/// answer is not an error: it is reported in the status and retried on the next pass.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A shared helper (apply, status) failed.
-    #[error(transparent)]
-    Core(#[from] kvrocks_operator_core::Error),
-    /// A Kubernetes API call failed.
-    #[error("{action}: {source}")]
-    Kube {
-        /// What was being done, on which object.
-        action: String,
-        /// The client error.
-        source: Box<kube::Error>,
-    },
-    /// The custom resource has no namespace (it is namespaced; the API server always sets it).
-    #[error("KvrocksSentinel {0} has no namespace")]
-    NoNamespace(String),
-}
-
-impl Error {
-    /// A `map_err` adapter for kube errors.
-    pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-        let action = action.into();
-        move |source| Error::Kube {
-            action,
-            source: Box::new(source),
-        }
-    }
-}
-
-impl kvrocks_operator_core::ReconcileError for Error {
-    fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Core(e) => e.metric_label(),
-            Error::Kube { .. } => "kube",
-            Error::NoNamespace(_) => "no_namespace",
-        }
-    }
-}
+/// What can make a reconcile fail (the shared controller error).
+pub use kvrocks_operator_core::ControllerError as Error;
 
 /// Runs the KvrocksSentinel controller until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
@@ -175,7 +135,7 @@ async fn reconcile(
     let name = cr.name_any();
     let namespace = cr
         .namespace()
-        .ok_or_else(|| Error::NoNamespace(name.clone()))?;
+        .ok_or_else(|| Error::NoNamespace(format!("KvrocksSentinel {name}")))?;
     let group = GroupKey {
         namespace: namespace.clone(),
         name: name.clone(),
@@ -184,9 +144,8 @@ async fn reconcile(
 
     let (standards, clusters) = observe::owners(&ctx, &namespace).await?;
     let references = desired::references(&name, &standards, &clusters);
-    let has_finalizer = cr.finalizers().iter().any(|f| f == SENTINEL_FINALIZER);
+    let has_finalizer = finalizers::has(&*cr, SENTINEL_FINALIZER);
 
-    let mut cr = cr;
     let in_use_by = if cr.metadata.deletion_timestamp.is_some() {
         if !has_finalizer {
             return Ok(Action::await_change());
@@ -194,7 +153,7 @@ async fn reconcile(
         if references.is_empty() {
             release(&ctx, &cr, &group, &shared).await?;
             shared.forget_group(&group);
-            remove_finalizer(&groups, &cr).await?;
+            finalizers::remove(&groups, &*cr, SENTINEL_FINALIZER).await?;
             ctx.metrics.forget_object(CONTROLLER, &namespace, &name);
             tracing::info!("no Standard or Cluster uses the group any more: deletion proceeds");
             return Ok(Action::await_change());
@@ -202,7 +161,7 @@ async fn reconcile(
         Some(references.as_slice())
     } else {
         if !has_finalizer {
-            cr = Arc::new(add_finalizer(&groups, &cr).await?);
+            finalizers::add(&groups, &*cr, SENTINEL_FINALIZER).await?;
         }
         None
     };
@@ -210,7 +169,7 @@ async fn reconcile(
     let previous = cr.status.clone().unwrap_or_default();
     let problems = cr.spec.validate();
     if !problems.is_empty() {
-        return report_invalid(&ctx, &groups, &cr, &previous, &problems, in_use_by).await;
+        return report_invalid(&ctx, &cr, &problems, in_use_by).await;
     }
 
     // Objects.
@@ -377,111 +336,25 @@ fn in_use_changed(
             .is_none_or(|c| c.reason != report::REASON_IN_USE || c.message != message)
 }
 
-/// An invalid spec (one CEL could not catch): say so, build nothing, touch no sentinel.
+/// An invalid spec (one CEL could not catch): say so, build nothing, touch no sentinel. A group
+/// being deleted while in use says that first.
 async fn report_invalid(
     ctx: &Context,
-    groups: &Api<KvrocksSentinel>,
     cr: &KvrocksSentinel,
-    previous: &kvrocks_api::KvrocksSentinelStatus,
     problems: &[String],
     in_use_by: Option<&[Owner]>,
 ) -> Result<Action, Error> {
-    let generation = cr.metadata.generation;
-    let message = format!("the spec is invalid: {}", problems.join("; "));
-    let ready = match in_use_by {
-        Some(owners) => conditions::ready(
-            ConditionStatus::False,
-            report::REASON_IN_USE,
-            report::in_use_message(owners),
-            generation,
-        ),
-        None => conditions::ready(
-            ConditionStatus::False,
-            REASON_INVALID_SPEC,
-            message.clone(),
-            generation,
-        ),
+    let Some(owners) = in_use_by else {
+        return Ok(controller::report_invalid(ctx, CONTROLLER, cr, problems).await?);
     };
-    let mut status = previous.clone();
-    status.observed_generation = generation;
-    status.conditions = conditions::merge(
-        &previous.conditions,
-        [
-            ready,
-            conditions::progressing(
-                ConditionStatus::False,
-                REASON_INVALID_SPEC,
-                message,
-                generation,
-            ),
-        ],
+    let generation = cr.metadata.generation;
+    let [_, progressing] = controller::invalid_spec_conditions(problems, generation);
+    let ready = conditions::ready(
+        ConditionStatus::False,
+        report::REASON_IN_USE,
+        report::in_use_message(owners),
+        generation,
     );
-    ctx.metrics.set_ready(
-        CONTROLLER,
-        cr.namespace().as_deref().unwrap_or_default(),
-        &cr.name_any(),
-        &status.conditions,
-    );
-    if patch_status_if_changed(groups, cr, &status)
-        .await?
-        .is_some()
-    {
-        ctx.warning(cr, REASON_INVALID_SPEC, "Validate", problems.join("; "))
-            .await;
-    }
+    controller::report_not_ready(ctx, CONTROLLER, cr, [ready, progressing]).await?;
     Ok(Action::requeue(STEADY))
-}
-
-/// Adds the finalizer. The merge patch carries the `resourceVersion` it was computed from, so
-/// it fails (409, retried) rather than overwrite a finalizer someone added meanwhile.
-async fn add_finalizer(
-    groups: &Api<KvrocksSentinel>,
-    cr: &KvrocksSentinel,
-) -> Result<KvrocksSentinel, Error> {
-    let mut finalizers = cr.finalizers().to_vec();
-    finalizers.push(SENTINEL_FINALIZER.to_owned());
-    patch_finalizers(groups, cr, finalizers, "adding").await
-}
-
-/// Removes the finalizer (conditional on the `resourceVersion`, like [`add_finalizer`]).
-async fn remove_finalizer(
-    groups: &Api<KvrocksSentinel>,
-    cr: &KvrocksSentinel,
-) -> Result<(), Error> {
-    let finalizers: Vec<String> = cr
-        .finalizers()
-        .iter()
-        .filter(|f| *f != SENTINEL_FINALIZER)
-        .cloned()
-        .collect();
-    match patch_finalizers(groups, cr, finalizers, "removing").await {
-        Ok(_) => Ok(()),
-        // Already gone: nothing left to do.
-        Err(Error::Kube { source, .. }) if matches!(&*source, kube::Error::Api(s) if s.code == 404) => {
-            Ok(())
-        }
-        Err(e) => Err(e),
-    }
-}
-
-async fn patch_finalizers(
-    groups: &Api<KvrocksSentinel>,
-    cr: &KvrocksSentinel,
-    finalizers: Vec<String>,
-    what: &str,
-) -> Result<KvrocksSentinel, Error> {
-    let patch = json!({
-        "metadata": {"finalizers": finalizers, "resourceVersion": cr.resource_version()}
-    });
-    groups
-        .patch(
-            &cr.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(Error::kube(format!(
-            "{what} the finalizer {SENTINEL_FINALIZER} of {}",
-            object_name(cr)
-        )))
 }

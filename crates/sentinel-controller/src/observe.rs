@@ -7,6 +7,7 @@ use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
+use kvrocks_api::labels::ordinal;
 use kvrocks_api::labels::{COMPONENT, INSTANCE, PASSWORD_KEY, SENTINEL_PORT, selector};
 use kvrocks_api::{KvrocksCluster, KvrocksStandard, labels::Component};
 use kvrocks_client::{Endpoint, NodeAddr, Password, SentinelClient, Timeouts};
@@ -111,15 +112,9 @@ pub async fn sentinel_pods(ctx: &Context, group: &GroupKey) -> Result<Vec<Pod>, 
     Ok(pods)
 }
 
-/// Sorts `s-10` after `s-9`.
-fn ordinal_key(name: &str) -> (String, u64) {
-    match name.rsplit_once('-') {
-        Some((base, n)) => match n.parse() {
-            Ok(n) => (base.to_owned(), n),
-            Err(_) => (name.to_owned(), 0),
-        },
-        None => (name.to_owned(), 0),
-    }
+/// Sorts `s-10` after `s-9` (the ordinal as a number; names without one last, by name).
+fn ordinal_key(name: &str) -> (u32, String) {
+    (ordinal(name).unwrap_or(u32::MAX), name.to_owned())
 }
 
 /// The IP of a pod that has one.

@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
-use kvrocks_api::labels::ROLE_MASTER;
+use kvrocks_api::labels::Role;
 use kvrocks_api::{KvrocksCluster, KvrocksSentinel, KvrocksStandard};
 use serde::de::DeserializeOwned;
 
@@ -50,7 +50,7 @@ pub fn cluster_signature(c: &KvrocksCluster) -> Signature {
         let masters: Vec<String> = shard
             .nodes
             .iter()
-            .filter(|n| n.role == ROLE_MASTER)
+            .filter(|n| n.role == Role::Master)
             .map(|n| format!("{}:{}", n.ip, n.port))
             .collect();
         fields.push(format!("{}={}", shard.index, masters.join(",")));

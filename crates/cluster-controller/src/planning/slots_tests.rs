@@ -23,6 +23,7 @@ fn shard_status(index: i32, slots: &[&str]) -> ShardStatus {
         index,
         slots: strings(slots),
         nodes: Vec::new(),
+        master_unreachable_since: None,
     }
 }
 
@@ -500,7 +501,7 @@ proptest! {
         let status: Vec<ShardStatus> = start
             .to_status()
             .into_iter()
-            .map(|(index, slots)| ShardStatus { index: i32::try_from(index).unwrap(), slots, nodes: Vec::new() })
+            .map(|(index, slots)| ShardStatus { index: i32::try_from(index).unwrap(), slots, nodes: Vec::new(), master_unreachable_since: None })
             .collect();
         for shard in &status {
             assert_no_dash_a(&shard.slots);

@@ -1,0 +1,233 @@
+//! Probing data pods by time, outside the reconcile.
+//!
+//! One task per custom resource sends `PING` to each of its data pods every [`PROBE_EVERY`]
+//! (each probe bounded by [`PROBE_TIMEOUT`]) and keeps, per pod, whether it answers and since
+//! when. When a pod's verdict flips, the task wakes the resource's reconcile through the
+//! [`WakeBus`], so a master that stops answering is seen within one probe, and a failover delay
+//! is measured in seconds rather than in reconcile passes (which also run on status writes and
+//! watch events).
+//!
+//! [`Probers`] holds the tasks of one controller; the controller keeps it in its own state and
+//! calls [`Probers::sync`] with the pods it sees on every pass and [`Probers::forget`] when the
+//! resource goes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use kvrocks_client::{NodeClient, Password};
+use tokio::task::JoinHandle;
+
+use crate::node;
+use crate::wake::{WakeBus, WakeTarget};
+
+/// How often each pod is probed.
+pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// How long one probe (connect, AUTH, PING) may take before it counts as failed.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(450);
+
+/// One pod to probe.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Target {
+    /// Pod name.
+    pub pod: String,
+    /// Pod IP.
+    pub ip: String,
+}
+
+/// What the probes say about one pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The last probe was answered.
+    pub reachable: bool,
+    /// When the first probe of the current run of equal results was sent: for an unreachable
+    /// pod, when it was first seen failing.
+    pub since: SystemTime,
+}
+
+type Verdicts = Arc<Mutex<BTreeMap<String, Verdict>>>;
+
+struct Task {
+    targets: Vec<Target>,
+    password: String,
+    verdicts: Verdicts,
+    handle: JoinHandle<()>,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// The probe tasks of one controller, one per custom resource.
+pub struct Probers {
+    wake: WakeBus,
+    tasks: Mutex<HashMap<WakeTarget, Task>>,
+}
+
+impl Probers {
+    /// No task yet; verdict changes wake resources through `wake`.
+    pub fn new(wake: WakeBus) -> Self {
+        Self {
+            wake,
+            tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Probes exactly `targets` for the resource `key` from now on (a task is started, or
+    /// restarted when the targets or the password changed). Verdicts of pods that stay are kept.
+    pub fn sync(&self, key: &WakeTarget, mut targets: Vec<Target>, password: &Password) {
+        targets.sort();
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(task) = tasks.get(key)
+            && task.targets == targets
+            && task.password == password.expose()
+        {
+            return;
+        }
+        let verdicts: Verdicts = match tasks.remove(key) {
+            Some(old) => {
+                let mut kept = old
+                    .verdicts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                kept.retain(|pod, _| targets.iter().any(|t| &t.pod == pod));
+                Arc::new(Mutex::new(kept))
+            }
+            None => Arc::default(),
+        };
+        let handle = tokio::spawn(probe_loop(
+            key.clone(),
+            targets.clone(),
+            password.clone(),
+            verdicts.clone(),
+            self.wake.clone(),
+        ));
+        tasks.insert(
+            key.clone(),
+            Task {
+                targets,
+                password: password.expose().to_owned(),
+                verdicts,
+                handle,
+            },
+        );
+    }
+
+    /// The verdicts of the resource's pods so far (empty before the first probe finished).
+    pub fn verdicts(&self, key: &WakeTarget) -> BTreeMap<String, Verdict> {
+        let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.get(key).map_or_else(BTreeMap::new, |t| {
+            t.verdicts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        })
+    }
+
+    /// Stops probing for the resource `key` (it is gone).
+    pub fn forget(&self, key: &WakeTarget) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    /// How many resources are probed (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no resource is probed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+async fn probe_loop(
+    key: WakeTarget,
+    targets: Vec<Target>,
+    password: Password,
+    verdicts: Verdicts,
+    wake: WakeBus,
+) {
+    let clients: Vec<(String, NodeClient)> = targets
+        .iter()
+        .map(|t| {
+            let endpoint = node::endpoint(&t.ip, &password);
+            (t.pod.clone(), NodeClient::new(endpoint))
+        })
+        .collect();
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let sent = SystemTime::now();
+        let results = futures::future::join_all(clients.iter().map(|(pod, client)| async move {
+            let ok = matches!(
+                tokio::time::timeout(PROBE_TIMEOUT, client.ping()).await,
+                Ok(Ok(()))
+            );
+            if !ok {
+                // A fresh connection next time: a half-open one may never answer again.
+                client.close().await;
+            }
+            (pod.clone(), ok)
+        }))
+        .await;
+        if record(&verdicts, &results, sent) {
+            wake.wake(key.clone());
+        }
+    }
+}
+
+/// Records one round of results; true when some pod's verdict changed (a pod probed for the first
+/// time counts as a change only when it does not answer).
+fn record(verdicts: &Verdicts, results: &[(String, bool)], sent: SystemTime) -> bool {
+    let mut verdicts = verdicts.lock().unwrap_or_else(|p| p.into_inner());
+    let mut changed = false;
+    for (pod, reachable) in results {
+        match verdicts.get(pod) {
+            Some(v) if v.reachable == *reachable => {}
+            previous => {
+                changed |= previous.is_some() || !reachable;
+                verdicts.insert(
+                    pod.clone(),
+                    Verdict {
+                        reachable: *reachable,
+                        since: sent,
+                    },
+                );
+            }
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verdict_keeps_the_time_its_run_began() {
+        let verdicts: Verdicts = Arc::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        let t1 = t0 + PROBE_EVERY;
+        let t2 = t1 + PROBE_EVERY;
+        assert!(!record(&verdicts, &[("a".into(), true)], t0));
+        assert!(record(&verdicts, &[("a".into(), false)], t1));
+        assert!(!record(&verdicts, &[("a".into(), false)], t2));
+        let v = verdicts.lock().unwrap()["a"];
+        assert_eq!((v.reachable, v.since), (false, t1));
+        assert!(record(&verdicts, &[("a".into(), true)], t2));
+    }
+
+    #[test]
+    fn a_pod_first_seen_down_wakes() {
+        let verdicts: Verdicts = Arc::default();
+        assert!(record(
+            &verdicts,
+            &[("a".into(), true), ("b".into(), false)],
+            SystemTime::UNIX_EPOCH
+        ));
+    }
+}
