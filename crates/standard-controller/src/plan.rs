@@ -1,13 +1,21 @@
 //! The pure heart of the KvrocksStandard controller: from what was observed (pods, what each
-//! kvrocks process says about its replication, what sentinel says about the master) to the next
-//! actions. No I/O here; every rule is unit-tested.
+//! kvrocks process says about its replication, what sentinel says about the master, which
+//! password and kvrocks.conf are in effect) to the next actions. No I/O here; every rule is
+//! unit-tested and the safety rules are property-tested (`plan_tests.rs`).
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kvrocks_api::labels::Role;
 
 /// How far a replica may trail the master and still count as caught up, in kvrocks' units:
 /// replication offsets are RocksDB sequence numbers, about one per key written, so this is a
 /// number of writes (not bytes).
 pub const CAUGHT_UP_SEQUENCES: i64 = 1000;
+
+/// How long sentinel's choice may report itself a replica of another pod before the operator
+/// makes sentinel's choice true.
+pub const STUCK_AFTER: Duration = Duration::from_secs(10);
 
 /// What one kvrocks process said (`INFO replication`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,13 +46,27 @@ pub struct PodView {
     /// Being deleted.
     pub deleting: bool,
     /// Value of the `kvrocks.io/role` label.
-    pub role_label: Option<String>,
+    pub role_label: Option<Role>,
     /// The process's answer; `None` when it could not be reached.
     pub node: Option<NodeView>,
-    /// Runs an old pod template (image, resources, or config kvrocks cannot change live).
+    /// Runs an old pod template (image, resources, or config kvrocks refused to change live).
     pub outdated: bool,
+    /// Runs the current template but an older kvrocks.conf, which may be set live.
+    pub config_stale: bool,
     /// The pod's `Ready` condition is True: Services route to it.
     pub ready: bool,
+}
+
+/// The password in the operator's record (`<cr>-auth-applied`) against the user's Secret.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PasswordState {
+    /// The recorded password is the Secret's: nothing to do.
+    #[default]
+    InEffect,
+    /// Nothing recorded yet (first start): record the Secret's.
+    Unrecorded,
+    /// The Secret holds a new password: roll it out.
+    Changed,
 }
 
 /// Everything the plan looks at.
@@ -68,13 +90,26 @@ pub struct Observed {
     pub status_master: Option<String>,
     /// The `slave-priority` replicas get once synced (from spec.config, default 100).
     pub priority: String,
-    /// Sentinel has named a master that reports itself a replica for several rounds in a row.
-    pub sentinel_stuck: bool,
+    /// Since when sentinel's choice has reported itself a replica of another pod without a
+    /// break (see [`sentinel_choice_stuck`]); None while it does not.
+    pub sentinel_stuck_since: Option<Instant>,
+    /// The password in effect against the Secret's.
+    pub password: PasswordState,
 }
 
 /// One step to take.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// Record the Secret's password as the one in effect (first start).
+    RecordPassword,
+    /// Roll the Secret's new password out: `masterauth` on every pod, then `requirepass`, then
+    /// sentinel's auth-pass, then record it.
+    RotatePassword,
+    /// Set `spec.config` live on the pod and mark it as running the current kvrocks.conf.
+    ApplyConfig {
+        /// Pod name.
+        pod: String,
+    },
     /// `SLAVEOF NO ONE` on the pod.
     Promote {
         /// Pod name.
@@ -98,8 +133,8 @@ pub enum Action {
     Label {
         /// Pod name.
         pod: String,
-        /// `master` or `replica`.
-        role: &'static str,
+        /// The role.
+        role: Role,
     },
     /// A planned switchover through sentinel (`SENTINEL FAILOVER`), to move the master off a pod
     /// that is about to be removed or restarted, or that restarted and came back empty-handed.
@@ -114,6 +149,101 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// Upkeep that does not touch replication (password, kvrocks.conf): it neither holds a
+    /// rolling update nor makes the instance un-Ready.
+    pub fn is_upkeep(&self) -> bool {
+        matches!(
+            self,
+            Action::RecordPassword | Action::RotatePassword | Action::ApplyConfig { .. }
+        )
+    }
+}
+
+/// Why the plan is waiting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Sentinel is failing the master over.
+    SentinelFailingOver,
+    /// Sentinel names a master that still reports itself a replica.
+    SentinelChoiceIsReplica {
+        /// Sentinel's choice.
+        pod: String,
+    },
+    /// The master sentinel knows is no pod any more; replicas still follow it.
+    MasterGone {
+        /// Its address.
+        ip: String,
+    },
+    /// The master's process restarted; sentinel was asked to promote a replica.
+    MasterRestarted {
+        /// The master.
+        pod: String,
+    },
+    /// The master does not answer.
+    MasterUnreachable {
+        /// The master.
+        pod: String,
+        /// Its address.
+        ip: String,
+    },
+    /// No master, and not every pod answers, so the one with the most data is not known.
+    Pods {
+        /// `spec.replicas`.
+        desired: u32,
+    },
+    /// Scaling in needs the master off a pod that goes.
+    Switchover {
+        /// The master.
+        master: String,
+        /// `spec.replicas`.
+        desired: u32,
+    },
+}
+
+impl Wait {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Wait::SentinelFailingOver
+            | Wait::SentinelChoiceIsReplica { .. }
+            | Wait::MasterGone { .. } => "WaitingForSentinel",
+            Wait::MasterRestarted { .. } => "MasterRestarted",
+            Wait::MasterUnreachable { .. } => "MasterUnreachable",
+            Wait::Pods { .. } => "WaitingForPods",
+            Wait::Switchover { .. } => "WaitingForSwitchover",
+        }
+    }
+
+    /// The condition message.
+    pub fn message(&self) -> String {
+        match self {
+            Wait::SentinelFailingOver => {
+                "sentinel is failing the master over; the pods follow its choice once it ends"
+                    .into()
+            }
+            Wait::SentinelChoiceIsReplica { pod } => format!(
+                "sentinel names {pod} the master but it still reports itself a replica; waiting for the failover to finish"
+            ),
+            Wait::MasterGone { ip } => {
+                format!("the master {ip} is gone; waiting for sentinel to promote a replica")
+            }
+            Wait::MasterRestarted { pod } => format!(
+                "the master {pod}'s process restarted; sentinel was asked to promote a replica"
+            ),
+            Wait::MasterUnreachable { pod, ip } => format!(
+                "the master {pod} ({ip}) does not answer; sentinel will fail over once it is down for down-after-milliseconds"
+            ),
+            Wait::Pods { desired } => format!(
+                "no master yet: waiting until all {desired} pods answer, to promote the one with the most data"
+            ),
+            Wait::Switchover { master, desired } => format!(
+                "scaling in needs the master off {master}: waiting for a synced replica below ordinal {desired} and sentinel monitoring"
+            ),
+        }
+    }
+}
+
 /// The outcome of planning.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Plan {
@@ -121,20 +251,32 @@ pub struct Plan {
     pub master: Option<String>,
     /// Whether the master is chosen by the operator (first start, or no one else can).
     pub operator_promotes: bool,
-    /// Steps.
+    /// The promotion makes sentinel's choice true after it stayed a replica for
+    /// [`STUCK_AFTER`] (the stuck clock starts again).
+    pub overrides_stuck_sentinel: bool,
+    /// Steps, upkeep first.
     pub actions: Vec<Action>,
     /// The StatefulSet size to apply.
     pub statefulset_replicas: u32,
-    /// Why the plan is waiting (empty: not waiting): a condition message.
-    pub waiting: Option<(String, String)>,
+    /// Why the plan is waiting, if it is.
+    pub wait: Option<Wait>,
     /// Replicas linked to the master and caught up, by pod name.
     pub synced: BTreeMap<String, bool>,
 }
 
 impl Plan {
-    /// Nothing to do and nothing to wait for.
+    /// Nothing to do for replication and nothing to wait for (upkeep may be under way).
     pub fn steady(&self) -> bool {
-        self.actions.is_empty() && self.waiting.is_none()
+        self.actions.iter().all(Action::is_upkeep) && self.wait.is_none()
+    }
+
+    /// Nothing to do at all.
+    pub fn idle(&self) -> bool {
+        self.actions.is_empty() && self.wait.is_none()
+    }
+
+    fn wait(&mut self, why: Wait) {
+        self.wait = Some(why);
     }
 }
 
@@ -150,7 +292,7 @@ fn promoted_by_sentinel<'a>(pods: &'a [PodView], except: Option<&str>) -> Option
 }
 
 /// A replica of itself: what every pod is right after it starts.
-fn restarted(node: &NodeView) -> bool {
+pub fn restarted(node: &NodeView) -> bool {
     !node.master
         && matches!(
             node.master_host.as_deref(),
@@ -158,11 +300,24 @@ fn restarted(node: &NodeView) -> bool {
         )
 }
 
-fn reachable(pod: &PodView) -> Option<(&NodeView, &str)> {
+/// The pod's answer and IP, when it is not being deleted and answered.
+pub fn reachable(pod: &PodView) -> Option<(&NodeView, &str)> {
     if pod.deleting {
         return None;
     }
     Some((pod.node.as_ref()?, pod.ip.as_deref()?))
+}
+
+/// Whether sentinel's choice answers as a replica of another pod right now (not as a pod that
+/// just started): a sentinel with an older view may have turned it back. The caller keeps the
+/// time this began ([`Observed::sentinel_stuck_since`]).
+pub fn sentinel_choice_stuck(observed: &Observed) -> bool {
+    observed.sentinel_master.as_deref().is_some_and(|ip| {
+        observed.pods.iter().any(|p| {
+            p.ip.as_deref() == Some(ip)
+                && p.node.as_ref().is_some_and(|n| !n.master && !restarted(n))
+        })
+    })
 }
 
 /// While sentinel may be choosing a new master (the master does not answer, or sentinel
@@ -170,7 +325,7 @@ fn reachable(pod: &PodView) -> Option<(&NodeView, &str)> {
 /// every reachable replica behind another one gets `slave-priority 0`. With the master gone the
 /// replicas' offsets no longer move, so the comparison is exact; sentinel's own comparison
 /// reads replica offsets that may be seconds old. Only ever lowers a priority: raising one is
-/// for a settled master (step 2 of [`plan`]).
+/// for a settled master ([`converge`]).
 ///
 /// Candidates are the replicas sentinel knows as such: not the pod at sentinel's master address,
 /// and not a pod that just started (a replica of itself, which sentinel cannot choose).
@@ -200,174 +355,21 @@ fn fence_laggards(observed: &Observed, plan: &mut Plan) -> Vec<String> {
     laggards
 }
 
-/// Chooses the master and the actions that make every other pod follow it.
-pub fn plan(observed: &Observed) -> Plan {
+/// Chooses the master and the actions that make every other pod follow it; `now` is the time
+/// of the observation (for how long sentinel's choice has been stuck).
+pub fn plan(observed: &Observed, now: Instant) -> Plan {
     let mut plan = Plan {
         statefulset_replicas: observed.desired,
         ..Default::default()
     };
-    let pods = &observed.pods;
-    let by_ip = |ip: &str| pods.iter().find(|p| p.ip.as_deref() == Some(ip));
-    let expected = observed
-        .statefulset_replicas
-        .unwrap_or(observed.desired)
-        .max(1);
-    let all_reachable = pods.len() as u32 >= expected.min(observed.desired)
-        && pods
-            .iter()
-            .filter(|p| p.ordinal < observed.desired)
-            .all(|p| reachable(p).is_some());
-
-    // 1. Who is the master?
-    let mut master: Option<&PodView> = None;
-    if observed.sentinel_failing_over {
-        // Sentinel is between promoting a replica and announcing it: pods report a mix of the
-        // old and the new master. Acting on that mix would turn the promoted replica back (or
-        // make the old master, maybe restarted empty, the source of a full sync).
-        plan.waiting = Some((
-            "WaitingForSentinel".into(),
-            "sentinel is failing the master over; the pods follow its choice once it ends".into(),
-        ));
-    } else if let Some(ip) = observed.sentinel_master.as_deref() {
-        match by_ip(ip) {
-            Some(pod) => match reachable(pod) {
-                Some((node, _)) if node.master => master = Some(pod),
-                Some((node, _))
-                    if restarted(node) && promoted_by_sentinel(pods, Some(&pod.name)).is_some() =>
-                {
-                    // Restarted, and a failover has already promoted another pod (sentinel's
-                    // view lags by a moment): that one is the master, the restarted one follows.
-                    master = promoted_by_sentinel(pods, Some(&pod.name));
-                }
-                Some((node, pod_ip)) if restarted(node) => {
-                    // The master's process restarted (as a replica of itself, as every pod
-                    // starts) faster than sentinel's down-after: sentinel would wait another
-                    // down-after + 20 s before acting. While replicas still follow it, ask
-                    // sentinel to fail over now. With nobody following it (a single pod, or
-                    // every pod restarted), the general rule below applies: the pod with the
-                    // most data becomes master, never the restarted one just for being it.
-                    let followers = pods.iter().any(|p| {
-                        p.name != pod.name
-                            && reachable(p).is_some_and(|(n, _)| {
-                                !n.master && n.master_host.as_deref() == Some(pod_ip)
-                            })
-                    });
-                    if followers {
-                        plan.actions.push(Action::Switchover {
-                            from: pod.name.clone(),
-                        });
-                        plan.waiting = Some((
-                            "MasterRestarted".into(),
-                            format!(
-                                "the master {}'s process restarted; sentinel was asked to promote a replica",
-                                pod.name
-                            ),
-                        ));
-                    }
-                }
-                Some(_) if observed.sentinel_stuck => {
-                    // Sentinel's choice has reported itself a replica for several rounds (a
-                    // sentinel with an older view turned it back): make sentinel's choice true.
-                    master = Some(pod);
-                    plan.operator_promotes = true;
-                    plan.actions.push(Action::Promote {
-                        pod: pod.name.clone(),
-                    });
-                }
-                Some(_) => {
-                    plan.waiting = Some((
-                        "WaitingForSentinel".into(),
-                        format!(
-                            "sentinel names {} the master but it still reports itself a replica; waiting for the failover to finish",
-                            pod.name
-                        ),
-                    ));
-                }
-                None if promoted_by_sentinel(pods, Some(&pod.name)).is_some() => {
-                    master = promoted_by_sentinel(pods, Some(&pod.name));
-                }
-                None => {
-                    plan.waiting = Some((
-                        "MasterUnreachable".into(),
-                        format!(
-                            "the master {} ({ip}) does not answer; sentinel will fail over once it is down for down-after-milliseconds",
-                            pod.name
-                        ),
-                    ));
-                }
-            },
-            None => {
-                // The master sentinel knows is no pod any more (its pod was recreated with a
-                // new IP). While replicas still follow that address, sentinel will promote one
-                // of them; otherwise nobody will, and the operator picks.
-                let followers = pods.iter().any(|p| {
-                    reachable(p)
-                        .is_some_and(|(n, _)| !n.master && n.master_host.as_deref() == Some(ip))
-                });
-                if let Some(promoted) = promoted_by_sentinel(pods, None) {
-                    // Sentinel's failover is under way and has already promoted this one.
-                    master = Some(promoted);
-                } else if followers {
-                    plan.waiting = Some((
-                        "WaitingForSentinel".into(),
-                        format!(
-                            "the master {ip} is gone; waiting for sentinel to promote a replica"
-                        ),
-                    ));
-                }
-            }
-        }
-    }
-    if master.is_none() && plan.waiting.is_none() {
-        let masters: Vec<&PodView> = pods
-            .iter()
-            .filter(|p| reachable(p).is_some_and(|(n, _)| n.master))
-            .collect();
-        let recorded = observed
-            .status_master
-            .as_deref()
-            .and_then(|name| masters.iter().find(|p| p.name == name).copied());
-        master = match (recorded, masters.as_slice()) {
-            (Some(pod), _) => Some(pod),
-            (None, [only]) => Some(*only),
-            _ => None,
-        };
-        if master.is_none() {
-            if all_reachable && !pods.is_empty() {
-                // First start, or every pod restarted as a replica of itself: the most advanced
-                // data wins; a brand-new set (all offsets equal) takes ordinal 0.
-                master = pods
-                    .iter()
-                    .filter(|p| p.ordinal < observed.desired.max(1))
-                    .filter_map(|p| reachable(p).map(|(n, _)| (p, n.offset)))
-                    .max_by_key(|(p, offset)| (*offset, std::cmp::Reverse(p.ordinal)))
-                    .map(|(p, _)| p);
-                if let Some(pod) = master
-                    && pod.node.as_ref().is_some_and(|n| !n.master)
-                {
-                    plan.operator_promotes = true;
-                    plan.actions.push(Action::Promote {
-                        pod: pod.name.clone(),
-                    });
-                }
-            } else {
-                plan.waiting = Some((
-                    "WaitingForPods".into(),
-                    format!(
-                        "no master yet: waiting until all {} pods answer, to promote the one with the most data",
-                        observed.desired
-                    ),
-                ));
-            }
-        }
-    }
+    let master = choose_master(observed, now, &mut plan);
     let Some(master) = master else {
         fence_laggards(observed, &mut plan);
         plan.statefulset_replicas = observed
             .statefulset_replicas
             .unwrap_or(observed.desired)
             .max(observed.desired);
-        return plan;
+        return with_upkeep(observed, plan);
     };
     // Sentinel thinks the master is down while this operator still reaches it: sentinel may be
     // choosing a replica right now, so only the most advanced may be chosen.
@@ -377,14 +379,174 @@ pub fn plan(observed: &Observed) -> Plan {
         Vec::new()
     };
     plan.master = Some(master.name.clone());
+    converge(observed, master, &fenced, &mut plan);
+    scale(observed, master, &mut plan);
+    roll(observed, master, &mut plan);
+    with_upkeep(observed, plan)
+}
+
+/// Step 1: who is the master? Sentinel's choice when it holds, else the operator's.
+fn choose_master<'a>(observed: &'a Observed, now: Instant, plan: &mut Plan) -> Option<&'a PodView> {
+    let mut master = None;
+    if observed.sentinel_failing_over {
+        // Sentinel is between promoting a replica and announcing it: pods report a mix of the
+        // old and the new master. Acting on that mix would turn the promoted replica back (or
+        // make the old master, maybe restarted empty, the source of a full sync).
+        plan.wait(Wait::SentinelFailingOver);
+    } else if let Some(ip) = observed.sentinel_master.as_deref() {
+        master = follow_sentinel(observed, ip, now, plan);
+    }
+    if master.is_none() && plan.wait.is_none() {
+        master = own_choice(observed, plan);
+    }
+    master
+}
+
+/// The master sentinel names (at `ip`), when it holds.
+fn follow_sentinel<'a>(
+    observed: &'a Observed,
+    ip: &str,
+    now: Instant,
+    plan: &mut Plan,
+) -> Option<&'a PodView> {
+    let pods = &observed.pods;
+    let Some(pod) = pods.iter().find(|p| p.ip.as_deref() == Some(ip)) else {
+        // The master sentinel knows is no pod any more (its pod was recreated with a new IP).
+        // While replicas still follow that address, sentinel will promote one of them;
+        // otherwise nobody will, and the operator picks.
+        let followers = pods.iter().any(|p| {
+            reachable(p).is_some_and(|(n, _)| !n.master && n.master_host.as_deref() == Some(ip))
+        });
+        if let Some(promoted) = promoted_by_sentinel(pods, None) {
+            // Sentinel's failover is under way and has already promoted this one.
+            return Some(promoted);
+        }
+        if followers {
+            plan.wait(Wait::MasterGone { ip: ip.to_owned() });
+        }
+        return None;
+    };
+    let stuck = observed
+        .sentinel_stuck_since
+        .is_some_and(|since| now.saturating_duration_since(since) >= STUCK_AFTER);
+    let other_promoted = promoted_by_sentinel(pods, Some(&pod.name));
+    match reachable(pod) {
+        Some((node, _)) if node.master => Some(pod),
+        // Restarted, and a failover has already promoted another pod (sentinel's view lags by
+        // a moment): that one is the master, the restarted one follows.
+        Some((node, _)) if restarted(node) && other_promoted.is_some() => other_promoted,
+        Some((node, pod_ip)) if restarted(node) => {
+            // The master's process restarted (as a replica of itself, as every pod starts)
+            // faster than sentinel's down-after: sentinel would wait another down-after + 20 s
+            // before acting. While replicas still follow it, ask sentinel to fail over now.
+            // With nobody following it (a single pod, or every pod restarted), the general rule
+            // applies: the pod with the most data becomes master, never the restarted one just
+            // for being it.
+            let followers = pods.iter().any(|p| {
+                p.name != pod.name
+                    && reachable(p)
+                        .is_some_and(|(n, _)| !n.master && n.master_host.as_deref() == Some(pod_ip))
+            });
+            if followers {
+                plan.actions.push(Action::Switchover {
+                    from: pod.name.clone(),
+                });
+                plan.wait(Wait::MasterRestarted {
+                    pod: pod.name.clone(),
+                });
+            }
+            None
+        }
+        Some(_) if stuck => {
+            // Sentinel's choice has reported itself a replica for STUCK_AFTER (a sentinel with
+            // an older view turned it back): make sentinel's choice true.
+            plan.operator_promotes = true;
+            plan.overrides_stuck_sentinel = true;
+            plan.actions.push(Action::Promote {
+                pod: pod.name.clone(),
+            });
+            Some(pod)
+        }
+        Some(_) => {
+            plan.wait(Wait::SentinelChoiceIsReplica {
+                pod: pod.name.clone(),
+            });
+            None
+        }
+        None if other_promoted.is_some() => other_promoted,
+        None => {
+            plan.wait(Wait::MasterUnreachable {
+                pod: pod.name.clone(),
+                ip: ip.to_owned(),
+            });
+            None
+        }
+    }
+}
+
+/// No master from sentinel: the one reachable master (the recorded one among several), or, once
+/// every pod answers, the pod with the most data (ties: the lowest ordinal) is promoted.
+fn own_choice<'a>(observed: &'a Observed, plan: &mut Plan) -> Option<&'a PodView> {
+    let pods = &observed.pods;
+    let masters: Vec<&PodView> = pods
+        .iter()
+        .filter(|p| reachable(p).is_some_and(|(n, _)| n.master))
+        .collect();
+    let recorded = observed
+        .status_master
+        .as_deref()
+        .and_then(|name| masters.iter().find(|p| p.name == name).copied());
+    match (recorded, masters.as_slice()) {
+        (Some(pod), _) => return Some(pod),
+        (None, [only]) => return Some(*only),
+        _ => {}
+    }
+    let expected = observed
+        .statefulset_replicas
+        .unwrap_or(observed.desired)
+        .max(1);
+    let all_reachable = pods.len() as u32 >= expected.min(observed.desired)
+        && pods
+            .iter()
+            .filter(|p| p.ordinal < observed.desired)
+            .all(|p| reachable(p).is_some());
+    if !all_reachable || pods.is_empty() {
+        plan.wait(Wait::Pods {
+            desired: observed.desired,
+        });
+        return None;
+    }
+    // First start, or every pod restarted as a replica of itself: the most advanced data wins;
+    // a brand-new set (all offsets equal) takes ordinal 0.
+    let master = pods
+        .iter()
+        .filter(|p| p.ordinal < observed.desired.max(1))
+        .filter_map(|p| reachable(p).map(|(n, _)| (p, n.offset)))
+        .max_by_key(|(p, offset)| (*offset, std::cmp::Reverse(p.ordinal)))
+        .map(|(p, _)| p);
+    if let Some(pod) = master
+        && pod.node.as_ref().is_some_and(|n| !n.master)
+    {
+        plan.operator_promotes = true;
+        plan.actions.push(Action::Promote {
+            pod: pod.name.clone(),
+        });
+    }
+    master
+}
+
+/// Step 2: everybody else follows the master; priorities and labels follow the facts.
+fn converge(observed: &Observed, master: &PodView, fenced: &[String], plan: &mut Plan) {
     let master_ip = master.ip.clone().unwrap_or_default();
     let master_offset = master.node.as_ref().map_or(0, |n| n.offset);
-
-    // 2. Everybody else follows it; priorities and labels follow the facts.
-    for pod in pods {
+    for pod in &observed.pods {
         let is_master = pod.name == master.name;
-        let want_label = if is_master { "master" } else { "replica" };
-        if pod.role_label.as_deref() != Some(want_label) && !pod.deleting {
+        let want_label = if is_master {
+            Role::Master
+        } else {
+            Role::Replica
+        };
+        if pod.role_label != Some(want_label) && !pod.deleting {
             plan.actions.push(Action::Label {
                 pod: pod.name.clone(),
                 role: want_label,
@@ -424,552 +586,86 @@ pub fn plan(observed: &Observed) -> Plan {
             });
         }
     }
+}
 
-    // 3. Scale: never remove the master.
+/// Step 3: scale, never removing the master: it is moved off a leaving pod first.
+fn scale(observed: &Observed, master: &PodView, plan: &mut Plan) {
     let current = observed.statefulset_replicas.unwrap_or(observed.desired);
-    if master.ordinal >= observed.desired {
-        plan.statefulset_replicas = current.max(master.ordinal + 1);
-        let candidate = pods.iter().any(|p| {
-            p.ordinal < observed.desired && plan.synced.get(&p.name).copied().unwrap_or(false)
-        });
-        if candidate && observed.monitored {
-            plan.actions.push(Action::Switchover {
-                from: master.name.clone(),
-            });
-        } else if plan.waiting.is_none() {
-            plan.waiting = Some((
-                "WaitingForSwitchover".into(),
-                format!(
-                    "scaling in needs the master off {}: waiting for a synced replica below ordinal {} and sentinel monitoring",
-                    master.name, observed.desired
-                ),
-            ));
-        }
+    if master.ordinal < observed.desired {
+        return;
     }
-    // 4. Rolling update, one pod at a time, only from a healthy, quiet state: replicas from the
-    //    highest ordinal down, the master last after a switchover.
-    let quiet = plan.actions.is_empty() && plan.waiting.is_none();
+    plan.statefulset_replicas = current.max(master.ordinal + 1);
+    let candidate = observed.pods.iter().any(|p| {
+        p.ordinal < observed.desired && plan.synced.get(&p.name).copied().unwrap_or(false)
+    });
+    if candidate && observed.monitored {
+        plan.actions.push(Action::Switchover {
+            from: master.name.clone(),
+        });
+    } else if plan.wait.is_none() {
+        plan.wait(Wait::Switchover {
+            master: master.name.clone(),
+            desired: observed.desired,
+        });
+    }
+}
+
+/// Step 4: rolling update, one pod at a time, only from a healthy, quiet state: replicas from
+/// the highest ordinal down, the master last after a switchover.
+fn roll(observed: &Observed, master: &PodView, plan: &mut Plan) {
+    let pods = &observed.pods;
+    let quiet = plan.actions.is_empty() && plan.wait.is_none();
     let all_synced = pods
         .iter()
         .filter(|p| p.name != master.name)
         .all(|p| plan.synced.get(&p.name).copied().unwrap_or(false));
-    if quiet && all_synced && pods.len() as u32 == plan.statefulset_replicas {
-        let replica = pods
-            .iter()
-            .filter(|p| p.outdated && p.name != master.name && !p.deleting)
-            .max_by_key(|p| p.ordinal);
-        if let Some(pod) = replica {
-            plan.actions.push(Action::Restart {
-                pod: pod.name.clone(),
+    if !(quiet && all_synced && pods.len() as u32 == plan.statefulset_replicas) {
+        return;
+    }
+    let replica = pods
+        .iter()
+        .filter(|p| p.outdated && p.name != master.name && !p.deleting)
+        .max_by_key(|p| p.ordinal);
+    if let Some(pod) = replica {
+        plan.actions.push(Action::Restart {
+            pod: pod.name.clone(),
+        });
+    } else if master.outdated {
+        if pods.len() > 1 && observed.monitored {
+            plan.actions.push(Action::Switchover {
+                from: master.name.clone(),
             });
-        } else if master.outdated {
-            if pods.len() > 1 && observed.monitored {
-                plan.actions.push(Action::Switchover {
-                    from: master.name.clone(),
-                });
-            } else {
-                // A single pod has nobody to hand over to: restart it in place.
-                plan.actions.push(Action::Restart {
-                    pod: master.name.clone(),
-                });
-            }
+        } else {
+            // A single pod has nobody to hand over to: restart it in place.
+            plan.actions.push(Action::Restart {
+                pod: master.name.clone(),
+            });
         }
     }
+}
+
+/// Upkeep goes first: the password (every later command uses the Secret's), then kvrocks.conf
+/// set live on every answering pod that runs an older one.
+fn with_upkeep(observed: &Observed, mut plan: Plan) -> Plan {
+    let mut upkeep = match observed.password {
+        PasswordState::InEffect => Vec::new(),
+        PasswordState::Unrecorded => vec![Action::RecordPassword],
+        PasswordState::Changed => vec![Action::RotatePassword],
+    };
+    upkeep.extend(
+        observed
+            .pods
+            .iter()
+            .filter(|p| p.config_stale && !p.outdated && p.node.is_some())
+            .map(|p| Action::ApplyConfig {
+                pod: p.name.clone(),
+            }),
+    );
+    upkeep.append(&mut plan.actions);
+    plan.actions = upkeep;
     plan
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-
-    fn replica(of: &str, offset: i64, priority: &str) -> NodeView {
-        NodeView {
-            master: false,
-            master_host: Some(of.into()),
-            link_up: of != "127.0.0.1",
-            syncing: false,
-            offset,
-            priority: Some(priority.into()),
-        }
-    }
-
-    fn master(offset: i64) -> NodeView {
-        NodeView {
-            master: true,
-            master_host: None,
-            link_up: false,
-            syncing: false,
-            offset,
-            priority: Some("100".into()),
-        }
-    }
-
-    fn pod(ordinal: u32, node: Option<NodeView>, label: Option<&str>) -> PodView {
-        PodView {
-            name: format!("s-{ordinal}"),
-            ordinal,
-            ip: Some(format!("10.0.0.{}", ordinal + 10)),
-            deleting: false,
-            role_label: label.map(str::to_owned),
-            node,
-            outdated: false,
-            ready: true,
-        }
-    }
-
-    fn observed(pods: Vec<PodView>) -> Observed {
-        Observed {
-            desired: pods.len() as u32,
-            statefulset_replicas: Some(pods.len() as u32),
-            pods,
-            priority: "100".into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_brand_new_set_promotes_ordinal_0_and_the_others_follow() {
-        let o = observed(vec![
-            pod(0, Some(replica("127.0.0.1", 0, "100")), None),
-            pod(1, Some(replica("127.0.0.1", 0, "100")), None),
-            pod(2, Some(replica("127.0.0.1", 0, "100")), None),
-        ]);
-        let p = plan(&o);
-        assert_eq!(p.master.as_deref(), Some("s-0"));
-        assert!(p.operator_promotes);
-        assert!(p.actions.contains(&Action::Promote { pod: "s-0".into() }));
-        assert!(p.actions.contains(&Action::Follow {
-            pod: "s-1".into(),
-            master_ip: "10.0.0.10".into()
-        }));
-        // Not synced yet: never promotable by sentinel.
-        assert!(p.actions.contains(&Action::SetPriority {
-            pod: "s-2".into(),
-            value: "0".into()
-        }));
-        assert!(p.actions.contains(&Action::Label {
-            pod: "s-0".into(),
-            role: "master"
-        }));
-    }
-
-    #[test]
-    fn no_master_is_chosen_until_every_pod_answers() {
-        let o = observed(vec![
-            pod(0, Some(replica("127.0.0.1", 0, "100")), None),
-            pod(1, None, None),
-        ]);
-        let p = plan(&o);
-        assert_eq!(p.master, None);
-        assert!(p.actions.is_empty());
-        assert_eq!(p.waiting.unwrap().0, "WaitingForPods");
-    }
-
-    #[test]
-    fn after_all_restarted_the_most_advanced_wins() {
-        let o = observed(vec![
-            pod(0, Some(replica("127.0.0.1", 100, "100")), None),
-            pod(1, Some(replica("127.0.0.1", 500, "100")), None),
-        ]);
-        assert_eq!(plan(&o).master.as_deref(), Some("s-1"));
-    }
-
-    #[test]
-    fn sentinel_is_followed_after_a_failover() {
-        // s-1 was promoted by sentinel; s-0 (old master) came back as a master of its own.
-        let mut o = observed(vec![
-            pod(0, Some(master(900)), Some("master")),
-            pod(1, Some(master(1000)), Some("replica")),
-            pod(2, Some(replica("10.0.0.11", 1000, "100")), Some("replica")),
-        ]);
-        o.sentinel_master = Some("10.0.0.11".into());
-        o.monitored = true;
-        o.status_master = Some("s-0".into());
-        let p = plan(&o);
-        assert_eq!(p.master.as_deref(), Some("s-1"));
-        assert!(!p.operator_promotes);
-        assert!(p.actions.contains(&Action::Follow {
-            pod: "s-0".into(),
-            master_ip: "10.0.0.11".into()
-        }));
-        assert!(p.actions.contains(&Action::Label {
-            pod: "s-1".into(),
-            role: "master"
-        }));
-        assert!(p.actions.contains(&Action::Label {
-            pod: "s-0".into(),
-            role: "replica"
-        }));
-        assert!(
-            !p.actions
-                .iter()
-                .any(|a| matches!(a, Action::Follow { pod, .. } if pod == "s-2"))
-        );
-    }
-
-    #[test]
-    fn a_lost_master_with_followers_is_left_to_sentinel() {
-        let mut o = observed(vec![
-            pod(0, Some(replica("127.0.0.1", 0, "100")), Some("master")),
-            pod(1, Some(replica("10.0.0.99", 1000, "100")), Some("replica")),
-        ]);
-        o.sentinel_master = Some("10.0.0.99".into());
-        o.monitored = true;
-        let p = plan(&o);
-        assert_eq!(p.master, None);
-        assert!(p.actions.is_empty(), "{:?}", p.actions);
-        assert_eq!(p.waiting.unwrap().0, "WaitingForSentinel");
-    }
-
-    #[test]
-    fn a_steady_set_needs_nothing() {
-        let mut o = observed(vec![
-            pod(0, Some(master(1000)), Some("master")),
-            pod(1, Some(replica("10.0.0.10", 1000, "100")), Some("replica")),
-        ]);
-        o.sentinel_master = Some("10.0.0.10".into());
-        o.monitored = true;
-        o.status_master = Some("s-0".into());
-        let p = plan(&o);
-        assert!(p.steady(), "{p:?}");
-        assert!(p.synced["s-1"]);
-    }
-
-    #[test]
-    fn scale_in_moves_the_master_first_and_never_shrinks_under_it() {
-        let mut o = observed(vec![
-            pod(0, Some(replica("10.0.0.12", 1000, "100")), Some("replica")),
-            pod(1, Some(replica("10.0.0.12", 1000, "100")), Some("replica")),
-            pod(2, Some(master(1000)), Some("master")),
-        ]);
-        o.desired = 2;
-        o.sentinel_master = Some("10.0.0.12".into());
-        o.monitored = true;
-        let p = plan(&o);
-        assert_eq!(p.statefulset_replicas, 3);
-        assert!(
-            p.actions
-                .contains(&Action::Switchover { from: "s-2".into() })
-        );
-        // Once sentinel moved it to s-0 the set shrinks, and s-2 may not be promoted again.
-        o.pods[0].node = Some(master(1000));
-        o.pods[2].node = Some(replica("10.0.0.10", 1000, "100"));
-        o.sentinel_master = Some("10.0.0.10".into());
-        let p = plan(&o);
-        assert_eq!(p.statefulset_replicas, 2);
-        assert!(p.actions.contains(&Action::SetPriority {
-            pod: "s-2".into(),
-            value: "0".into()
-        }));
-    }
-
-    #[test]
-    fn a_replica_far_behind_is_not_promotable() {
-        let mut o = observed(vec![
-            pod(0, Some(master(100 * 1024 * 1024)), Some("master")),
-            pod(1, Some(replica("10.0.0.10", 0, "100")), Some("replica")),
-        ]);
-        o.status_master = Some("s-0".into());
-        let p = plan(&o);
-        assert!(!p.synced["s-1"]);
-        assert!(p.actions.contains(&Action::SetPriority {
-            pod: "s-1".into(),
-            value: "0".into()
-        }));
-    }
-
-    #[test]
-    fn a_restarted_master_is_failed_over_by_sentinel_at_once() {
-        let mut o = observed(vec![
-            pod(0, Some(replica("127.0.0.1", 0, "100")), Some("master")),
-            pod(1, Some(replica("10.0.0.10", 1000, "100")), Some("replica")),
-        ]);
-        o.sentinel_master = Some("10.0.0.10".into());
-        o.monitored = true;
-        let p = plan(&o);
-        assert_eq!(p.master, None);
-        assert_eq!(p.actions, vec![Action::Switchover { from: "s-0".into() }]);
-        // Alone, it is made master again.
-        let mut o = observed(vec![pod(
-            0,
-            Some(replica("127.0.0.1", 0, "100")),
-            Some("master"),
-        )]);
-        o.sentinel_master = Some("10.0.0.10".into());
-        o.monitored = true;
-        let p = plan(&o);
-        assert_eq!(p.master.as_deref(), Some("s-0"));
-        assert!(p.actions.contains(&Action::Promote { pod: "s-0".into() }));
-    }
-
-    #[test]
-    fn nothing_is_touched_while_sentinel_fails_over() {
-        // The CI failure this pins: s-0 restarted; sentinel promoted s-1 and already moved s-2
-        // over, but still names s-0. The operator must neither make s-0 master again nor send
-        // s-1 back to it.
-        let mut o = observed(vec![
-            pod(0, Some(replica("127.0.0.1", 0, "100")), Some("master")),
-            pod(1, Some(master(1000)), Some("replica")),
-            pod(2, Some(replica("10.0.0.11", 1000, "100")), Some("replica")),
-        ]);
-        o.sentinel_master = Some("10.0.0.10".into());
-        o.monitored = true;
-        o.sentinel_failing_over = true;
-        let p = plan(&o);
-        assert_eq!(p.master, None);
-        assert!(p.actions.is_empty(), "{:?}", p.actions);
-        assert_eq!(p.waiting.unwrap().0, "WaitingForSentinel");
-        // The same pods a moment later, the failover flag gone before sentinel's address
-        // changed: the promoted replica is the master and the restarted pod follows it.
-        o.sentinel_failing_over = false;
-        let p = plan(&o);
-        assert_eq!(p.master.as_deref(), Some("s-1"));
-        assert!(!p.operator_promotes);
-        assert!(p.actions.contains(&Action::Follow {
-            pod: "s-0".into(),
-            master_ip: "10.0.0.11".into()
-        }));
-        assert!(
-            !p.actions
-                .iter()
-                .any(|a| matches!(a, Action::Promote { .. }))
-        );
-    }
-
-    #[test]
-    fn a_restarted_master_nobody_follows_is_not_preferred_over_more_data() {
-        // Every pod restarted: the restarted master does not win for having been master.
-        let mut o = observed(vec![
-            pod(0, Some(replica("127.0.0.1", 10, "100")), Some("master")),
-            pod(1, Some(replica("127.0.0.1", 1000, "100")), Some("replica")),
-        ]);
-        o.sentinel_master = Some("10.0.0.10".into());
-        o.monitored = true;
-        let p = plan(&o);
-        assert_eq!(p.master.as_deref(), Some("s-1"));
-        assert!(p.actions.contains(&Action::Promote { pod: "s-1".into() }));
-        assert!(!p.actions.contains(&Action::Promote { pod: "s-0".into() }));
-    }
-
-    #[test]
-    fn rolling_updates_go_replicas_first_then_the_master_after_a_switchover() {
-        let mut o = observed(vec![
-            pod(0, Some(master(1000)), Some("master")),
-            pod(1, Some(replica("10.0.0.10", 1000, "100")), Some("replica")),
-            pod(2, Some(replica("10.0.0.10", 1000, "100")), Some("replica")),
-        ]);
-        o.sentinel_master = Some("10.0.0.10".into());
-        o.monitored = true;
-        for p in &mut o.pods {
-            p.outdated = true;
-        }
-        assert_eq!(
-            plan(&o).actions,
-            vec![Action::Restart { pod: "s-2".into() }]
-        );
-        o.pods[2].outdated = false;
-        o.pods[1].node = Some(replica("10.0.0.10", 0, "0"));
-        assert!(
-            !plan(&o)
-                .actions
-                .iter()
-                .any(|a| matches!(a, Action::Restart { .. })),
-            "no restart while a replica is not synced"
-        );
-        o.pods[1].node = Some(replica("10.0.0.10", 1000, "100"));
-        o.pods[1].outdated = false;
-        assert_eq!(
-            plan(&o).actions,
-            vec![Action::Switchover { from: "s-0".into() }]
-        );
-    }
-
-    #[test]
-    fn a_replica_sentinel_already_promoted_is_adopted_before_sentinel_says_so() {
-        let mut o = observed(vec![
-            pod(0, Some(replica("127.0.0.1", 0, "100")), Some("replica")),
-            pod(1, Some(master(1000)), Some("replica")),
-            pod(2, Some(replica("10.0.0.99", 1000, "100")), Some("replica")),
-        ]);
-        o.sentinel_master = Some("10.0.0.99".into());
-        o.monitored = true;
-        let p = plan(&o);
-        assert_eq!(p.master.as_deref(), Some("s-1"));
-        assert!(!p.operator_promotes);
-    }
-
-    #[test]
-    fn sentinels_choice_is_made_true_when_it_stays_a_replica() {
-        let mut o = observed(vec![
-            pod(0, Some(master(1000)), Some("master")),
-            pod(1, Some(replica("10.0.0.10", 1000, "100")), Some("replica")),
-        ]);
-        o.sentinel_master = Some("10.0.0.11".into());
-        o.monitored = true;
-        let p = plan(&o);
-        assert_eq!(p.waiting.unwrap().0, "WaitingForSentinel");
-        o.sentinel_stuck = true;
-        let p = plan(&o);
-        assert_eq!(p.master.as_deref(), Some("s-1"));
-        assert!(p.actions.contains(&Action::Promote { pod: "s-1".into() }));
-        assert!(p.actions.contains(&Action::Follow {
-            pod: "s-0".into(),
-            master_ip: "10.0.0.11".into()
-        }));
-    }
-
-    /// The master cut off (it does not answer), its replicas frozen where the cut left them.
-    fn cut_off(offsets: [i64; 2], priorities: [&str; 2]) -> Observed {
-        let mut o = observed(vec![
-            pod(0, None, Some("master")),
-            pod(
-                1,
-                Some(replica("10.0.0.10", offsets[0], priorities[0])),
-                Some("replica"),
-            ),
-            pod(
-                2,
-                Some(replica("10.0.0.10", offsets[1], priorities[1])),
-                Some("replica"),
-            ),
-        ]);
-        o.sentinel_master = Some("10.0.0.10".into());
-        o.monitored = true;
-        o.status_master = Some("s-0".into());
-        o
-    }
-
-    fn priority_actions(p: &Plan) -> Vec<(String, String)> {
-        p.actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::SetPriority { pod, value } => Some((pod.clone(), value.clone())),
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn with_the_master_gone_only_the_most_advanced_replica_stays_promotable() {
-        // The measured loss: 3 writes more on one replica than on the other.
-        let p = plan(&cut_off([5003, 5000], ["100", "100"]));
-        assert_eq!(p.master, None);
-        assert_eq!(priority_actions(&p), [("s-2".to_owned(), "0".to_owned())]);
-        let p = plan(&cut_off([7000, 7001], ["100", "100"]));
-        assert_eq!(priority_actions(&p), [("s-1".to_owned(), "0".to_owned())]);
-        // Equal: both stay candidates; already fenced: nothing to do.
-        assert!(priority_actions(&plan(&cut_off([10, 10], ["100", "100"]))).is_empty());
-        assert!(priority_actions(&plan(&cut_off([10, 9], ["100", "0"]))).is_empty());
-    }
-
-    #[test]
-    fn sentinel_reporting_the_master_down_fences_laggards_even_when_the_operator_reaches_it() {
-        let mut o = observed(vec![
-            pod(0, Some(master(100)), Some("master")),
-            pod(1, Some(replica("10.0.0.10", 100, "100")), Some("replica")),
-            pod(2, Some(replica("10.0.0.10", 98, "100")), Some("replica")),
-        ]);
-        o.sentinel_master = Some("10.0.0.10".into());
-        o.monitored = true;
-        o.status_master = Some("s-0".into());
-        assert!(
-            priority_actions(&plan(&o)).is_empty(),
-            "98 of 100 is caught up"
-        );
-        o.sentinel_master_down = true;
-        assert_eq!(
-            priority_actions(&plan(&o)),
-            [("s-2".to_owned(), "0".to_owned())]
-        );
-        // Already fenced: it stays at 0 (never raised again while sentinel may be choosing).
-        o.pods[2].node = Some(replica("10.0.0.10", 98, "0"));
-        assert!(priority_actions(&plan(&o)).is_empty());
-    }
-
-    #[test]
-    fn a_restarted_pod_is_no_yardstick_for_the_fence() {
-        // The old master restarted as a replica of itself with more data than the replicas:
-        // sentinel cannot choose it, so the replicas are compared among themselves only.
-        let mut o = cut_off([50, 50], ["100", "100"]);
-        o.pods[0].node = Some(replica("127.0.0.1", 60, "100"));
-        o.sentinel_failing_over = true;
-        assert!(priority_actions(&plan(&o)).is_empty());
-    }
-
-    #[test]
-    fn caught_up_is_counted_in_sequence_numbers() {
-        let mut o = observed(vec![
-            pod(0, Some(master(1_000_000)), Some("master")),
-            pod(
-                1,
-                Some(replica("10.0.0.10", 1_000_000 - CAUGHT_UP_SEQUENCES, "0")),
-                Some("replica"),
-            ),
-            pod(
-                2,
-                Some(replica(
-                    "10.0.0.10",
-                    1_000_000 - CAUGHT_UP_SEQUENCES - 1,
-                    "100",
-                )),
-                Some("replica"),
-            ),
-        ]);
-        o.status_master = Some("s-0".into());
-        let p = plan(&o);
-        assert!(p.synced["s-1"]);
-        assert!(
-            !p.synced["s-2"],
-            "a replica 1001 writes behind is not caught up"
-        );
-        assert_eq!(
-            priority_actions(&p),
-            [
-                ("s-1".to_owned(), "100".to_owned()),
-                ("s-2".to_owned(), "0".to_owned())
-            ]
-        );
-    }
-
-    mod properties {
-        use super::*;
-        use proptest::prelude::*;
-
-        proptest! {
-            /// Whatever the replicas' offsets and priorities, with the master gone the plan
-            /// leaves no replica promotable that is behind another reachable replica, never
-            /// fences the most advanced one, and never raises a priority.
-            #[test]
-            fn no_laggard_stays_promotable_while_the_master_is_gone(
-                offsets in proptest::collection::vec(0i64..20, 2..5),
-                fenced in proptest::collection::vec(any::<bool>(), 5),
-            ) {
-                let mut pods = vec![pod(0, None, Some("master"))];
-                for (i, offset) in offsets.iter().enumerate() {
-                    let priority = if fenced[i] { "0" } else { "100" };
-                    pods.push(pod(i as u32 + 1, Some(replica("10.0.0.10", *offset, priority)), Some("replica")));
-                }
-                let mut o = observed(pods);
-                o.sentinel_master = Some("10.0.0.10".into());
-                o.monitored = true;
-                o.status_master = Some("s-0".into());
-                let p = plan(&o);
-                let best = *offsets.iter().max().unwrap();
-                for (i, offset) in offsets.iter().enumerate() {
-                    let name = format!("s-{}", i + 1);
-                    let set = p.actions.iter().find_map(|a| match a {
-                        Action::SetPriority { pod, value } if *pod == name => Some(value.clone()),
-                        _ => None,
-                    });
-                    let raised = set.is_some() && set.as_deref() != Some("0");
-                    let now = set.unwrap_or_else(|| if fenced[i] { "0".into() } else { "100".into() });
-                    if *offset < best {
-                        prop_assert_eq!(now.as_str(), "0", "{} at {} of {}", name, offset, best);
-                    }
-                    prop_assert!(!raised, "a priority was raised: {:?}", p.actions);
-                }
-            }
-        }
-    }
-}
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,287 @@
+//! Reading what is: the pods, every pod's `INFO replication`, the sentinel group's view of the
+//! master and the password in effect. Reads only: nothing here writes to the API server, kvrocks
+//! or sentinel.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+use kvrocks_api::KvrocksStandard;
+use kvrocks_api::labels::{self, Component, PASSWORD_KEY, ROLE, Role, names};
+use kvrocks_client::{Endpoint, NodeAddr, NodeClient, Password, SentinelClient, Timeouts};
+use kvrocks_operator_core::builders::kvrocks as kb;
+use kvrocks_operator_core::node::{self, CONNECT_TIMEOUT, REPLY_TIMEOUT};
+use kvrocks_operator_core::pods;
+use kvrocks_operator_core::{Context, server};
+
+use crate::Error;
+use crate::plan::{NodeView, Observed, PasswordState, PodView};
+
+/// The data pods of the Standard `name`, by ordinal (pods of other names are left out).
+pub async fn pods(ctx: &Context, ns: &str, name: &str) -> Result<Vec<Pod>, Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let mut pods = api
+        .list(&ListParams::default().labels(&labels::selector(name, Component::Standard)))
+        .await
+        .map_err(Error::kube(format!("list pods of {ns}/{name}")))?
+        .items;
+    pods.retain(|p| ordinal(p, name).is_some());
+    pods.sort_by_key(|p| ordinal(p, name));
+    Ok(pods)
+}
+
+/// The ordinal of a pod of the StatefulSet `set` (None for a pod of another name).
+fn ordinal(pod: &Pod, set: &str) -> Option<u32> {
+    let name = pod.name_any();
+    labels::ordinal(&name).filter(|o| name == names::pod(set, *o))
+}
+
+/// What the running kvrocks knows decides which spec.config keys are rendered and set live.
+pub async fn config_verdict(
+    cr: &KvrocksStandard,
+    pods: &[Pod],
+    password: &Password,
+) -> server::ConfigVerdict {
+    let old = cr.status.clone().unwrap_or_default();
+    server::judge(
+        pods,
+        labels::KVROCKS_PORT as u16,
+        password,
+        &cr.spec.pod.config,
+        &old.unsupported_config,
+        old.kvrocks_version.as_deref(),
+    )
+    .await
+}
+
+/// The password in effect on the pods (the operator's record `<cr>-auth-applied`); None before
+/// anything was recorded.
+pub async fn applied_password(
+    ctx: &Context,
+    ns: &str,
+    cr: &KvrocksStandard,
+) -> Result<Option<Password>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let name = names::applied_auth_secret(&cr.name_any());
+    let found = secrets
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("get secret {ns}/{name}")))?;
+    Ok(found
+        .as_ref()
+        .and_then(|s| s.data.as_ref())
+        .and_then(|d| d.get(PASSWORD_KEY))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .filter(|p| !p.is_empty())
+        .map(Password::new))
+}
+
+/// Which pod template and kvrocks.conf are current.
+#[derive(Clone, Debug)]
+pub struct Revisions<'a> {
+    /// Hash of the pod template without kvrocks.conf.
+    pub template_hash: &'a str,
+    /// Hash of kvrocks.conf.
+    pub config_hash: &'a str,
+    /// Pods that refused this kvrocks.conf live (they restart).
+    pub refused: &'a BTreeSet<String>,
+}
+
+/// Everything [`observe`] reads besides the pods.
+#[derive(Clone, Debug)]
+pub struct Inputs<'a> {
+    /// The resource.
+    pub cr: &'a KvrocksStandard,
+    /// Its namespace.
+    pub ns: &'a str,
+    /// The Secret's password.
+    pub password: &'a Password,
+    /// The password recorded in effect, if any.
+    pub applied: Option<&'a Password>,
+    /// The current revisions.
+    pub revisions: Revisions<'a>,
+    /// The live StatefulSet's `spec.replicas`.
+    pub statefulset_replicas: Option<u32>,
+}
+
+/// What the plan needs, read from the pods and the sentinel group (the stuck clock is the
+/// caller's: [`Observed::sentinel_stuck_since`] is None here).
+pub async fn observe(ctx: &Context, pods: &[Pod], inputs: &Inputs<'_>) -> Observed {
+    let cr = inputs.cr;
+    let name = cr.name_any();
+    let fallback = inputs.applied.unwrap_or(inputs.password);
+    let mut views = pod_views(pods, &name, inputs.password, fallback).await;
+    mark_revisions(&mut views, pods, &inputs.revisions);
+    let monitor = names::standard_monitor(&name);
+    let sentinel = sentinel_view(ctx, inputs.ns, &cr.spec.sentinel.name, &monitor).await;
+    let old = cr.status.clone().unwrap_or_default();
+    Observed {
+        desired: cr.spec.replicas.max(1) as u32,
+        statefulset_replicas: inputs.statefulset_replicas,
+        pods: views,
+        monitored: sentinel.master.is_some(),
+        sentinel_master: sentinel.master,
+        sentinel_failing_over: sentinel.failing_over,
+        sentinel_master_down: sentinel.master_down,
+        status_master: old.master.as_ref().map(|m| m.pod.clone()),
+        priority: cr
+            .spec
+            .pod
+            .config
+            .get("slave-priority")
+            .cloned()
+            .unwrap_or_else(|| "100".to_owned()),
+        sentinel_stuck_since: None,
+        password: match inputs.applied {
+            None => PasswordState::Unrecorded,
+            Some(applied) if applied.expose() == inputs.password.expose() => {
+                PasswordState::InEffect
+            }
+            Some(_) => PasswordState::Changed,
+        },
+    }
+}
+
+/// Marks pods on an old template as outdated (and those that refused kvrocks.conf live), and
+/// pods that only run an older kvrocks.conf as stale.
+pub fn mark_revisions(views: &mut [PodView], pods: &[Pod], revisions: &Revisions<'_>) {
+    for (view, pod) in views.iter_mut().zip(pods) {
+        let annotations = pod.annotations();
+        if annotations
+            .get(kb::TEMPLATE_HASH_ANNOTATION)
+            .map(String::as_str)
+            != Some(revisions.template_hash)
+            || revisions.refused.contains(&view.name)
+        {
+            view.outdated = true;
+        } else if annotations
+            .get(kb::CONFIG_HASH_ANNOTATION)
+            .map(String::as_str)
+            != Some(revisions.config_hash)
+        {
+            view.config_stale = true;
+        }
+    }
+}
+
+/// Each pod's view of replication (unreachable pods: `node: None`); a pod that refuses the
+/// Secret's password is asked with `fallback` (a rotation in progress).
+async fn pod_views(
+    pods: &[Pod],
+    set: &str,
+    password: &Password,
+    fallback: &Password,
+) -> Vec<PodView> {
+    let queries = pods.iter().map(|pod| async move {
+        let name = pod.name_any();
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .filter(|ip| !ip.is_empty());
+        let node = match pods::running_ip(pod) {
+            Some(ip) => match node_view(&ip, password).await {
+                Ok(view) => Some(view),
+                Err(kvrocks_client::Error::Auth { .. }) => node_view(&ip, fallback).await.ok(),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        PodView {
+            ordinal: ordinal(pod, set).unwrap_or(u32::MAX),
+            name,
+            ip,
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+            role_label: pod.labels().get(ROLE).and_then(|r| Role::parse(r)),
+            node,
+            outdated: false,
+            config_stale: false,
+            ready: pods::is_ready(pod),
+        }
+    });
+    futures::future::join_all(queries).await
+}
+
+async fn node_view(ip: &str, password: &Password) -> Result<NodeView, kvrocks_client::Error> {
+    let client = NodeClient::connect(node::endpoint(ip, password)).await?;
+    let info = client.info_replication().await;
+    let priority = match &info {
+        Ok(_) => client.config_get_one("slave-priority").await.ok().flatten(),
+        Err(_) => None,
+    };
+    client.close().await;
+    let info = info?;
+    let master = matches!(info.role, kvrocks_client::ReplicationRole::Master);
+    Ok(NodeView {
+        master,
+        master_host: info.master_host.clone(),
+        link_up: matches!(
+            info.master_link_status,
+            Some(kvrocks_client::LinkStatus::Up)
+        ),
+        syncing: info.master_sync_in_progress.unwrap_or(false),
+        offset: if master {
+            info.master_repl_offset.unwrap_or(0)
+        } else {
+            info.slave_repl_offset.unwrap_or(0)
+        },
+        priority,
+    })
+}
+
+/// The sentinel port of the pod at `ip` (sentinels take no password).
+pub fn sentinel_endpoint(ip: &str) -> Endpoint {
+    Endpoint::new(NodeAddr::new(ip, labels::SENTINEL_PORT as u16))
+        .with_timeouts(Timeouts::new(CONNECT_TIMEOUT, REPLY_TIMEOUT))
+}
+
+/// The IPs of the sentinel group's pods that are not being deleted.
+pub async fn sentinel_ips(ctx: &Context, ns: &str, group: &str) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let Ok(list) = pods
+        .list(&ListParams::default().labels(&labels::selector(group, Component::Sentinel)))
+        .await
+    else {
+        return Vec::new();
+    };
+    list.items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .filter(|ip| !ip.is_empty())
+        .collect()
+}
+
+/// What the sentinel group says about one monitored instance.
+#[derive(Debug, Default)]
+pub struct SentinelView {
+    /// The master IP most sentinels report (None: not monitored).
+    pub master: Option<String>,
+    /// Some sentinel is failing this master over right now.
+    pub failing_over: bool,
+    /// Some sentinel reports the master subjectively or objectively down.
+    pub master_down: bool,
+}
+
+/// `SENTINEL MASTER <monitor>` on every sentinel of the group: the master IP most of them report
+/// and whether one of them is in the middle of a failover.
+pub async fn sentinel_view(ctx: &Context, ns: &str, group: &str, monitor: &str) -> SentinelView {
+    let ips = sentinel_ips(ctx, ns, group).await;
+    let answers = futures::future::join_all(ips.iter().map(|ip| async move {
+        let client = SentinelClient::connect(sentinel_endpoint(ip)).await.ok()?;
+        let master = client.master(monitor).await.ok().flatten();
+        client.close().await;
+        master
+    }))
+    .await;
+    let mut view = SentinelView::default();
+    let mut votes: BTreeMap<String, usize> = BTreeMap::new();
+    for master in answers.into_iter().flatten() {
+        view.failing_over |= master.is_failover_in_progress();
+        view.master_down |= master.is_sdown() || master.is_odown();
+        *votes.entry(master.addr.host).or_default() += 1;
+    }
+    view.master = votes.into_iter().max_by_key(|(_, n)| *n).map(|(ip, _)| ip);
+    view
+}
