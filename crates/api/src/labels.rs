@@ -174,7 +174,12 @@ pub mod names {
     }
     /// The sentinel master name of one cluster shard.
     pub fn cluster_monitor(cr: &str, shard: u32) -> String {
-        format!("cluster_{cr}_{shard}")
+        format!("{}{shard}", cluster_monitor_prefix(cr))
+    }
+
+    /// What the sentinel monitor names of every shard of cluster `cr` begin with.
+    pub fn cluster_monitor_prefix(cr: &str) -> String {
+        format!("cluster_{cr}_")
     }
 }
 

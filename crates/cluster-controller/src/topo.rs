@@ -2,7 +2,7 @@
 //! node identities, the first layout, following pods that moved, adding replicas, promoting a
 //! replica. Pure functions.
 
-use kvrocks_api::labels::Role;
+use kvrocks_api::labels::{Role, ordinal};
 use std::collections::BTreeMap;
 
 use kvrocks_api::cluster::{ClusterNodeStatus, ShardStatus};
@@ -128,17 +128,12 @@ pub fn refresh(
         }
         let before = shard.nodes.len();
         shard.nodes.retain(|n| {
-            n.role == Role::Master || ordinal_of(&n.pod).is_none_or(|o| o < keep_per_shard)
+            n.role == Role::Master || ordinal(&n.pod).is_none_or(|o| o < keep_per_shard)
         });
         changed |= shard.nodes.len() != before;
-        shard.nodes.sort_by_key(|n| ordinal_of(&n.pod));
+        shard.nodes.sort_by_key(|n| ordinal(&n.pod));
     }
     changed
-}
-
-/// The ordinal at the end of a pod name.
-pub fn ordinal_of(pod: &str) -> Option<u32> {
-    pod.rsplit_once('-')?.1.parse().ok()
 }
 
 /// Makes `new_master` (a replica of the shard) the master: it takes the slots' ownership (slots

@@ -1,0 +1,184 @@
+//! Reading a KvrocksCluster's world, and nothing else: its pods, what each kvrocks node says
+//! (id, topology version, replication), the prober's verdicts, a newer layout a node runs, and
+//! the source's state of the migration status records.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+use kvrocks_api::KvrocksCluster;
+use kvrocks_api::labels::{self, Component, SHARD, ordinal};
+use kvrocks_client::{LinkStatus, MigrationState, NodeClient, Password, ReplicationRole, Topology};
+use kvrocks_operator_core::builders::kvrocks as kb;
+use kvrocks_operator_core::prober::Target;
+use kvrocks_operator_core::{Context, WakeTarget, node, pods};
+
+use crate::objects::Hashes;
+use crate::plan::{Move, NodeObs, Observed, PodObs};
+use crate::state::State;
+use crate::{Error, topo};
+
+/// The cluster's data pods.
+pub async fn pods(ctx: &Context, cr: &KvrocksCluster) -> Result<Vec<Pod>, Error> {
+    let api: Api<Pod> = ctx.api_for(cr);
+    let name = cr.name_any();
+    Ok(api
+        .list(&ListParams::default().labels(&labels::selector(&name, Component::Cluster)))
+        .await
+        .map_err(Error::kube(format!("list pods of cluster {name}")))?
+        .items)
+}
+
+/// Everything the planner reads besides spec and status. The prober is pointed at the pods
+/// that run; a pod it counts unreachable is not asked again in this pass (it would only cost a
+/// connect timeout).
+pub async fn observe(
+    cr: &KvrocksCluster,
+    listed: &[Pod],
+    hashes: &Hashes,
+    password: &Password,
+    state: &State,
+    key: &WakeTarget,
+) -> Observed {
+    let mut pods: Vec<PodObs> = listed
+        .iter()
+        .filter_map(|p| pod_obs(p, hashes, state, key))
+        .collect();
+    pods.sort_by_key(|p| (p.shard, p.ordinal));
+    let targets = pods
+        .iter()
+        .filter_map(|p| {
+            Some(Target {
+                pod: p.pod.clone(),
+                ip: p.ip.clone()?,
+            })
+        })
+        .collect();
+    state.probers.sync(key, targets, password);
+    let verdicts = state.probers.verdicts(key);
+    for pod in &mut pods {
+        pod.unreachable_since = verdicts
+            .get(&pod.pod)
+            .filter(|v| !v.reachable)
+            .map(|v| v.since);
+    }
+    let nodes: BTreeMap<String, NodeObs> = futures::future::join_all(pods.iter().map(|p| async {
+        let obs = match (&p.ip, p.unreachable_since) {
+            (Some(ip), None) => read_node(ip, password).await,
+            _ => NodeObs::default(),
+        };
+        (p.pod.clone(), obs)
+    }))
+    .await
+    .into_iter()
+    .collect();
+    let status = cr.status.clone().unwrap_or_default();
+    let mut observed = Observed {
+        uid: cr.uid().unwrap_or_default(),
+        pods,
+        nodes,
+        ahead: None,
+        migration: None,
+    };
+    let version = status.topology_version.unwrap_or(0).max(0).unsigned_abs();
+    observed.ahead = ahead(&status.shards, &observed, version, password).await;
+    if let Some(recorded) = &status.migration {
+        observed.migration = migration_state(&status.shards, recorded, password).await;
+    }
+    observed
+}
+
+fn pod_obs(pod: &Pod, hashes: &Hashes, state: &State, key: &WakeTarget) -> Option<PodObs> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let name = pod.name_any();
+    let shard = pod.labels().get(SHARD)?.parse::<u32>().ok()?;
+    let annotations = pod.annotations();
+    let config_ok = annotations.get(kb::CONFIG_HASH_ANNOTATION) == Some(&hashes.config);
+    Some(PodObs {
+        shard,
+        ordinal: ordinal(&name)?,
+        ip: pods::running_ip(pod),
+        template_ok: annotations.get(kb::TEMPLATE_HASH_ANNOTATION) == hashes.templates.get(&shard),
+        config_ok,
+        live_refused: !config_ok && state.live_refused(key, &name, &hashes.config),
+        unreachable_since: None,
+        pod: name,
+    })
+}
+
+/// `CLUSTERX MYID`, `CLUSTERX VERSION` and `INFO replication` of one node.
+async fn read_node(ip: &str, password: &Password) -> NodeObs {
+    let Ok(client) = NodeClient::connect(node::endpoint(ip, password)).await else {
+        return NodeObs::default();
+    };
+    let myid = client.clusterx_myid().await.ok().flatten();
+    let version = client.clusterx_version().await.ok().flatten();
+    let info = client.info_replication().await.ok();
+    client.close().await;
+    let (offset, link_up) = match &info {
+        Some(i) if matches!(i.role, ReplicationRole::Master) => {
+            (i.master_repl_offset.unwrap_or(0), true)
+        }
+        Some(i) => (
+            i.slave_repl_offset.unwrap_or(0),
+            matches!(i.master_link_status, Some(LinkStatus::Up)),
+        ),
+        None => (0, false),
+    };
+    NodeObs {
+        reachable: info.is_some(),
+        myid,
+        version,
+        offset,
+        link_up,
+    }
+}
+
+/// The layout the node with the highest version runs, when that is above status's: the
+/// operator pushed it and stopped before recording it.
+async fn ahead(
+    shards: &[kvrocks_api::cluster::ShardStatus],
+    observed: &Observed,
+    status_version: u64,
+    password: &Password,
+) -> Option<(Topology, u64)> {
+    if shards.is_empty() {
+        return None;
+    }
+    let (pod, seen) = observed
+        .nodes
+        .iter()
+        .filter_map(|(pod, o)| Some((pod, o.version?)))
+        .filter(|(_, v)| *v > status_version)
+        .max_by_key(|(_, v)| *v)?;
+    let ip = observed.pods.iter().find(|p| &p.pod == pod)?.ip.clone()?;
+    let client = NodeClient::new(node::endpoint(&ip, password));
+    let nodes = client.cluster_nodes().await;
+    client.close().await;
+    let topology = Topology::from_cluster_nodes(&nodes.ok()?).ok()?;
+    Some((topology, seen))
+}
+
+/// `CLUSTER INFO` on the source master of the recorded migration: its state for those slots
+/// (None: no such migration there, or the source does not answer).
+async fn migration_state(
+    shards: &[kvrocks_api::cluster::ShardStatus],
+    recorded: &kvrocks_api::cluster::MigrationStatus,
+    password: &Password,
+) -> Option<MigrationState> {
+    let mv = Move::from_status(recorded).ok()?;
+    let source = shards
+        .iter()
+        .find(|s| s.index == mv.from as i32)
+        .and_then(topo::master_of)?;
+    let client = NodeClient::new(node::endpoint(&source.ip, password));
+    let info = client.cluster_info().await;
+    client.close().await;
+    info.ok()?
+        .migration
+        .filter(|m| m.slots == Some(mv.range))
+        .map(|m| m.state)
+}

@@ -1,0 +1,166 @@
+//! Failover: a shard's master that has not answered for `spec.failover.timeout` is replaced by
+//! the replica with the most data among those that completed a sync.
+//!
+//! kvrocks refuses SLAVEOF in cluster mode, so the operator promotes by pushing a topology in
+//! which the chosen replica is the shard's master. The time a master has been unreachable counts
+//! from the first failed probe (the prober's verdict) or from what status recorded, whichever is
+//! earlier, so a restarted operator continues the count.
+
+use std::cmp::{Ordering, Reverse};
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kvrocks_api::cluster::ShardStatus;
+use kvrocks_api::labels::{Role, ordinal};
+
+use super::{Input, Note, Wait};
+use crate::topo;
+
+/// The timeout when the spec's cannot be read (validation reports it).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A replica of a shard as observed, a candidate to become its master.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Pod name (`<cr>-<shard>-<ordinal>`).
+    pub pod: String,
+    /// The operator could talk to it in this pass.
+    pub reachable: bool,
+    /// It completed a sync with its master (its link is up, or it holds data: an offset > 0),
+    /// so it holds the shard's data and not an empty database.
+    pub synced: bool,
+    /// Its replication offset (`slave_repl_offset`); higher is more data.
+    pub offset: i64,
+}
+
+/// The replica to promote: among the reachable ones that completed a sync, the one with the
+/// highest offset; on a tie the lowest ordinal (as a number), the pod that stays longest when the
+/// shard shrinks. None when no replica qualifies: never an empty or unreachable one.
+pub fn choose_promotion(candidates: &[Candidate]) -> Option<&Candidate> {
+    candidates
+        .iter()
+        .filter(|c| c.reachable && c.synced)
+        .max_by(|a, b| preference(a, b))
+}
+
+/// Orders candidates from least to most preferred: offset, then lower ordinal, then name.
+fn preference(a: &Candidate, b: &Candidate) -> Ordering {
+    let key = |c: &Candidate| (c.offset, Reverse(ordinal(&c.pod).unwrap_or(u32::MAX)));
+    key(a).cmp(&key(b)).then_with(|| b.pod.cmp(&a.pod))
+}
+
+/// The candidates of a shard: its replicas as observed.
+pub fn candidates(input: &Input<'_>, shard: &ShardStatus) -> Vec<Candidate> {
+    shard
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Replica)
+        .map(|n| {
+            let obs = input
+                .observed
+                .nodes
+                .get(&n.pod)
+                .cloned()
+                .unwrap_or_default();
+            Candidate {
+                pod: n.pod.clone(),
+                reachable: obs.reachable,
+                synced: obs.reachable && (obs.link_up || obs.offset > 0),
+                offset: obs.offset,
+            }
+        })
+        .collect()
+}
+
+/// What failover did to the layout.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Failed {
+    /// Failovers made.
+    pub notes: Vec<Note>,
+    /// A master is down and cannot be replaced (yet).
+    pub wait: Option<Wait>,
+    /// The earliest failover still to come, from now.
+    pub due: Option<Duration>,
+}
+
+/// Since when the master of `shard` has been unreachable: the prober's first failed probe, or
+/// what status recorded (a restarted operator's prober starts afresh), whichever is earlier; now
+/// when neither knows. Status holds whole seconds, rounded down, so its record counts from the
+/// end of its second: never earlier than the failure.
+fn down_since(input: &Input<'_>, shard: &ShardStatus, master: &str) -> SystemTime {
+    let recorded = shard
+        .master_unreachable_since
+        .as_ref()
+        .map(|t| SystemTime::from(t.0) + Duration::from_millis(999));
+    let probed = input
+        .observed
+        .pods
+        .iter()
+        .find(|p| p.pod == master)
+        .and_then(|p| p.unreachable_since);
+    [recorded, probed]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(input.now)
+        .min(input.now)
+}
+
+/// `at` as status records it: whole seconds.
+fn status_time(at: SystemTime) -> Option<Time> {
+    let secs = at.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
+    k8s_openapi::jiff::Timestamp::from_second(i64::try_from(secs).ok()?)
+        .ok()
+        .map(Time)
+}
+
+/// Replaces every master that has been unreachable for the timeout, and records since when the
+/// others that do not answer have been.
+pub fn apply(input: &Input<'_>, layout: &mut [ShardStatus]) -> Failed {
+    let timeout = input.spec.failover.timeout().unwrap_or(DEFAULT_TIMEOUT);
+    let mut failed = Failed::default();
+    for shard in layout.iter_mut() {
+        let Some(master) = topo::master_of(shard).map(|m| m.pod.clone()) else {
+            continue;
+        };
+        if input.observed.reachable(&master) {
+            shard.master_unreachable_since = None;
+            continue;
+        }
+        let since = down_since(input, shard, &master);
+        if shard.master_unreachable_since.is_none() {
+            shard.master_unreachable_since = status_time(since);
+        }
+        let down_for = input.now.duration_since(since).unwrap_or_default();
+        if down_for < timeout {
+            let left = timeout - down_for;
+            failed.due = Some(failed.due.map_or(left, |d| d.min(left)));
+            failed.wait.get_or_insert(Wait::MasterUnreachable {
+                shard: shard.index,
+                master,
+                left,
+            });
+            continue;
+        }
+        let chosen = choose_promotion(&candidates(input, shard)).map(|c| c.pod.clone());
+        match chosen {
+            Some(to) => {
+                topo::promote(shard, &to);
+                shard.master_unreachable_since = None;
+                failed.notes.push(Note::Failover {
+                    shard: shard.index,
+                    from: master,
+                    to,
+                    down_for,
+                });
+            }
+            None => {
+                failed.wait = Some(Wait::NoFailoverCandidate {
+                    shard: shard.index,
+                    master,
+                });
+            }
+        }
+    }
+    failed
+}

@@ -1,0 +1,218 @@
+//! Driving slot migrations one at a time, `spec.slotMigrations` first, then the rebalance toward
+//! the wanted shard count.
+//!
+//! A migration is recorded in status before anything starts it: the pass that picks the next
+//! move only records it (state `none`); a later pass, reading it back from status, sends
+//! `CLUSTERX MIGRATE` (and sends it again when the source forgot it after a restart or a
+//! failover); a pass that finds it succeeded records the new owner, which goes out with the next
+//! topology version. An operator stopped at any point resumes from status.
+
+use kvrocks_api::cluster::{
+    KvrocksClusterSpec, KvrocksClusterStatus, MigrationStatus, ShardStatus,
+};
+use kvrocks_client::MigrationState;
+
+use super::slots::{Assignment, Move, manual_moves, next_moves, rebalance_moves};
+use super::{Action, Input, Wait};
+use crate::topo;
+
+/// The slot bookkeeping a pass carries from status to status.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Slots {
+    /// The migration recorded (in flight, or about to start).
+    pub migration: Option<MigrationStatus>,
+    /// Entries of `spec.slotMigrations` done.
+    pub done: usize,
+    /// The shard count a rebalance aims at.
+    pub rebalance: Option<i32>,
+    /// `CLUSTERX MIGRATE` to send.
+    pub action: Option<Action>,
+}
+
+impl Slots {
+    /// The bookkeeping as status holds it.
+    pub fn from_status(status: &KvrocksClusterStatus, spec: &KvrocksClusterSpec) -> Self {
+        Self {
+            migration: status.migration.clone(),
+            done: status
+                .slot_migrations_done
+                .unwrap_or(0)
+                .max(0)
+                .unsigned_abs() as usize,
+            rebalance: status.rebalance_target,
+            action: None,
+        }
+        .clamped(spec)
+    }
+
+    fn clamped(mut self, spec: &KvrocksClusterSpec) -> Self {
+        self.done = self.done.min(spec.slot_migrations.len());
+        self
+    }
+}
+
+/// What driving did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Driven {
+    /// A migration finished: its slots now belong to the destination in the layout.
+    pub moved: Option<Move>,
+    /// Why slots cannot move.
+    pub wait: Option<Wait>,
+    /// A migration is in flight (or about to be sent): look again soon.
+    pub polling: bool,
+}
+
+fn master_ip<'a>(input: &Input<'_>, layout: &'a [ShardStatus], shard: u32) -> Option<&'a str> {
+    layout
+        .iter()
+        .find(|s| s.index == shard as i32)
+        .and_then(topo::master_of)
+        .filter(|m| input.observed.reachable(&m.pod))
+        .map(|m| m.ip.as_str())
+}
+
+fn master_id(layout: &[ShardStatus], shard: u32) -> Option<String> {
+    layout
+        .iter()
+        .find(|s| s.index == shard as i32)
+        .and_then(topo::master_of)
+        .map(|m| m.node_id.clone())
+}
+
+fn blocked(message: String) -> Driven {
+    Driven {
+        wait: Some(Wait::SlotMigrationBlocked(message)),
+        ..Driven::default()
+    }
+}
+
+/// One step of slot movement on an in-sync layout that did not change in this pass.
+pub fn drive(input: &Input<'_>, layout: &mut [ShardStatus], slots: &mut Slots) -> Driven {
+    let assignment = match Assignment::from_status(layout) {
+        Ok(a) => a,
+        Err(e) => return blocked(e.to_string()),
+    };
+    if let Some(recorded) = slots.migration.clone() {
+        return resume(input, layout, slots, &assignment, &recorded);
+    }
+    let next = match next_move(input, slots, &assignment) {
+        Ok(next) => next,
+        Err(message) => return blocked(message),
+    };
+    let Some(mv) = next else {
+        return Driven::default();
+    };
+    if master_ip(input, layout, mv.from).is_none() {
+        return blocked(format!("the master of shard {} does not answer", mv.from));
+    }
+    if master_id(layout, mv.to).is_none() {
+        return blocked(format!("shard {} has no master", mv.to));
+    }
+    // Recorded now, started by the pass that reads it back from status.
+    slots.migration = Some(mv.to_status(state_text(None)));
+    Driven {
+        polling: true,
+        ..Driven::default()
+    }
+}
+
+/// The migration status records: finished (its slots change owner), running (wait), or not
+/// running on the source (sent, again).
+fn resume(
+    input: &Input<'_>,
+    layout: &mut [ShardStatus],
+    slots: &mut Slots,
+    assignment: &Assignment,
+    recorded: &MigrationStatus,
+) -> Driven {
+    let mv = match Move::from_status(recorded) {
+        Ok(mv) => mv,
+        Err(e) => return blocked(e.to_string()),
+    };
+    if !assignment
+        .slots(mv.from)
+        .iter()
+        .any(|r| r.overlaps(&mv.range))
+    {
+        // Already applied (the operator stopped after recording the new owner).
+        slots.migration = None;
+        return Driven::default();
+    }
+    let Some(source_ip) = master_ip(input, layout, mv.from) else {
+        return blocked(format!("the master of shard {} does not answer", mv.from));
+    };
+    let state = input.observed.migration.clone();
+    match state {
+        Some(MigrationState::Success) => {
+            let mut next = assignment.clone();
+            next.apply(&mv);
+            for shard in layout.iter_mut() {
+                shard.slots = next.status_slots(shard.index.max(0).unsigned_abs());
+            }
+            slots.migration = None;
+            Driven {
+                moved: Some(mv),
+                ..Driven::default()
+            }
+        }
+        Some(MigrationState::Start) => {
+            slots.migration = Some(mv.to_status(state_text(state.as_ref())));
+            Driven {
+                polling: true,
+                ..Driven::default()
+            }
+        }
+        _ => {
+            let Some(target) = master_id(layout, mv.to) else {
+                return blocked(format!("shard {} has no master", mv.to));
+            };
+            slots.migration = Some(mv.to_status(state_text(state.as_ref())));
+            slots.action = Some(Action::Migrate {
+                mv,
+                source_ip: source_ip.to_owned(),
+                target,
+            });
+            Driven {
+                polling: true,
+                ..Driven::default()
+            }
+        }
+    }
+}
+
+/// The next move: the first entry of `spec.slotMigrations` not done (entries with nothing left
+/// to move are counted done), then the rebalance.
+fn next_move(
+    input: &Input<'_>,
+    slots: &mut Slots,
+    assignment: &Assignment,
+) -> Result<Option<Move>, String> {
+    let wanted = &input.spec.slot_migrations;
+    while slots.done < wanted.len() {
+        let moves = manual_moves(assignment, &wanted[slots.done])
+            .map_err(|e| format!("spec.slotMigrations[{}]: {e}", slots.done))?;
+        match moves.into_iter().next() {
+            Some(mv) => return Ok(Some(mv)),
+            None => slots.done += 1,
+        }
+    }
+    let Some(target) = slots.rebalance else {
+        return Ok(None);
+    };
+    let moves = rebalance_moves(assignment, target.max(1).unsigned_abs());
+    let next = next_moves(&moves, &Default::default()).into_iter().next();
+    if next.is_none() && assignment.shards().count() as u32 == input.shards() {
+        slots.rebalance = None;
+    }
+    Ok(next)
+}
+
+/// The state word status records (`none` until kvrocks reports one).
+pub fn state_text(state: Option<&MigrationState>) -> String {
+    match state {
+        Some(MigrationState::Start) => "start".to_owned(),
+        Some(MigrationState::Success) => "success".to_owned(),
+        Some(MigrationState::Fail) => "fail".to_owned(),
+        _ => "none".to_owned(),
+    }
+}

@@ -1,0 +1,207 @@
+//! The status, conditions and Events of a pass, built from the plan and what its actions came to
+//! (pure; `lib.rs` writes them).
+
+use kube::runtime::events::EventType;
+use kvrocks_api::KvrocksClusterSpec;
+use kvrocks_api::cluster::KvrocksClusterStatus;
+use kvrocks_operator_core::conditions;
+use kvrocks_operator_core::server::ConfigVerdict;
+
+use crate::act::Outcome;
+use crate::plan::{Action, Note, Observed, Plan, masters};
+
+/// What the report reads.
+pub struct Inputs<'a> {
+    /// The spec.
+    pub spec: &'a KvrocksClusterSpec,
+    /// The generation the status describes.
+    pub generation: Option<i64>,
+    /// The status before this pass.
+    pub previous: &'a KvrocksClusterStatus,
+    /// What was observed.
+    pub observed: &'a Observed,
+    /// The plan.
+    pub plan: &'a Plan,
+    /// What its actions came to.
+    pub outcomes: &'a [Outcome],
+    /// What the running kvrocks said about `spec.config`.
+    pub verdict: &'a ConfigVerdict,
+}
+
+/// The failures worth saying in status (a live setting kvrocks refused is not one: the pod is
+/// restarted instead).
+fn failures(outcomes: &[Outcome]) -> Vec<String> {
+    outcomes
+        .iter()
+        .filter(|o| !matches!(o.action, Action::SetConfigLive { .. }))
+        .filter_map(|o| o.result.as_ref().err().cloned())
+        .collect()
+}
+
+/// The status to write.
+pub fn status(inputs: &Inputs<'_>) -> KvrocksClusterStatus {
+    let plan = inputs.plan;
+    let layout = &plan.layout;
+    let per_shard = 1 + inputs.spec.replicas_per_shard.max(0).unsigned_abs() as usize;
+    let wanted = inputs.spec.shards.max(1).unsigned_abs() as usize;
+    let masters_down = masters(layout)
+        .into_iter()
+        .filter(|m| !inputs.observed.reachable(m))
+        .count();
+    let failed = failures(inputs.outcomes);
+    let unreachable = layout
+        .iter()
+        .flat_map(|s| &s.nodes)
+        .filter(|n| !inputs.observed.reachable(&n.pod))
+        .count();
+    let nodes = layout.iter().map(|s| s.nodes.len()).sum::<usize>();
+    let moving = plan.migration.is_some()
+        || plan.rebalance.is_some()
+        || layout.len() != wanted
+        || plan.migrations_done < inputs.spec.slot_migrations.len();
+    let ready = plan.wait.is_none()
+        && !layout.is_empty()
+        && failed.is_empty()
+        && unreachable == 0
+        && nodes == layout.len() * per_shard
+        && !moving;
+    let (reason, message) = if let Some(wait) = &plan.wait {
+        (wait.reason().to_owned(), wait.message())
+    } else if !failed.is_empty() {
+        ("ActionFailed".to_owned(), failed.join("; "))
+    } else if moving {
+        ("MigratingSlots".to_owned(), moving_message(plan, wanted))
+    } else if ready {
+        (
+            "TopologyInSync".to_owned(),
+            format!(
+                "{} shards x {per_shard} nodes, every node at topology version {}",
+                layout.len(),
+                plan.version
+            ),
+        )
+    } else {
+        (
+            "Converging".to_owned(),
+            format!(
+                "{unreachable} node(s) do not answer; {} of {} nodes placed",
+                nodes,
+                layout.len() * per_shard
+            ),
+        )
+    };
+    let down_message = format!("{masters_down} shard master(s) not answering");
+    let unsupported = inputs.verdict.condition();
+    let degraded = if masters_down > 0 {
+        (true, "MasterDown", down_message.as_str())
+    } else if let Some((reason, message)) = &unsupported {
+        (true, reason.as_str(), message.as_str())
+    } else {
+        (false, "Healthy", "every shard has a master")
+    };
+    KvrocksClusterStatus {
+        observed_generation: inputs.generation,
+        topology_version: (!layout.is_empty()).then_some(plan.version as i64),
+        shards: layout.clone(),
+        migration: plan.migration.clone(),
+        slot_migrations_done: (plan.migrations_done > 0).then_some(plan.migrations_done as i32),
+        rebalance_target: plan.rebalance,
+        kvrocks_version: inputs.verdict.version.clone(),
+        unsupported_config: inputs.verdict.unsupported.clone(),
+        conditions: conditions::merge(
+            &inputs.previous.conditions,
+            conditions::health(ready, &reason, &message, degraded, inputs.generation),
+        ),
+    }
+}
+
+fn moving_message(plan: &Plan, wanted: usize) -> String {
+    match &plan.migration {
+        Some(m) => format!(
+            "moving slots {} from shard {} to shard {} ({}); {} shards now, {wanted} wanted",
+            m.slots,
+            m.from_shard,
+            m.to_shard,
+            m.state,
+            plan.layout.len()
+        ),
+        None => format!(
+            "rebalancing toward {wanted} shards; {} shards now",
+            plan.layout.len()
+        ),
+    }
+}
+
+/// An Event to publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// Reason.
+    pub reason: &'static str,
+    /// Action.
+    pub action: &'static str,
+    /// Text.
+    pub text: String,
+}
+
+/// The Events of a pass: its notes, and every action that failed.
+pub fn events(plan: &Plan, outcomes: &[Outcome]) -> Vec<Event> {
+    let mut out: Vec<Event> = plan.notes.iter().map(note_event).collect();
+    for failure in failures(outcomes) {
+        out.push(Event {
+            type_: EventType::Warning,
+            reason: "ActionFailed",
+            action: "Reconcile",
+            text: failure,
+        });
+    }
+    out
+}
+
+fn note_event(note: &Note) -> Event {
+    match note {
+        Note::Failover {
+            shard,
+            from,
+            to,
+            down_for,
+        } => Event {
+            type_: EventType::Warning,
+            reason: "Failover",
+            action: "Failover",
+            text: format!(
+                "shard {shard}: master {from} did not answer for {:.1} s: {to} promoted",
+                down_for.as_secs_f64()
+            ),
+        },
+        Note::Switchover {
+            shard,
+            from,
+            to,
+            why,
+        } => Event {
+            type_: EventType::Normal,
+            reason: "Switchover",
+            action: "Switchover",
+            text: format!("shard {shard}: master moved from {from} to {to} {why}"),
+        },
+        Note::SlotsMigrated(mv) => Event {
+            type_: EventType::Normal,
+            reason: "SlotsMigrated",
+            action: "Migrate",
+            text: format!(
+                "slots {} moved from shard {} to shard {}",
+                mv.range, mv.from, mv.to
+            ),
+        },
+        Note::Adopted(version) => Event {
+            type_: EventType::Normal,
+            reason: "TopologyAdopted",
+            action: "Adopt",
+            text: format!(
+                "a node runs topology version {version}, newer than status recorded: taken over"
+            ),
+        },
+    }
+}
