@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod act;
+pub mod model;
 pub mod objects;
 pub mod observe;
 pub mod plan;
@@ -33,12 +34,15 @@ pub mod state;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Api, ResourceExt};
 use kvrocks_api::labels::{Component, MONITOR_FINALIZER, names};
 use kvrocks_api::{KvrocksSentinel, KvrocksStandard};
 use kvrocks_client::Password;
 use kvrocks_operator_core::conditions::{self, ConditionStatus};
+use kvrocks_operator_core::server::ConfigVerdict;
 use kvrocks_operator_core::{Context, controller, finalizers, patch_status_if_changed};
 use tokio_util::sync::CancellationToken;
 
@@ -81,13 +85,10 @@ async fn reconcile(
     state: Arc<State>,
 ) -> Result<Requeue, Error> {
     let name = cr.name_any();
-    let ns = cr
+    let namespace = cr
         .namespace()
         .ok_or_else(|| Error::NoNamespace(format!("KvrocksStandard {name}")))?;
-    let key = Key {
-        namespace: ns.clone(),
-        name: name.clone(),
-    };
+    let key = Key { namespace, name };
     if cr.metadata.deletion_timestamp.is_some() {
         return finalize(&cr, &ctx, &state, &key).await;
     }
@@ -105,21 +106,77 @@ async fn reconcile(
         return Ok(Requeue::requeue(NO_SECRET));
     };
 
-    // Objects (kvrocks.conf) and observe.
-    let pods = observe::pods(&ctx, &ns, &name).await?;
-    let verdict = observe::config_verdict(&cr, &pods, &password).await;
-    let hashes = objects::apply_config(&ctx, &cr, &verdict).await?;
-    let live_set = objects::live_statefulset(&ctx, &cr).await?;
+    // kvrocks.conf, then observe.
+    let pass = observe_pass(&ctx, &cr, &state, &key, &password).await?;
+    let observed = &pass.observed;
+
+    // Plan, the rest of the objects, act.
+    let plan = plan::plan(observed, pass.now);
+    if plan.overrides_stuck_sentinel {
+        state.reset_stuck(&key);
+    }
+    if !plan.idle() {
+        tracing::info!(master = ?plan.master, sentinel_master = ?observed.sentinel_master,
+            wait = ?plan.wait, actions = ?plan.actions, "plan");
+    }
+    let replicas = match pass.live_set {
+        None => observed.desired,
+        Some(_) => plan.statefulset_replicas,
+    };
+    objects::apply_workload(&ctx, &cr, replicas, &pass.hashes, pass.live_set.as_ref()).await?;
+    let outcomes = act_pass(&ctx, &cr, &pass, &password, &plan).await;
+    remember_refusals(&state, &key, &outcomes, &pass.hashes.config);
+
+    // Report.
+    let report = report::report(&report::Inputs {
+        name: &key.name,
+        generation: cr.metadata.generation,
+        sentinel_group: &cr.spec.sentinel.name,
+        observed,
+        verdict: &pass.verdict,
+        plan: &plan,
+        outcomes: &outcomes,
+        previous: &cr.status.clone().unwrap_or_default(),
+    });
+    publish(&ctx, &cr, &report).await?;
+    let steady = report.ready && plan.idle() && report.failures.is_empty();
+    Ok(Requeue::requeue(if steady { STEADY } else { BUSY }))
+}
+
+/// What one pass saw, with kvrocks.conf applied first (what the running kvrocks knows decides
+/// which keys it holds) and the live StatefulSet read once.
+struct Pass {
+    pods: Vec<Pod>,
+    verdict: ConfigVerdict,
+    hashes: objects::Hashes,
+    live_set: Option<StatefulSet>,
+    revision: Option<String>,
+    applied: Option<Password>,
+    observed: plan::Observed,
+    now: Instant,
+}
+
+async fn observe_pass(
+    ctx: &Context,
+    cr: &KvrocksStandard,
+    state: &State,
+    key: &Key,
+    password: &Password,
+) -> Result<Pass, Error> {
+    let pods = observe::pods(ctx, &key.namespace, &key.name).await?;
+    let verdict = observe::config_verdict(cr, &pods, password).await;
+    let hashes = objects::apply_config(ctx, cr, &verdict).await?;
+    let live_set = objects::live_statefulset(ctx, cr).await?;
     let (live_replicas, revision) = objects::live_facts(live_set.as_ref());
-    let applied = observe::applied_password(&ctx, &ns, &cr).await?;
+    let applied = observe::applied_password(ctx, &key.namespace, cr).await?;
     let names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
-    state.retain_pods(&key, &names.iter().map(String::as_str).collect());
-    let refused = state.refused(&key, &hashes.config);
+    state.retain_pods(key, &names.iter().map(String::as_str).collect());
+    let refused = state.refused(key, &hashes.config);
     let now = Instant::now();
     let inputs = observe::Inputs {
-        cr: &cr,
-        ns: &ns,
-        password: &password,
+        cr,
+        ns: &key.namespace,
+        password,
         applied: applied.as_ref(),
         revisions: observe::Revisions {
             template_hash: &hashes.template,
@@ -128,51 +185,40 @@ async fn reconcile(
         },
         statefulset_replicas: live_replicas,
     };
-    let mut observed = observe::observe(&ctx, &pods, &inputs).await;
-    observed.sentinel_stuck_since = state.stuck(&key, plan::sentinel_choice_stuck(&observed), now);
+    let mut observed = observe::observe(ctx, &pods, &inputs).await;
+    observed.sentinel_stuck_since = state.stuck(key, plan::sentinel_choice_stuck(&observed), now);
+    Ok(Pass {
+        pods,
+        verdict,
+        hashes,
+        live_set,
+        revision,
+        applied,
+        observed,
+        now,
+    })
+}
 
-    // Plan, the rest of the objects, act.
-    let plan = plan::plan(&observed, now);
-    if plan.overrides_stuck_sentinel {
-        state.reset_stuck(&key);
-    }
-    if !plan.idle() {
-        tracing::info!(master = ?plan.master, sentinel_master = ?observed.sentinel_master,
-            wait = ?plan.wait, actions = ?plan.actions, "plan");
-    }
-    let replicas = match live_set {
-        None => observed.desired,
-        Some(_) => plan.statefulset_replicas,
-    };
-    objects::apply_workload(&ctx, &cr, replicas, &hashes, live_set.as_ref()).await?;
-    let live_config = verdict.supported(&cr.spec.pod.config);
+/// Runs the plan's actions with what the pass saw.
+async fn act_pass(
+    ctx: &Context,
+    cr: &KvrocksStandard,
+    pass: &Pass,
+    password: &Password,
+    plan: &plan::Plan,
+) -> Vec<act::Outcome> {
+    let live_config = pass.verdict.supported(&cr.spec.pod.config);
     let env = act::Env {
-        ctx: &ctx,
-        cr: &cr,
-        pods: &pods,
-        password: &password,
-        applied: applied.as_ref().unwrap_or(&password),
+        ctx,
+        cr,
+        pods: &pass.pods,
+        password,
+        applied: pass.applied.as_ref().unwrap_or(password),
         live_config: &live_config,
-        config_hash: &hashes.config,
-        revision: revision.as_deref(),
+        config_hash: &pass.hashes.config,
+        revision: pass.revision.as_deref(),
     };
-    let outcomes = act::run(&plan, &env).await;
-    remember_refusals(&state, &key, &outcomes, &hashes.config);
-
-    // Report.
-    let report = report::report(&report::Inputs {
-        name: &name,
-        generation: cr.metadata.generation,
-        sentinel_group: &cr.spec.sentinel.name,
-        observed: &observed,
-        verdict: &verdict,
-        plan: &plan,
-        outcomes: &outcomes,
-        previous: &cr.status.clone().unwrap_or_default(),
-    });
-    publish(&ctx, &cr, &report).await?;
-    let steady = report.ready && plan.idle() && report.failures.is_empty();
-    Ok(Requeue::requeue(if steady { STEADY } else { BUSY }))
+    act::run(plan, &env).await
 }
 
 /// The password from the Secret (see `kvrocks_operator_core::auth`); None when the named Secret

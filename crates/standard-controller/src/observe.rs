@@ -143,23 +143,17 @@ pub async fn observe(ctx: &Context, pods: &[Pod], inputs: &Inputs<'_>) -> Observ
     }
 }
 
-/// Marks pods on an old template as outdated (and those that refused kvrocks.conf live), and
-/// pods that only run an older kvrocks.conf as stale.
+/// Marks pods on an old template as outdated, and pods that only run an older kvrocks.conf as
+/// stale, or as outdated when they refused it live (a pod restarted since runs the current one).
 pub fn mark_revisions(views: &mut [PodView], pods: &[Pod], revisions: &Revisions<'_>) {
     for (view, pod) in views.iter_mut().zip(pods) {
-        let annotations = pod.annotations();
-        if annotations
-            .get(kb::TEMPLATE_HASH_ANNOTATION)
-            .map(String::as_str)
-            != Some(revisions.template_hash)
-            || revisions.refused.contains(&view.name)
-        {
+        let annotation = |key: &str| pod.annotations().get(key).map(String::as_str);
+        let old_template =
+            annotation(kb::TEMPLATE_HASH_ANNOTATION) != Some(revisions.template_hash);
+        let old_config = annotation(kb::CONFIG_HASH_ANNOTATION) != Some(revisions.config_hash);
+        if old_template || (old_config && revisions.refused.contains(&view.name)) {
             view.outdated = true;
-        } else if annotations
-            .get(kb::CONFIG_HASH_ANNOTATION)
-            .map(String::as_str)
-            != Some(revisions.config_hash)
-        {
+        } else if old_config {
             view.config_stale = true;
         }
     }
@@ -284,4 +278,80 @@ pub async fn sentinel_view(ctx: &Context, ns: &str, group: &str, monitor: &str) 
     }
     view.master = votes.into_iter().max_by_key(|(_, n)| *n).map(|(ip, _)| ip);
     view
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn pod(name: &str, template: &str, config: &str) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some(name.to_owned());
+        pod.metadata.annotations = Some(
+            [
+                (kb::TEMPLATE_HASH_ANNOTATION.to_owned(), template.to_owned()),
+                (kb::CONFIG_HASH_ANNOTATION.to_owned(), config.to_owned()),
+            ]
+            .into(),
+        );
+        pod
+    }
+
+    fn view(name: &str) -> PodView {
+        PodView {
+            name: name.to_owned(),
+            ordinal: labels::ordinal(name).unwrap(),
+            ip: None,
+            deleting: false,
+            role_label: None,
+            node: None,
+            outdated: false,
+            config_stale: false,
+            ready: false,
+        }
+    }
+
+    #[test]
+    fn revisions_tell_a_restart_from_a_live_change() {
+        let pods = [
+            pod("s-0", "t1", "c1"),
+            pod("s-1", "t0", "c1"),
+            pod("s-2", "t1", "c0"),
+            pod("s-3", "t1", "c0"),
+            pod("s-10", "t1", "c1"),
+        ];
+        let mut views: Vec<PodView> = pods.iter().map(|p| view(&p.name_any())).collect();
+        let refused: BTreeSet<String> = ["s-3".to_owned(), "s-10".to_owned()].into();
+        let revisions = Revisions {
+            template_hash: "t1",
+            config_hash: "c1",
+            refused: &refused,
+        };
+        mark_revisions(&mut views, &pods, &revisions);
+        let flags: Vec<(bool, bool)> = views.iter().map(|v| (v.outdated, v.config_stale)).collect();
+        assert_eq!(
+            flags,
+            [
+                (false, false),
+                (true, false),
+                (false, true),
+                (true, false),
+                // Refused once, restarted since: current.
+                (false, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_pods_of_the_set_count_and_ordinals_are_numbers() {
+        let named = |n: &str| {
+            let mut p = Pod::default();
+            p.metadata.name = Some(n.to_owned());
+            p
+        };
+        assert_eq!(ordinal(&named("s-10"), "s"), Some(10));
+        assert_eq!(ordinal(&named("s-x-1"), "s"), None);
+        assert_eq!(ordinal(&named("other-1"), "s"), None);
+    }
 }

@@ -520,43 +520,5 @@ fn caught_up_is_counted_in_sequence_numbers() {
     );
 }
 
-mod properties {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// Whatever the replicas' offsets and priorities, with the master gone the plan
-        /// leaves no replica promotable that is behind another reachable replica, never
-        /// fences the most advanced one, and never raises a priority.
-        #[test]
-        fn no_laggard_stays_promotable_while_the_master_is_gone(
-            offsets in proptest::collection::vec(0i64..20, 2..5),
-            fenced in proptest::collection::vec(any::<bool>(), 5),
-        ) {
-            let mut pods = vec![pod(0, None, Some("master"))];
-            for (i, offset) in offsets.iter().enumerate() {
-                let priority = if fenced[i] { "0" } else { "100" };
-                pods.push(pod(i as u32 + 1, Some(replica("10.0.0.10", *offset, priority)), Some("replica")));
-            }
-            let mut o = observed(pods);
-            o.sentinel_master = Some("10.0.0.10".into());
-            o.monitored = true;
-            o.status_master = Some("s-0".into());
-            let p = run(&o);
-            let best = *offsets.iter().max().unwrap();
-            for (i, offset) in offsets.iter().enumerate() {
-                let name = format!("s-{}", i + 1);
-                let set = p.actions.iter().find_map(|a| match a {
-                    Action::SetPriority { pod, value } if *pod == name => Some(value.clone()),
-                    _ => None,
-                });
-                let raised = set.is_some() && set.as_deref() != Some("0");
-                let now = set.unwrap_or_else(|| if fenced[i] { "0".into() } else { "100".into() });
-                if *offset < best {
-                    prop_assert_eq!(now.as_str(), "0", "{} at {} of {}", name, offset, best);
-                }
-                prop_assert!(!raised, "a priority was raised: {:?}", p.actions);
-            }
-        }
-    }
-}
+#[path = "plan_props.rs"]
+mod properties;
