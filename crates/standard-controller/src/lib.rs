@@ -1,7 +1,7 @@
 //! The KvrocksStandard controller: one kvrocks master and its replicas, failed over by a
 //! KvrocksSentinel group; the operator follows sentinel and repairs everything else.
 //!
-//! A reconcile (see [`reconcile`]) goes:
+//! A reconcile goes:
 //! - deletion: wait until the sentinel group no longer monitors the instance, then drop the
 //!   finalizer [`MONITOR_FINALIZER`] and forget the resource's [`state`];
 //! - an invalid spec or a missing password Secret: say so in status and stop (the shared early
@@ -12,7 +12,8 @@
 //! - [`observe`] (reads only): the pods, every pod's `INFO replication`, the sentinel group's
 //!   view of the master and the password in effect; [`state`] adds since when sentinel's choice
 //!   has reported itself a replica;
-//! - [`plan::plan`] (pure) decides the master and the actions, or why it waits;
+//! - [`plan::plan`] (pure) decides the master and the actions, or why it waits (a
+//!   [`model::Wait`]); the data it reads and writes is in [`model`];
 //! - [`act`] runs the actions (password rotation, kvrocks.conf set live, `SLAVEOF`, priorities,
 //!   role labels, switchovers through sentinel, pod restarts), one outcome per action;
 //! - [`report`] (pure) makes the status, conditions and Events from all that; the status is

@@ -80,7 +80,7 @@ pub struct Observed {
     /// The `slave-priority` replicas get once synced (from spec.config, default 100).
     pub priority: String,
     /// Since when sentinel's choice has reported itself a replica of another pod without a
-    /// break (see [`sentinel_choice_stuck`]); None while it does not.
+    /// break (see [`crate::plan::sentinel_choice_stuck`]); None while it does not.
     pub sentinel_stuck_since: Option<Instant>,
     /// The password in effect against the Secret's.
     pub password: PasswordState,
