@@ -141,7 +141,7 @@ fn replicas(observed: &Observed, plan: &Plan, master: Option<&PodView>) -> Vec<R
     observed
         .pods
         .iter()
-        .filter(|p| Some(&p.name) != plan.master.as_ref())
+        .filter(|p| Some(&p.name) != master.map(|m| &m.name))
         .map(|p| ReplicaStatus {
             pod: p.name.clone(),
             ip: p.ip.clone().unwrap_or_default(),
