@@ -37,8 +37,6 @@ use kube::runtime::controller::Action as Requeue;
 use kube::{Api, ResourceExt};
 use kvrocks_api::labels::{Component, MONITOR_FINALIZER};
 use kvrocks_api::{KvrocksCluster, KvrocksSentinel};
-use kvrocks_client::Password;
-use kvrocks_operator_core::conditions::{self, ConditionStatus};
 use kvrocks_operator_core::{Context, controller, finalizers, patch_status_if_changed, server};
 use tokio_util::sync::CancellationToken;
 
@@ -88,7 +86,10 @@ async fn reconcile(
     if !problems.is_empty() {
         return Ok(controller::report_invalid(&ctx, CONTROLLER, &cr, &problems).await?);
     }
-    let Some(password) = password(&ctx, &cr).await? else {
+    let named = cr.spec.pod.auth.secret_name.as_deref();
+    let Some(password) =
+        controller::password_or_report(&ctx, CONTROLLER, &cr, Component::Cluster, named).await?
+    else {
         return Ok(Requeue::requeue(Duration::from_secs(10)));
     };
     let previous = cr.status.clone().unwrap_or_default();
@@ -143,31 +144,6 @@ async fn fresh(ctx: &Context, cached: &KvrocksCluster) -> Result<Option<KvrocksC
             "get kvrockscluster {}",
             cached.name_any()
         )))
-}
-
-/// The password (see `kvrocks_operator_core::auth`); None, with Ready=False said, when the
-/// named Secret is missing or unusable.
-async fn password(ctx: &Context, cr: &KvrocksCluster) -> Result<Option<Password>, Error> {
-    let found = kvrocks_operator_core::auth::ensure_password(
-        &ctx.client,
-        cr,
-        Component::Cluster,
-        cr.spec.pod.auth.secret_name.as_deref(),
-    )
-    .await?;
-    match found {
-        Ok(p) => Ok(Some(Password::new(p))),
-        Err(message) => {
-            let ready = conditions::ready(
-                ConditionStatus::False,
-                "AuthSecretMissing",
-                &message,
-                cr.metadata.generation,
-            );
-            controller::report_not_ready(ctx, CONTROLLER, cr, [ready]).await?;
-            Ok(None)
-        }
-    }
 }
 
 /// Keeps what the next pass needs from this one's outcomes: the pods that refused kvrocks.conf

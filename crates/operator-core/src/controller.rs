@@ -165,6 +165,43 @@ where
     Ok(patch_status_if_changed(&api, cr, &status).await?.is_some())
 }
 
+/// Reason of the Ready condition while the password Secret is missing or unusable.
+pub const REASON_AUTH_SECRET_MISSING: &str = "AuthSecretMissing";
+
+/// The data pods' password from the instance's Secret (see [`crate::auth::ensure_password`]);
+/// None, with Ready=False ([`REASON_AUTH_SECRET_MISSING`]) reported, when the named Secret is
+/// missing or unusable.
+pub async fn password_or_report<K>(
+    ctx: &Context,
+    controller: &str,
+    cr: &K,
+    component: Component,
+    named: Option<&str>,
+) -> Result<Option<kvrocks_client::Password>>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + HasStatus
+        + Serialize
+        + Clone
+        + DeserializeOwned
+        + Debug,
+    K::Status: CommonStatus,
+{
+    match crate::auth::ensure_password(&ctx.client, cr, component, named).await? {
+        Ok(password) => Ok(Some(kvrocks_client::Password::new(password))),
+        Err(message) => {
+            let ready = conditions::ready(
+                ConditionStatus::False,
+                REASON_AUTH_SECRET_MISSING,
+                message,
+                cr.meta().generation,
+            );
+            report_not_ready(ctx, controller, cr, [ready]).await?;
+            Ok(None)
+        }
+    }
+}
+
 /// The conditions of a spec that fails checks CEL cannot express: Ready and Progressing False
 /// with reason [`REASON_INVALID_SPEC`], the problems in the message.
 pub fn invalid_spec_conditions(problems: &[String], generation: Option<i64>) -> [Condition; 2] {

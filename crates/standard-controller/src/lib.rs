@@ -42,7 +42,6 @@ use kube::{Api, ResourceExt};
 use kvrocks_api::labels::{Component, MONITOR_FINALIZER, names};
 use kvrocks_api::{KvrocksSentinel, KvrocksStandard};
 use kvrocks_client::Password;
-use kvrocks_operator_core::conditions::{self, ConditionStatus};
 use kvrocks_operator_core::server::ConfigVerdict;
 use kvrocks_operator_core::{Context, controller, finalizers, patch_status_if_changed};
 use tokio_util::sync::CancellationToken;
@@ -103,7 +102,10 @@ async fn reconcile(
     if !problems.is_empty() {
         return Ok(controller::report_invalid(&ctx, CONTROLLER, &*cr, &problems).await?);
     }
-    let Some(password) = password(&cr, &ctx).await? else {
+    let named = cr.spec.pod.auth.secret_name.as_deref();
+    let Some(password) =
+        controller::password_or_report(&ctx, CONTROLLER, &*cr, Component::Standard, named).await?
+    else {
         return Ok(Requeue::requeue(NO_SECRET));
     };
 
@@ -220,31 +222,6 @@ async fn act_pass(
         revision: pass.revision.as_deref(),
     };
     act::run(plan, &env).await
-}
-
-/// The password from the Secret (see `kvrocks_operator_core::auth`); None when the named Secret
-/// is missing or unusable, which the status then says.
-async fn password(cr: &KvrocksStandard, ctx: &Context) -> Result<Option<Password>, Error> {
-    let found = kvrocks_operator_core::auth::ensure_password(
-        &ctx.client,
-        cr,
-        Component::Standard,
-        cr.spec.pod.auth.secret_name.as_deref(),
-    )
-    .await?;
-    match found {
-        Ok(password) => Ok(Some(Password::new(password))),
-        Err(message) => {
-            let ready = conditions::ready(
-                ConditionStatus::False,
-                "AuthSecretMissing",
-                message,
-                cr.metadata.generation,
-            );
-            controller::report_not_ready(ctx, CONTROLLER, cr, [ready]).await?;
-            Ok(None)
-        }
-    }
 }
 
 /// Pods that refused kvrocks.conf live are restarted from the next pass on.
