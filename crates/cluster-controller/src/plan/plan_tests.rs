@@ -129,9 +129,19 @@ fn arb_case() -> impl Strategy<Value = Case> {
         0u8..4,
         any::<bool>(),
         0u64..8000,
+        any::<bool>(),
     )
         .prop_map(
-            |(draws, shards, replicas, migration, reported, drained, recorded_ms)| {
+            |(mut draws, shards, replicas, migration, reported, drained, recorded_ms, healthy)| {
+                if healthy {
+                    // Half the cases: every node answers at the current version, so the slot,
+                    // drain and rollout steps run too.
+                    for node in draws.iter_mut().flat_map(|(_, _, nodes)| nodes.iter_mut()) {
+                        node.reachable = true;
+                        node.current = true;
+                        node.probed_down_ms = None;
+                    }
+                }
                 build(
                     draws,
                     shards,
@@ -347,7 +357,9 @@ proptest! {
             if case.observed.reachable(&master.pod) {
                 prop_assert!(now.nodes.iter().any(|n| n.pod == master.pod), "master {} dropped", master.pod);
             }
-            let new_master = master_pod(&plan.layout, old.index).unwrap();
+            let new_master = master_pod(&plan.layout, old.index);
+            prop_assert!(new_master.is_some(), "shard {} lost its master", old.index);
+            let new_master = new_master.unwrap();
             if new_master != master.pod && case.observed.reachable(&master.pod) {
                 let from = case.observed.nodes.get(&master.pod).unwrap();
                 let to = case.observed.nodes.get(&new_master).unwrap();
