@@ -157,7 +157,8 @@ demo-down: ## Remove everything make demo started.
 	else $(CARGO) build --locked -q -p kvrocks-e2e && $(TESTBED) down; fi
 
 .PHONY: bench
-bench: ## Speed and memory of the operator on the testbed (time to Ready, failover, RSS, CPU, reconcile durations).
+bench: ## Speed, memory and API traffic of the operator on the testbed (time to Ready, failover, RSS, CPU, API requests by verb, scale).
+	@# Scale part: BENCH_STANDARDS standards and BENCH_CLUSTERS 3x1 clusters (default 50 and 5).
 	$(CARGO) build --locked -p kvrocks-operator -p kvrocks-e2e
 	$(CARGO) run --locked -q -p kvrocks-e2e --bin bench
 

@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -60,6 +61,50 @@ pub fn free_ports() -> Result<Ports> {
         controller_manager: port(3)?,
         scheduler: port(4)?,
     })
+}
+
+/// Users whose requests the apiserver audits; empty (the default): no audit log at all.
+static AUDITED_USERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Makes every apiserver started after this call write an audit log of the requests of `users`
+/// (by username), and of no one else: one JSON line per request at the Metadata level (verb,
+/// resource, namespace, name, user agent, status code; no bodies), at [`audit_log_path`]. Off
+/// unless asked, so the tests never pay for it; `make bench` turns it on for the operator's
+/// own identity to count the operator's API requests by verb.
+pub fn audit_requests_of(users: &[&str]) {
+    let mut audited = AUDITED_USERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *audited = users.iter().map(|u| (*u).to_owned()).collect();
+}
+
+/// The apiserver's audit log under the state root (written only after [`audit_requests_of`]).
+pub fn audit_log_path(root: &Path) -> PathBuf {
+    log_path(root, "audit")
+}
+
+/// The flags for an audit log of `users` (none when `users` is empty), and the policy file
+/// they name, written under `root`.
+fn audit_flags(root: &Path, users: &[String]) -> Result<Vec<OsString>> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One event per request (RequestReceived omitted): ResponseComplete, and ResponseStarted
+    // for a watch; everyone else's requests are not logged at all.
+    let quoted: Vec<String> = users.iter().map(|u| format!("{u:?}")).collect();
+    let policy = format!(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\n\
+         rules:\n- level: Metadata\n  users: [{}]\n- level: None\n",
+        quoted.join(", ")
+    );
+    let path = root.join("audit-policy.yaml");
+    std::fs::write(&path, policy).map_err(|e| Error::io("write", &path, e))?;
+    Ok(vec![
+        arg("--audit-policy-file", &path),
+        arg("--audit-log-path", audit_log_path(root)),
+        arg("--audit-log-format", "json"),
+        arg("--audit-log-mode", "blocking"),
+    ])
 }
 
 fn arg(flag: &str, value: impl AsRef<Path>) -> OsString {
@@ -226,6 +271,11 @@ async fn start_apiserver(
         arg("--kubelet-client-certificate", &kubelet_client.cert),
         arg("--kubelet-client-key", &kubelet_client.key),
     ]);
+    let audited = AUDITED_USERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    list.extend(audit_flags(&root, &audited)?);
     launcher.start(Spec {
         name: "kube-apiserver",
         program: &bins.kube_apiserver,

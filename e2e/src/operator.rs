@@ -115,6 +115,17 @@ impl Drop for Operator {
 /// Returns `None` after printing a `SKIPPED` line (counted by `make test`) when the binary has
 /// not been built: `cargo build -p kvrocks-operator`.
 pub async fn start_operator(testbed: &Testbed, args: &[&str]) -> Result<Option<Operator>> {
+    start_operator_as(testbed, testbed.kubeconfig_path(), args).await
+}
+
+/// [`start_operator`] with another kubeconfig than the admin one: another identity (the bench
+/// gives the operator a client certificate of its own, so the apiserver's audit log tells its
+/// requests apart).
+pub async fn start_operator_as(
+    testbed: &Testbed,
+    kubeconfig: &Path,
+    args: &[&str],
+) -> Result<Option<Operator>> {
     let binary = crate::testbed::operator_binary();
     if !binary.is_file() {
         crate::say!(
@@ -152,10 +163,7 @@ pub async fn start_operator(testbed: &Testbed, args: &[&str]) -> Result<Option<O
             program: &binary,
             args: full,
             env: vec![
-                (
-                    "KUBECONFIG".to_owned(),
-                    testbed.kubeconfig_path().display().to_string(),
-                ),
+                ("KUBECONFIG".to_owned(), kubeconfig.display().to_string()),
                 ("POD_NAME".to_owned(), format!("e2e-operator-{id}")),
             ],
             log: log.clone(),
