@@ -94,8 +94,11 @@ async fn reconcile(
     };
     let previous = cr.status.clone().unwrap_or_default();
     let listed = observe::pods(&ctx, &cr).await?;
+    // A pod the prober counts unreachable is not asked (it would cost a connect timeout, and
+    // a failover that is due would wait for it).
+    let answering = observe::answering(&listed, &state, &key);
     let verdict = server::judge(
-        &listed,
+        &answering,
         kvrocks_api::labels::KVROCKS_PORT as u16,
         &password,
         &cr.spec.pod.config,
@@ -191,7 +194,11 @@ async fn publish(
     metrics.set_cluster_slots(&ns, &name, assigned as u32, status.migration.is_some());
     metrics.set_topology_version(&ns, &name, inputs.plan.version as i64);
     for note in &inputs.plan.notes {
-        if let plan::Note::Failover { .. } = note {
+        if let plan::Note::Failover {
+            from, to, down_for, ..
+        } = note
+        {
+            tracing::warn!(%from, %to, down_for = ?down_for, "failover");
             metrics.failover(CONTROLLER, &ns, &name);
         }
         if let plan::Note::SlotsMigrated(mv) = note {

@@ -30,6 +30,16 @@ pub async fn pods(ctx: &Context, cr: &KvrocksCluster) -> Result<Vec<Pod>, Error>
         .items)
 }
 
+/// The listed pods the prober does not count unreachable.
+pub fn answering(listed: &[Pod], state: &State, key: &WakeTarget) -> Vec<Pod> {
+    let verdicts = state.probers.verdicts(key);
+    listed
+        .iter()
+        .filter(|p| verdicts.get(&p.name_any()).is_none_or(|v| v.reachable))
+        .cloned()
+        .collect()
+}
+
 /// Everything the planner reads besides spec and status. The prober is pointed at the pods
 /// that run; a pod it counts unreachable is not asked again in this pass (it would only cost a
 /// connect timeout).
@@ -84,7 +94,7 @@ pub async fn observe(
     let version = status.topology_version.unwrap_or(0).max(0).unsigned_abs();
     observed.ahead = ahead(&status.shards, &observed, version, password).await;
     if let Some(recorded) = &status.migration {
-        observed.migration = migration_state(&status.shards, recorded, password).await;
+        observed.migration = migration_state(&status.shards, recorded, &observed, password).await;
     }
     observed
 }
@@ -167,13 +177,15 @@ async fn ahead(
 async fn migration_state(
     shards: &[kvrocks_api::cluster::ShardStatus],
     recorded: &kvrocks_api::cluster::MigrationStatus,
+    observed: &Observed,
     password: &Password,
 ) -> Option<MigrationState> {
     let mv = Move::from_status(recorded).ok()?;
     let source = shards
         .iter()
         .find(|s| s.index == mv.from as i32)
-        .and_then(topo::master_of)?;
+        .and_then(topo::master_of)
+        .filter(|m| observed.reachable(&m.pod))?;
     let client = NodeClient::new(node::endpoint(&source.ip, password));
     let info = client.cluster_info().await;
     client.close().await;
