@@ -15,7 +15,7 @@
 //!
 //! Alongside, one prober task per cluster ([`state`], `kvrocks_operator_core::prober`) pings
 //! every pod every 500 ms and wakes the reconcile when a pod's verdict changes, so a failover
-//! is timed in seconds since the first failed probe, not in reconcile passes.
+//! is timed in seconds since the master last answered, not in reconcile passes.
 //!
 //! Deletion: when a sentinel group watches the shards, the finalizer waits until it no longer
 //! lists any of this cluster's monitors; the objects go with the garbage collector.

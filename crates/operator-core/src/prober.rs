@@ -1,8 +1,8 @@
 //! Probing data pods by time, outside the reconcile.
 //!
 //! One task per custom resource sends `PING` to each of its data pods every [`PROBE_EVERY`]
-//! (each probe bounded by [`PROBE_TIMEOUT`]) and keeps, per pod, whether it answers and since
-//! when. When a pod's verdict flips, the task wakes the resource's reconcile through the
+//! (each probe bounded by [`PROBE_TIMEOUT`]) and keeps, per pod, whether it answers and, for
+//! one that does not, since when (its last answer). When a pod's verdict flips, the task wakes the resource's reconcile through the
 //! [`WakeBus`], so a master that stops answering is seen within one probe, and a failover delay
 //! is measured in seconds rather than in reconcile passes (which also run on status writes and
 //! watch events).
@@ -40,12 +40,17 @@ pub struct Target {
 pub struct Verdict {
     /// The last probe was answered.
     pub reachable: bool,
-    /// When the first probe of the current run of equal results was sent: for an unreachable
-    /// pod, when it was first seen failing.
+    /// For a reachable pod, its last answer; for an unreachable one, since when it has not
+    /// answered: its last answer, or, when it never answered, when the first unanswered probe
+    /// was sent.
     pub since: SystemTime,
 }
 
 type Verdicts = Arc<Mutex<BTreeMap<String, Verdict>>>;
+
+/// One probe: the pod, whether it answered, and when (the answer's arrival, or the send of a
+/// probe that got none).
+type Probe = (String, bool, SystemTime);
 
 struct Task {
     targets: Vec<Target>,
@@ -161,8 +166,8 @@ async fn probe_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let sent = SystemTime::now();
         let results = futures::future::join_all(clients.iter().map(|(pod, client)| async move {
+            let sent = SystemTime::now();
             let ok = matches!(
                 tokio::time::timeout(PROBE_TIMEOUT, client.ping()).await,
                 Ok(Ok(()))
@@ -171,34 +176,41 @@ async fn probe_loop(
                 // A fresh connection next time: a half-open one may never answer again.
                 client.close().await;
             }
-            (pod.clone(), ok)
+            (pod.clone(), ok, if ok { SystemTime::now() } else { sent })
         }))
         .await;
-        if record(&verdicts, &results, sent) {
+        if record(&verdicts, &results) {
             wake.wake(key.clone());
         }
     }
 }
 
 /// Records one round of results; true when some pod's verdict changed (a pod probed for the first
-/// time counts as a change only when it does not answer).
-fn record(verdicts: &Verdicts, results: &[(String, bool)], sent: SystemTime) -> bool {
+/// time counts as a change only when it does not answer). A pod that stops answering counts as
+/// unreachable since its last answer.
+fn record(verdicts: &Verdicts, results: &[Probe]) -> bool {
     let mut verdicts = verdicts.lock().unwrap_or_else(|p| p.into_inner());
     let mut changed = false;
-    for (pod, reachable) in results {
-        match verdicts.get(pod) {
-            Some(v) if v.reachable == *reachable => {}
-            previous => {
-                changed |= previous.is_some() || !reachable;
-                verdicts.insert(
-                    pod.clone(),
-                    Verdict {
-                        reachable: *reachable,
-                        since: sent,
-                    },
-                );
-            }
-        }
+    for (pod, reachable, at) in results {
+        let previous = verdicts.get(pod).copied();
+        let since = match previous {
+            Some(v) if v.reachable == *reachable && !reachable => v.since,
+            // Still answering: since is the last answer (kept fresh for when it stops).
+            Some(v) if v.reachable == *reachable => *at,
+            Some(v) if !reachable => v.since,
+            _ => *at,
+        };
+        changed |= match previous {
+            Some(v) => v.reachable != *reachable,
+            None => !reachable,
+        };
+        verdicts.insert(
+            pod.clone(),
+            Verdict {
+                reachable: *reachable,
+                since,
+            },
+        );
     }
     changed
 }
@@ -208,26 +220,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_verdict_keeps_the_time_its_run_began() {
+    fn an_unreachable_pod_counts_from_its_last_answer() {
         let verdicts: Verdicts = Arc::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
         let t1 = t0 + PROBE_EVERY;
         let t2 = t1 + PROBE_EVERY;
-        assert!(!record(&verdicts, &[("a".into(), true)], t0));
-        assert!(record(&verdicts, &[("a".into(), false)], t1));
-        assert!(!record(&verdicts, &[("a".into(), false)], t2));
+        let t3 = t2 + PROBE_EVERY;
+        assert!(!record(&verdicts, &[("a".into(), true, t0)]));
+        assert!(!record(&verdicts, &[("a".into(), true, t1)]));
+        assert!(record(&verdicts, &[("a".into(), false, t2)]));
+        assert!(!record(&verdicts, &[("a".into(), false, t3)]));
         let v = verdicts.lock().unwrap()["a"];
         assert_eq!((v.reachable, v.since), (false, t1));
-        assert!(record(&verdicts, &[("a".into(), true)], t2));
+        assert!(record(&verdicts, &[("a".into(), true, t3)]));
     }
 
     #[test]
-    fn a_pod_first_seen_down_wakes() {
+    fn a_pod_never_answering_counts_from_its_first_probe_and_wakes() {
         let verdicts: Verdicts = Arc::default();
+        let t0 = SystemTime::UNIX_EPOCH;
         assert!(record(
             &verdicts,
-            &[("a".into(), true), ("b".into(), false)],
-            SystemTime::UNIX_EPOCH
+            &[("a".into(), true, t0), ("b".into(), false, t0)]
         ));
+        assert!(!record(&verdicts, &[("b".into(), false, t0 + PROBE_EVERY)]));
+        assert_eq!(verdicts.lock().unwrap()["b"].since, t0);
     }
 }

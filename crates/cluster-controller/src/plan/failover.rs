@@ -3,8 +3,8 @@
 //!
 //! kvrocks refuses SLAVEOF in cluster mode, so the operator promotes by pushing a topology in
 //! which the chosen replica is the shard's master. The time a master has been unreachable counts
-//! from the first failed probe (the prober's verdict) or from what status recorded, whichever is
-//! earlier, so a restarted operator continues the count.
+//! from its last answer to the prober (or, if it never answered, the first unanswered probe), or
+//! from what status recorded, whichever is earlier, so a restarted operator continues the count.
 
 use std::cmp::{Ordering, Reverse};
 use std::time::{Duration, SystemTime};
@@ -83,7 +83,7 @@ pub struct Failed {
     pub due: Option<Duration>,
 }
 
-/// Since when the master of `shard` has been unreachable: the prober's first failed probe, or
+/// Since when the master of `shard` has been unreachable: the prober's verdict (its last answer), or
 /// what status recorded (a restarted operator's prober starts afresh), whichever is earlier; now
 /// when neither knows. Status holds whole seconds, rounded down, so its record counts from the
 /// end of its second: never earlier than the failure.
