@@ -468,13 +468,20 @@ impl Bench {
                 format!("waiting: {}", waiting.reason.clone().unwrap_or_default())
             } else if status.phase.as_deref() == Some("Pending") {
                 "pending".to_owned()
+            } else if status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "False")
+            {
+                "running, not Ready".to_owned()
             } else {
                 continue;
             };
             *reasons.entry(reason).or_default() += 1;
         }
         Ok(if reasons.is_empty() {
-            "no pod is pending or waiting".to_owned()
+            "every pod runs and is Ready".to_owned()
         } else {
             reasons
                 .iter()
@@ -820,8 +827,16 @@ async fn scale(
                 };
                 bench.note(format!(
                     "step {to_s}+{to_c}: {why}; Ready: {ready_s}/{to_s} standards, \
-                     {ready_c}/{to_c} clusters; {}",
-                    bench.pending_reasons().await?
+                     {ready_c}/{to_c} clusters; not Ready, by reason: {}; pods: {}; \
+                     load average {}",
+                    not_ready_reasons(standards, clusters).await?,
+                    bench.pending_reasons().await?,
+                    std::fs::read_to_string("/proc/loadavg")
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .take(3)
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 ));
                 break (ready_s, ready_c);
             }
@@ -857,6 +872,37 @@ async fn scale(
         }
     }
     Ok(())
+}
+
+/// The reasons of the Ready conditions of the resources that are not Ready, counted.
+async fn not_ready_reasons(
+    standards: &Api<KvrocksStandard>,
+    clusters: &Api<KvrocksCluster>,
+) -> Result<String> {
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let reason =
+        |conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>| {
+            conditions
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                .map_or("no Ready condition".to_owned(), |c| c.reason.clone())
+        };
+    for s in standards.list(&ListParams::default()).await?.items {
+        if !standard_ready(&s) {
+            let r = reason(s.status.as_ref().map(|s| &s.conditions));
+            *reasons.entry(format!("KvrocksStandard {r}")).or_default() += 1;
+        }
+    }
+    for c in clusters.list(&ListParams::default()).await?.items {
+        if !cluster_ready(&c) {
+            let r = reason(c.status.as_ref().map(|s| &s.conditions));
+            *reasons.entry(format!("KvrocksCluster {r}")).or_default() += 1;
+        }
+    }
+    Ok(reasons
+        .iter()
+        .map(|(r, n)| format!("{n} {r}"))
+        .collect::<Vec<_>>()
+        .join(", "))
 }
 
 /// The tables.
