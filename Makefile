@@ -161,6 +161,8 @@ bench: ## Speed, memory and API traffic of the operator on the testbed (time to 
 	@# Scale part: BENCH_STANDARDS standards and BENCH_CLUSTERS 3x1 clusters (default 50 and 5).
 	$(CARGO) build --locked -p kvrocks-operator -p kvrocks-e2e
 	$(CARGO) run --locked -q -p kvrocks-e2e --bin bench
+	@# Failover part: a cluster master cut off BENCH_FAILOVERS times (default 10).
+	$(CARGO) run --locked -q -p kvrocks-e2e --bin bench-failover
 
 .PHONY: lint-helm
 lint-helm: ## Helm chart: copies current, helm lint, helm template (defaults, every option), server-side dry run, promtool.
