@@ -178,8 +178,9 @@ pub fn crictl_config(node: &NodeLayout) -> String {
 /// kubelet's KubeletConfiguration: cgroupfs under the node's own cgroup root (three kubelets
 /// share one host), cgroup v1 allowed (`failCgroupV1: false`; v1.37 still runs on it), the API
 /// on the gateway address at the node's port, client certificates of the testbed CA accepted,
-/// its own pod log directory (a kubelet removes the logs of pods it does not know), and eviction
-/// thresholds a shared test machine does not trip.
+/// its own pod log directory (a kubelet removes the logs of pods it does not know), eviction
+/// thresholds a shared test machine does not trip, and up to 200 pods (the node's /24 holds 253
+/// pod addresses; the default 110 leaves the bench's scale steps short of slots).
 pub fn kubelet_config(node: &NodeLayout, network: &Network, ca: &Path, dns: Ipv4Addr) -> String {
     format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
@@ -203,6 +204,7 @@ clusterDomain: cluster.local
 clusterDNS: [{dns}]
 resolvConf: /etc/resolv.conf
 podLogsDir: {logs}
+maxPods: 200
 evictionHard: {{memory.available: "50Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
