@@ -3,7 +3,6 @@
 //! replica. Pure functions.
 
 use kvrocks_api::labels::{Role, ordinal};
-use std::collections::BTreeMap;
 
 use kvrocks_api::cluster::{ClusterNodeStatus, ShardStatus};
 use kvrocks_client::{NodeAddr, NodeId, SlotRange, Topology, TopologyNode};
@@ -186,14 +185,6 @@ pub fn to_topology(shards: &[ShardStatus]) -> Result<Topology, String> {
 /// The master node of a shard.
 pub fn master_of(shard: &ShardStatus) -> Option<&ClusterNodeStatus> {
     shard.nodes.iter().find(|n| n.role == Role::Master)
-}
-
-/// Slots per shard index, for planning.
-pub fn slots_by_shard(shards: &[ShardStatus]) -> BTreeMap<i32, Vec<SlotRange>> {
-    shards
-        .iter()
-        .map(|s| (s.index, parse_slots(&s.slots)))
-        .collect()
 }
 
 /// Takes the layout a node already runs at a higher version than status (the operator pushed
