@@ -24,6 +24,11 @@ use crate::conditions::{self, ConditionStatus};
 use crate::context::Context;
 use crate::error::{ReconcileError, Result};
 
+/// Reconciles one controller runs at once (per watched namespace): enough to keep up with many
+/// resources, few enough that a storm (hundreds of resources not Ready at once) does not hold a
+/// connection to every data pod at the same time and blow up the operator's memory.
+pub const CONCURRENT_RECONCILES: u16 = 16;
+
 /// Reason of the condition that says a spec failed checks CEL cannot express.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 /// Reason of the condition a controller sets before its reconciler has landed.
@@ -67,7 +72,10 @@ pub async fn run<K, F, Fut, E, C>(
                 result
             }
         };
-        let controller = Controller::new(api.clone(), watcher::Config::default().any_semantic());
+        let controller = Controller::new(api.clone(), watcher::Config::default().any_semantic())
+            .with_config(
+                kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES),
+            );
         configure(controller, &api)
             .graceful_shutdown_on(shutdown.clone().cancelled_owned())
             .run(
