@@ -23,8 +23,12 @@ use crate::wake::{WakeBus, WakeTarget};
 
 /// How often each pod is probed.
 pub const PROBE_EVERY: Duration = Duration::from_millis(500);
-/// How long one probe (connect, AUTH, PING) may take before it counts as failed.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(450);
+/// How long one probe (connect, AUTH, PING) may take before it counts as failed. A round of
+/// probes waits for its slowest, so the next round starts late while a pod does not answer.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a pod must have gone without an answer before it counts as unreachable: one slow
+/// reply on a loaded machine is not an outage (a failover counts from the last answer anyway).
+pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(1);
 
 /// One pod to probe.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -187,30 +191,39 @@ async fn probe_loop(
 
 /// Records one round of results; true when some pod's verdict changed (a pod probed for the first
 /// time counts as a change only when it does not answer). A pod that stops answering counts as
-/// unreachable since its last answer.
+/// unreachable once it has not answered for [`UNREACHABLE_AFTER`], since its last answer.
 fn record(verdicts: &Verdicts, results: &[Probe]) -> bool {
     let mut verdicts = verdicts.lock().unwrap_or_else(|p| p.into_inner());
     let mut changed = false;
-    for (pod, reachable, at) in results {
+    for (pod, answered, at) in results {
         let previous = verdicts.get(pod).copied();
-        let since = match previous {
-            Some(v) if v.reachable == *reachable && !reachable => v.since,
-            // Still answering: since is the last answer (kept fresh for when it stops).
-            Some(v) if v.reachable == *reachable => *at,
-            Some(v) if !reachable => v.since,
-            _ => *at,
+        let next = match previous {
+            // Answering: since is its last answer, kept fresh for when it stops.
+            _ if *answered => Verdict {
+                reachable: true,
+                since: *at,
+            },
+            // Silent for less than UNREACHABLE_AFTER since its last answer: still reachable.
+            Some(v)
+                if v.reachable
+                    && at.duration_since(v.since).unwrap_or_default() < UNREACHABLE_AFTER =>
+            {
+                v
+            }
+            Some(v) => Verdict {
+                reachable: false,
+                since: v.since,
+            },
+            None => Verdict {
+                reachable: false,
+                since: *at,
+            },
         };
         changed |= match previous {
-            Some(v) => v.reachable != *reachable,
-            None => !reachable,
+            Some(v) => v.reachable != next.reachable,
+            None => !next.reachable,
         };
-        verdicts.insert(
-            pod.clone(),
-            Verdict {
-                reachable: *reachable,
-                since,
-            },
-        );
+        verdicts.insert(pod.clone(), next);
     }
     changed
 }
@@ -223,16 +236,18 @@ mod tests {
     fn an_unreachable_pod_counts_from_its_last_answer() {
         let verdicts: Verdicts = Arc::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
-        let t1 = t0 + PROBE_EVERY;
-        let t2 = t1 + PROBE_EVERY;
-        let t3 = t2 + PROBE_EVERY;
-        assert!(!record(&verdicts, &[("a".into(), true, t0)]));
-        assert!(!record(&verdicts, &[("a".into(), true, t1)]));
-        assert!(record(&verdicts, &[("a".into(), false, t2)]));
-        assert!(!record(&verdicts, &[("a".into(), false, t3)]));
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(!record(&verdicts, &[("a".into(), true, at(0))]));
+        assert!(!record(&verdicts, &[("a".into(), true, at(500))]));
+        // One slow probe is not an outage.
+        assert!(!record(&verdicts, &[("a".into(), false, at(1000))]));
+        assert!(verdicts.lock().unwrap()["a"].reachable);
+        // Silent for a second since its last answer: unreachable since that answer.
+        assert!(record(&verdicts, &[("a".into(), false, at(2000))]));
+        assert!(!record(&verdicts, &[("a".into(), false, at(3000))]));
         let v = verdicts.lock().unwrap()["a"];
-        assert_eq!((v.reachable, v.since), (false, t1));
-        assert!(record(&verdicts, &[("a".into(), true, t3)]));
+        assert_eq!((v.reachable, v.since), (false, at(500)));
+        assert!(record(&verdicts, &[("a".into(), true, at(3500))]));
     }
 
     #[test]
