@@ -177,6 +177,14 @@ impl Link {
         }
     }
 
+    /// Drops the connection at once, without QUIT: a peer that stopped answering would hold a
+    /// QUIT for the whole command timeout. The next command opens a new one.
+    pub(crate) async fn abandon(&self) {
+        if let Some(live) = self.live.lock().await.take() {
+            live.task.abort();
+        }
+    }
+
     /// Runs `name args...` and returns the raw reply; `command` names it in errors (e.g. `CLUSTERX SETNODES`).
     ///
     /// `secret` is removed from any error message (for AUTH, CONFIG SET requirepass, SENTINEL SET auth-pass).

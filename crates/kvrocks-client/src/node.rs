@@ -63,6 +63,12 @@ impl NodeClient {
         self.link.close().await;
     }
 
+    /// Drops the connection at once, without QUIT (for a node that stopped answering); a later
+    /// command reconnects.
+    pub async fn abandon(&self) {
+        self.link.abandon().await;
+    }
+
     /// Sends any command and returns the raw reply (escape hatch; prefer the typed methods).
     pub async fn raw(&self, name: &'static str, arguments: &[&str]) -> Result<Value> {
         self.link

@@ -177,8 +177,9 @@ async fn probe_loop(
                 Ok(Ok(()))
             );
             if !ok {
-                // A fresh connection next time: a half-open one may never answer again.
-                client.close().await;
+                // A fresh connection next time: a half-open one may never answer again (and
+                // would hold a QUIT for seconds, delaying the next round).
+                client.abandon().await;
             }
             (pod.clone(), ok, if ok { SystemTime::now() } else { sent })
         }))
