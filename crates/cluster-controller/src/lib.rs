@@ -37,7 +37,9 @@ use kube::runtime::controller::Action as Requeue;
 use kube::{Api, ResourceExt};
 use kvrocks_api::labels::{Component, MONITOR_FINALIZER};
 use kvrocks_api::{KvrocksCluster, KvrocksSentinel};
-use kvrocks_operator_core::{Context, controller, finalizers, patch_status_if_changed, server};
+use kvrocks_operator_core::{
+    Context, conditions, controller, finalizers, patch_status_if_changed, server,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::state::State;
@@ -206,7 +208,18 @@ async fn publish(
         }
     }
     let crs: Api<KvrocksCluster> = ctx.api_for(cr);
-    patch_status_if_changed(&crs, cr, &status).await?;
+    if patch_status_if_changed(&crs, cr, &status).await?.is_some() {
+        let ready = conditions::find(&status.conditions, conditions::READY);
+        tracing::info!(
+            version = status.topology_version,
+            ready = ready.map(|c| c.status.as_str()),
+            reason = ready.map(|c| c.reason.as_str()),
+            message = ready.map(|c| c.message.as_str()),
+            migration = ?status.migration,
+            rebalance = ?status.rebalance_target,
+            "status written"
+        );
+    }
     for event in report::events(inputs.plan, inputs.outcomes) {
         ctx.publish(cr, event.type_, event.reason, event.action, event.text)
             .await;

@@ -9,7 +9,9 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use kvrocks_api::KvrocksCluster;
 use kvrocks_api::labels::{self, Component, SHARD, ordinal};
-use kvrocks_client::{LinkStatus, MigrationState, NodeClient, Password, ReplicationRole, Topology};
+use kvrocks_client::{
+    LinkStatus, MigrationState, NodeClient, Password, ReplicationRole, Timeouts, Topology,
+};
 use kvrocks_operator_core::builders::kvrocks as kb;
 use kvrocks_operator_core::prober::Target;
 use kvrocks_operator_core::{Context, WakeTarget, node, pods};
@@ -40,9 +42,11 @@ pub fn answering(listed: &[Pod], state: &State, key: &WakeTarget) -> Vec<Pod> {
         .collect()
 }
 
+/// How long connecting to a pod the prober counts unreachable may take.
+const PROBER_DOWN_CONNECT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Everything the planner reads besides spec and status. The prober is pointed at the pods
-/// that run; a pod it counts unreachable is not asked again in this pass (it would only cost a
-/// connect timeout).
+/// that run; a pod it counts unreachable is asked with a short connect timeout.
 pub async fn observe(
     cr: &KvrocksCluster,
     listed: &[Pod],
@@ -75,7 +79,13 @@ pub async fn observe(
     }
     let nodes: BTreeMap<String, NodeObs> = futures::future::join_all(pods.iter().map(|p| async {
         let obs = match (&p.ip, p.unreachable_since) {
-            (Some(ip), None) => read_node(ip, password).await,
+            (Some(ip), None) => read_node(node::endpoint(ip, password)).await,
+            // Counted down by the prober: asked again, briefly (fresh evidence beats a verdict
+            // that may be a slow second; a pod really gone costs this, not a connect timeout).
+            (Some(ip), Some(_)) => {
+                let brief = Timeouts::new(PROBER_DOWN_CONNECT, node::REPLY_TIMEOUT);
+                read_node(node::endpoint(ip, password).with_timeouts(brief)).await
+            }
             _ => NodeObs::default(),
         };
         (p.pod.clone(), obs)
@@ -120,8 +130,8 @@ fn pod_obs(pod: &Pod, hashes: &Hashes, state: &State, key: &WakeTarget) -> Optio
 }
 
 /// `CLUSTERX MYID`, `CLUSTERX VERSION` and `INFO replication` of one node.
-async fn read_node(ip: &str, password: &Password) -> NodeObs {
-    let Ok(client) = NodeClient::connect(node::endpoint(ip, password)).await else {
+async fn read_node(endpoint: kvrocks_client::Endpoint) -> NodeObs {
+    let Ok(client) = NodeClient::connect(endpoint).await else {
         return NodeObs::default();
     };
     let myid = client.clusterx_myid().await.ok().flatten();
