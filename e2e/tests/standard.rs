@@ -166,7 +166,6 @@ async fn a_master_cut_off_three_times_keeps_every_replica_held_write_and_the_pod
 }
 
 #[tokio::test]
-#[ignore = "unfenced planned switchover: scaling 3 -> 1 with the master on std-2 lost 28,656 of 70,468 acknowledged writes (kvrocks 2.10.1, writer through sentinel): the old master takes writes until sentinel demotes it, then a full sync discards them"]
 async fn scaling_in_with_the_master_on_the_highest_ordinal_loses_no_write() {
     let Some(std) = Std::start("standard: scale 3 -> 1", "std-scale-in").await else {
         return;
@@ -293,7 +292,6 @@ async fn scaling_out_loses_no_write_and_the_new_pods_hold_the_masters_data() {
 }
 
 #[tokio::test]
-#[ignore = "unfenced planned switchover: a config roll (master last, after SENTINEL FAILOVER) lost 28,646 of 157,990 acknowledged writes (kvrocks 2.10.1, writer through sentinel): the old master takes writes until sentinel demotes it, then a full sync discards them"]
 async fn a_config_roll_loses_no_write() {
     let Some(std) = Std::start_with(
         "standard: config roll",

@@ -1,12 +1,17 @@
-//! Running a plan's actions: the topology pushes to every node at once (the shorter nodes
-//! disagree about a slot's owner, the fewer MOVED ping-pongs clients see), then live settings,
-//! a restart and a migration. Every action gets an outcome; none is dropped.
+//! Running a plan's actions: first the fences of its planned switchovers ([`fence`]: the old
+//! master refuses clients and the new one catches up with it, or the plan is held), then the
+//! topology pushes to every node at once (the shorter nodes disagree about a slot's owner, the
+//! fewer MOVED ping-pongs clients see), the fences lifted, then live settings, a restart, a
+//! failed-over master stopped and a migration. Every action gets an outcome; none is dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
+use kube::api::DeleteParams;
 use kvrocks_client::{NodeClient, NodeId, Password, Topology};
+use kvrocks_operator_core::fence::{self, Fenced};
 use kvrocks_operator_core::node::{self, LiveConfig};
 use kvrocks_operator_core::pods;
 
@@ -40,25 +45,105 @@ pub struct Tools<'a> {
     pub config_hash: &'a str,
 }
 
-/// Runs every action of `plan`.
+/// Fences the masters of the plan's switchovers and waits until each new master caught up with
+/// its old one (at most `fence::CATCH_UP_WITHIN`). On any failure every fence is lifted again
+/// and the reason returned: the caller holds the plan (`plan::hold`). On success the fences stay
+/// until the plan's `Unfence` actions, after the pushes.
+pub async fn fence(plan: &Plan, password: &Password) -> Result<(), String> {
+    let mut fenced: Vec<Fenced> = Vec::new();
+    let mut failure = None;
+    for f in &plan.fences {
+        let started = Instant::now();
+        let caught_up = match Fenced::fence(&f.from_ip, password).await {
+            Ok(one) => {
+                let result = one
+                    .caught_up(&f.to_ip, password, fence::CATCH_UP_WITHIN)
+                    .await;
+                fenced.push(one);
+                result
+            }
+            Err(e) => Err(e),
+        };
+        match caught_up {
+            Ok(offset) => tracing::info!(
+                shard = f.shard, from = %f.from, to = %f.to, offset, took = ?started.elapsed(),
+                "switchover: old master fenced, new master caught up"
+            ),
+            Err(why) => {
+                failure = Some(format!(
+                    "shard {}: the switchover from {} to {} is postponed: {why}",
+                    f.shard, f.from, f.to
+                ));
+                break;
+            }
+        }
+    }
+    let Some(why) = failure else {
+        return Ok(());
+    };
+    let mut why = why;
+    for one in fenced {
+        if let Err(e) = one.lift(password).await {
+            why.push_str(&format!("; {e}"));
+        }
+    }
+    tracing::warn!(%why, "switchover given up; fences lifted");
+    Err(why)
+}
+
+/// Runs every action of `plan` (after [`fence`]).
 pub async fn run(plan: &Plan, tools: &Tools<'_>) -> Vec<Outcome> {
     let (pushes, others): (Vec<&Action>, Vec<&Action>) = plan
         .actions
         .iter()
         .partition(|a| matches!(a, Action::Push { .. }));
+    let fenced: BTreeSet<&str> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Unfence { pod, .. } => Some(pod.as_str()),
+            _ => None,
+        })
+        .collect();
+    let fence_password = fence::password(tools.password);
     let mut outcomes: Vec<Outcome> = match &plan.topology {
         Some(topology) => {
-            futures::future::join_all(
-                pushes
-                    .into_iter()
-                    .map(|a| push(a, topology, plan.version, tools.password)),
-            )
+            futures::future::join_all(pushes.into_iter().map(|a| {
+                let fenced = matches!(a, Action::Push { pod, .. } if fenced.contains(pod.as_str()));
+                let password = if fenced {
+                    &fence_password
+                } else {
+                    tools.password
+                };
+                push(a, topology, plan.version, password)
+            }))
             .await
         }
         None => Vec::new(),
     };
+    let push_failed: BTreeSet<String> = outcomes
+        .iter()
+        .filter(|o| o.failed())
+        .filter_map(|o| match &o.action {
+            Action::Push { pod, .. } => Some(pod.clone()),
+            _ => None,
+        })
+        .collect();
     for action in others {
         let result = match action {
+            Action::Unfence { pod, .. } if push_failed.contains(pod) => Err(format!(
+                "{pod} stays fenced: the topology push to it failed"
+            )),
+            Action::Unfence { ip, .. } => fence::lift(ip, tools.password).await,
+            Action::Stop { pod } => {
+                tracing::warn!(%pod, "stopping the failed-over master's pod");
+                tools
+                    .pods
+                    .delete(pod, &DeleteParams::default().grace_period(1))
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("delete pod {pod}: {e}"))
+            }
             Action::SetConfigLive { pod, ip } => set_live(pod, ip, tools).await,
             Action::Restart { pod } => {
                 tracing::info!(%pod, "restarting the pod for a rolling update");

@@ -9,8 +9,10 @@
 //! - [`plan::plan`] (pure) decides the layout (first split, pods that moved, failover of a
 //!   master unreachable for `spec.failover.timeout`, handovers, new and drained shards), the slot
 //!   migration step (`spec.slotMigrations`, then the rebalance), the rollout and the version;
-//! - [`act`] pushes the topology to every node that lags, sets kvrocks.conf live, restarts one
-//!   pod, starts a migration status already records;
+//! - [`act`] fences the old master of a planned switchover until the new one caught up (or the
+//!   plan is held, `plan::hold`), pushes the topology to every node that lags, lifts the fences,
+//!   sets kvrocks.conf live, restarts one pod, stops a failed-over master's pod, starts a
+//!   migration status already records;
 //! - [`report`] builds the status and Events, written here (the status only when it changed).
 //!
 //! Alongside, one prober task per cluster ([`state`], `kvrocks_operator_core::prober`) pings
@@ -110,12 +112,16 @@ async fn reconcile(
     .await;
     let hashes = objects::apply(&ctx, &cr, &verdict).await?;
     let observed = observe::observe(&cr, &listed, &hashes, &password, &state, &key).await;
-    let plan = plan::plan(&plan::Input {
+    let input = plan::Input {
         spec: &cr.spec,
         status: &previous,
         observed: &observed,
         now: SystemTime::now(),
-    });
+    };
+    let mut plan = plan::plan(&input);
+    if let Err(why) = act::fence(&plan, &password).await {
+        plan = plan::hold(&input, plan, why);
+    }
     let live_config = verdict.supported(&cr.spec.pod.config);
     let tools = act::Tools {
         pods: &ctx.api_for(&cr),

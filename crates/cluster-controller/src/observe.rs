@@ -14,7 +14,7 @@ use kvrocks_client::{
 };
 use kvrocks_operator_core::builders::kvrocks as kb;
 use kvrocks_operator_core::prober::Target;
-use kvrocks_operator_core::{Context, WakeTarget, node, pods};
+use kvrocks_operator_core::{Context, WakeTarget, fence, node, pods};
 
 use crate::objects::Hashes;
 use crate::plan::{Move, NodeObs, Observed, PodObs};
@@ -78,15 +78,15 @@ pub async fn observe(
             .map(|v| v.since);
     }
     let nodes: BTreeMap<String, NodeObs> = futures::future::join_all(pods.iter().map(|p| async {
-        let obs = match (&p.ip, p.unreachable_since) {
-            (Some(ip), None) => read_node(node::endpoint(ip, password)).await,
-            // Counted down by the prober: asked again, briefly (fresh evidence beats a verdict
-            // that may be a slow second; a pod really gone costs this, not a connect timeout).
-            (Some(ip), Some(_)) => {
-                let brief = Timeouts::new(PROBER_DOWN_CONNECT, node::REPLY_TIMEOUT);
-                read_node(node::endpoint(ip, password).with_timeouts(brief)).await
-            }
-            _ => NodeObs::default(),
+        // Counted down by the prober: asked again, briefly (fresh evidence beats a verdict that
+        // may be a slow second; a pod really gone costs this, not a connect timeout).
+        let connect = match p.unreachable_since {
+            None => node::CONNECT_TIMEOUT,
+            Some(_) => PROBER_DOWN_CONNECT,
+        };
+        let obs = match &p.ip {
+            Some(ip) => read_node(ip, password, connect).await,
+            None => NodeObs::default(),
         };
         (p.pod.clone(), obs)
     }))
@@ -129,10 +129,20 @@ fn pod_obs(pod: &Pod, hashes: &Hashes, state: &State, key: &WakeTarget) -> Optio
     })
 }
 
-/// `CLUSTERX MYID`, `CLUSTERX VERSION` and `INFO replication` of one node.
-async fn read_node(endpoint: kvrocks_client::Endpoint) -> NodeObs {
-    let Ok(client) = NodeClient::connect(endpoint).await else {
-        return NodeObs::default();
+/// `CLUSTERX MYID`, `CLUSTERX VERSION` and `INFO replication` of one node, with the instance's
+/// password or, when it refuses that, the fence password (a switchover left it fenced).
+async fn read_node(ip: &str, password: &Password, connect: std::time::Duration) -> NodeObs {
+    let timeouts = Timeouts::new(connect, node::REPLY_TIMEOUT);
+    let endpoint = |password: &Password| node::endpoint(ip, password).with_timeouts(timeouts);
+    let (client, fenced) = match NodeClient::connect(endpoint(password)).await {
+        Ok(client) => (client, false),
+        Err(kvrocks_client::Error::Auth { .. }) => {
+            match NodeClient::connect(endpoint(&fence::password(password))).await {
+                Ok(client) => (client, true),
+                Err(_) => return NodeObs::default(),
+            }
+        }
+        Err(_) => return NodeObs::default(),
     };
     let myid = client.clusterx_myid().await.ok().flatten();
     let version = client.clusterx_version().await.ok().flatten();
@@ -156,6 +166,8 @@ async fn read_node(endpoint: kvrocks_client::Endpoint) -> NodeObs {
         version,
         offset,
         link_up,
+        last_io_secs: info.as_ref().and_then(|i| i.master_last_io_seconds_ago),
+        fenced,
     }
 }
 

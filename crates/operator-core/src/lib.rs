@@ -25,6 +25,7 @@ pub mod context;
 pub mod controller;
 pub mod error;
 pub mod events;
+pub mod fence;
 pub mod finalizers;
 pub mod metrics;
 pub mod node;

@@ -4,13 +4,15 @@
 //! error is in its [`Outcome`], which the report puts in the status and the error metric.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use kvrocks_api::KvrocksStandard;
 use kvrocks_api::labels::{self, ROLE, names};
-use kvrocks_client::{NodeAddr, NodeClient, Password, SentinelClient};
+use kvrocks_client::{NodeAddr, NodeClient, Password, ReplicationRole, SentinelClient};
+use kvrocks_operator_core::fence::{self, Fenced};
 use kvrocks_operator_core::node::{self, LiveConfig};
 use kvrocks_operator_core::{Context, pods};
 
@@ -130,7 +132,7 @@ pub async fn run(plan: &Plan, env: &Env<'_>) -> Vec<Outcome> {
     let mut outcomes = Vec::with_capacity(plan.actions.len());
     for action in &plan.actions {
         let mut warnings = Vec::new();
-        let result = match one(action, env, &mut warnings).await {
+        let result = match one(action, env, &plan.synced, &mut warnings).await {
             Ok(result) => result,
             Err(failure) => Result::Failed(failure),
         };
@@ -163,6 +165,7 @@ fn ip_of(pods: &[Pod], name: &str) -> std::result::Result<String, Failure> {
 async fn one(
     action: &Action,
     env: &Env<'_>,
+    synced: &BTreeMap<String, bool>,
     warnings: &mut Vec<Failure>,
 ) -> std::result::Result<Result, Failure> {
     let node = |name: &str| -> std::result::Result<NodeClient, Failure> {
@@ -199,7 +202,15 @@ async fn one(
             .await
             .map(drop)
             .map_err(|e| Failure::kube(&format!("delete pod {pod}"), e)),
-        Action::Switchover { from } => switchover(env, from).await,
+        Action::Switchover { from } => {
+            let replicas: Vec<&str> = synced
+                .iter()
+                .filter(|(pod, synced)| **synced && *pod != from)
+                .map(|(pod, _)| pod.as_str())
+                .collect();
+            switchover(env, from, &replicas).await
+        }
+        Action::Unfence { pod, follow } => unfence(env, pod, follow.as_deref()).await,
     }
     .map(|()| Result::Done)
     .or_else(|f| match (action, f) {
@@ -305,10 +316,217 @@ async fn set_sentinel_auth_pass(env: &Env<'_>) -> Vec<Failure> {
     failures
 }
 
+/// How long a switchover waits for sentinel to promote a replica once the old master is fenced;
+/// past it the old master stays fenced (a later pass lifts the fence when the outcome is known).
+const PROMOTION_WITHIN: Duration = Duration::from_secs(10);
+
+/// A planned switchover that leaves no acknowledged write behind: the master is fenced (no
+/// client can write to it, see `kvrocks_operator_core::fence`), every synced replica (sentinel
+/// may choose any of them) catches up with it, `SENTINEL FAILOVER`, then the old master follows
+/// the promoted replica and its fence is lifted. When a replica does not catch up within
+/// `fence::CATCH_UP_WITHIN` or no sentinel takes the failover, the fence is lifted and the
+/// switchover fails (the plan asks again). A master that restarted (a replica of itself) takes
+/// no writes: it is not fenced.
+async fn switchover(
+    env: &Env<'_>,
+    from: &str,
+    replicas: &[&str],
+) -> std::result::Result<(), Failure> {
+    let from_ip = ip_of(env.pods, from)?;
+    let failed = |m: String| Failure::kvrocks(format!("switchover off {from}: {m}"));
+    let client = NodeClient::connect(node::endpoint(&from_ip, env.password))
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let role = client.info_replication().await.map(|i| i.role);
+    client.close().await;
+    if role.map_err(|e| failed(e.to_string()))? != ReplicationRole::Master {
+        return sentinel_failover(env, from).await;
+    }
+    let mut ips = Vec::new();
+    for replica in replicas {
+        ips.push((*replica, ip_of(env.pods, replica)?));
+    }
+    sentinels_see_replicas(env, &from_ip, &ips)
+        .await
+        .map_err(|why| failed(format!("postponed, {why}")))?;
+    let fenced = Fenced::fence(&from_ip, env.password)
+        .await
+        .map_err(failed)?;
+    let started = Instant::now();
+    for (_, ip) in &ips {
+        let caught_up = fenced
+            .caught_up(
+                ip,
+                env.password,
+                fence::CATCH_UP_WITHIN.saturating_sub(started.elapsed()),
+            )
+            .await;
+        if let Err(why) = caught_up {
+            let lifted = fenced.lift(env.password).await;
+            return Err(failed(format!(
+                "postponed, {why}{}",
+                lifted.err().map(|l| format!("; {l}")).unwrap_or_default()
+            )));
+        }
+    }
+    tracing::info!(%from, caught_up = ?replicas, took = ?started.elapsed(), "fenced master: every synced replica caught up");
+    if let Err(f) = sentinel_failover(env, from).await {
+        let lifted = fenced.lift(env.password).await;
+        return Err(Failure {
+            message: format!(
+                "{}{}",
+                f.message,
+                lifted.err().map(|l| format!("; {l}")).unwrap_or_default()
+            ),
+            ..f
+        });
+    }
+    let Some((to, to_ip)) = promoted(&ips, env.password).await else {
+        return Err(failed(format!(
+            "sentinel promoted no replica within {} s; {from} stays fenced until it does or gives up",
+            PROMOTION_WITHIN.as_secs()
+        )));
+    };
+    if let Err(e) = follow_promoted(fenced.client(), &to_ip).await {
+        return Err(failed(format!(
+            "{to} promoted, but {from} did not follow it ({e}); it stays fenced until it does"
+        )));
+    }
+    tracing::info!(%from, %to, outage = ?started.elapsed(), "switchover done: the old master follows the new one");
+    fenced.lift(env.password).await.map_err(failed)
+}
+
+/// How long the old master retries following the promoted replica: kvrocks refuses to follow
+/// one of its own replicas ("can't replicate your own replicas") until that replica's link to it
+/// has closed, a moment after the promotion.
+const FOLLOW_WITHIN: Duration = Duration::from_secs(3);
+
+/// `SLAVEOF <to_ip>` on the old master, retried while kvrocks still counts `to_ip` its replica.
+async fn follow_promoted(old: &NodeClient, to_ip: &str) -> kvrocks_client::Result<()> {
+    let deadline = Instant::now() + FOLLOW_WITHIN;
+    let to = NodeAddr::new(to_ip, labels::KVROCKS_PORT as u16);
+    loop {
+        match old.slaveof(&to).await {
+            Err(e)
+                if Instant::now() < deadline
+                    && e.server_message()
+                        .is_some_and(|m| m.contains("own replica")) =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How recent a sentinel's last good PING reply from a replica must be for a switchover.
+const SENTINEL_PING_FRESH_MS: u64 = 2000;
+
+/// Every sentinel that answers must know each replica as a healthy replica of `master_ip` (a
+/// sentinel that has not heard from it lately cannot confirm its promotion) : a sentinel
+/// whose last look at a pod is older than the previous failover (sentinel reads a replica's INFO
+/// every 10 s) sees the promoted pod as "a replica that turned master" and turns it back at once
+/// (`+convert-to-slave`), which aborts the switchover.
+async fn sentinels_see_replicas(
+    env: &Env<'_>,
+    master_ip: &str,
+    replicas: &[(&str, String)],
+) -> std::result::Result<(), String> {
+    let ns = env.cr.namespace().unwrap_or_default();
+    let monitor = names::standard_monitor(&env.cr.name_any());
+    for ip in sentinel_ips(env.ctx, &ns, &env.cr.spec.sentinel.name).await {
+        let client = SentinelClient::new(sentinel_endpoint(&ip));
+        let seen = client.replicas(&monitor).await;
+        client.close().await;
+        let Ok(seen) = seen else { continue };
+        for (pod, pod_ip) in replicas {
+            let known = seen.iter().find(|r| r.addr.host == *pod_ip);
+            let fresh = known.is_some_and(|r| {
+                r.fields.get("role-reported").map(String::as_str) == Some("slave")
+                    && r.master_addr.as_ref().is_some_and(|m| m.host == master_ip)
+            });
+            if !fresh {
+                return Err(format!(
+                    "sentinel {ip} has not seen {pod} as a replica of the master yet"
+                ));
+            }
+            let healthy = known.is_some_and(|r| {
+                !r.flags
+                    .iter()
+                    .any(|f| matches!(f.as_str(), "s_down" | "o_down" | "disconnected"))
+                    && r.fields
+                        .get("last-ok-ping-reply")
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .is_some_and(|ms| ms < SENTINEL_PING_FRESH_MS)
+            });
+            if !healthy {
+                return Err(format!(
+                    "sentinel {ip} has no recent answer from {pod}; it could not promote it"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first of `replicas` that reports itself master, polled until [`PROMOTION_WITHIN`].
+async fn promoted<'a>(
+    replicas: &[(&'a str, String)],
+    password: &Password,
+) -> Option<(&'a str, String)> {
+    let deadline = Instant::now() + PROMOTION_WITHIN;
+    let clients: Vec<(&str, &String, NodeClient)> = replicas
+        .iter()
+        .map(|(pod, ip)| (*pod, ip, NodeClient::new(node::endpoint(ip, password))))
+        .collect();
+    let found = loop {
+        let mut found = None;
+        for (pod, ip, client) in &clients {
+            let role = client.info_replication().await.map(|i| i.role);
+            if role.is_ok_and(|r| r == ReplicationRole::Master) {
+                found = Some((*pod, (*ip).clone()));
+                break;
+            }
+        }
+        if found.is_some() || clients.is_empty() || Instant::now() >= deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for (_, _, client) in &clients {
+        client.close().await;
+    }
+    found
+}
+
+/// Lifts the fence of `pod` (see [`Action::Unfence`]).
+async fn unfence(
+    env: &Env<'_>,
+    pod: &str,
+    follow: Option<&str>,
+) -> std::result::Result<(), Failure> {
+    let ip = ip_of(env.pods, pod)?;
+    if let Some(master) = follow {
+        let Some(client) = fence::connect_fenced(&ip, env.password).await else {
+            return Err(Failure::kvrocks(format!(
+                "{pod} does not answer to the fence password"
+            )));
+        };
+        let followed = client
+            .slaveof(&NodeAddr::new(master, labels::KVROCKS_PORT as u16))
+            .await;
+        client.close().await;
+        followed.map_err(|e| Failure::kvrocks(format!("fenced {pod} follows {master}: {e}")))?;
+    }
+    fence::lift(&ip, env.password)
+        .await
+        .map_err(Failure::kvrocks)
+}
+
 /// `SENTINEL FAILOVER` on the first sentinel that answers. The next sentinel is asked only when
 /// one does not answer: a second forced failover next to one under way would promote a second
 /// replica.
-async fn switchover(env: &Env<'_>, from: &str) -> std::result::Result<(), Failure> {
+async fn sentinel_failover(env: &Env<'_>, from: &str) -> std::result::Result<(), Failure> {
     let ns = env.cr.namespace().unwrap_or_default();
     let monitor = names::standard_monitor(&env.cr.name_any());
     let failed = |message: String| Failure {

@@ -44,6 +44,9 @@ pub struct PodView {
     pub config_stale: bool,
     /// The pod's `Ready` condition is True: Services route to it.
     pub ready: bool,
+    /// It answers only to the fence password: a planned switchover fenced it (see
+    /// `kvrocks_operator_core::fence`) and nobody lifted the fence yet.
+    pub fenced: bool,
 }
 
 /// The password in the operator's record (`<cr>-auth-applied`) against the user's Secret.
@@ -75,6 +78,8 @@ pub struct Observed {
     pub sentinel_master_down: bool,
     /// A sentinel of the group is failing this instance's master over right now.
     pub sentinel_failing_over: bool,
+    /// Every sentinel that answered names the same master.
+    pub sentinels_agree: bool,
     /// The master pod recorded in status.
     pub status_master: Option<String>,
     /// The `slave-priority` replicas get once synced (from spec.config, default 100).
@@ -135,6 +140,14 @@ pub enum Action {
     Restart {
         /// Pod name.
         pod: String,
+    },
+    /// Lift the fence of a pod a switchover left fenced: `SLAVEOF` the master first when it is
+    /// another pod, then `requirepass` back.
+    Unfence {
+        /// Pod name.
+        pod: String,
+        /// The master it must follow first (None: it is the master; the switchover was given up).
+        follow: Option<String>,
     },
 }
 

@@ -12,8 +12,8 @@ use kvrocks_api::labels::{self, Component, PASSWORD_KEY, ROLE, Role, names};
 use kvrocks_client::{Endpoint, NodeAddr, NodeClient, Password, SentinelClient, Timeouts};
 use kvrocks_operator_core::builders::kvrocks as kb;
 use kvrocks_operator_core::node::{self, CONNECT_TIMEOUT, REPLY_TIMEOUT};
-use kvrocks_operator_core::pods;
 use kvrocks_operator_core::{Context, server};
+use kvrocks_operator_core::{fence, pods};
 
 use crate::Error;
 use crate::plan::{NodeView, Observed, PasswordState, PodView};
@@ -123,6 +123,7 @@ pub async fn observe(ctx: &Context, pods: &[Pod], inputs: &Inputs<'_>) -> Observ
         monitored: sentinel.master.is_some(),
         sentinel_master: sentinel.master,
         sentinel_failing_over: sentinel.failing_over,
+        sentinels_agree: sentinel.agree,
         sentinel_master_down: sentinel.master_down,
         status_master: old.master.as_ref().map(|m| m.pod.clone()),
         priority: cr
@@ -174,13 +175,9 @@ async fn pod_views(
             .as_ref()
             .and_then(|s| s.pod_ip.clone())
             .filter(|ip| !ip.is_empty());
-        let node = match pods::running_ip(pod) {
-            Some(ip) => match node_view(&ip, password).await {
-                Ok(view) => Some(view),
-                Err(kvrocks_client::Error::Auth { .. }) => node_view(&ip, fallback).await.ok(),
-                Err(_) => None,
-            },
-            None => None,
+        let (node, fenced) = match pods::running_ip(pod) {
+            Some(ip) => answer(&ip, password, fallback).await,
+            None => (None, false),
         };
         PodView {
             ordinal: ordinal(pod, set).unwrap_or(u32::MAX),
@@ -192,9 +189,34 @@ async fn pod_views(
             outdated: false,
             config_stale: false,
             ready: pods::is_ready(pod),
+            fenced,
         }
     });
     futures::future::join_all(queries).await
+}
+
+/// The pod's answer with the Secret's password, the one in effect (a rotation in progress), or
+/// the fence password of either (a switchover left it fenced: the flag is true).
+async fn answer(ip: &str, password: &Password, fallback: &Password) -> (Option<NodeView>, bool) {
+    let auth = |e: &kvrocks_client::Error| matches!(e, kvrocks_client::Error::Auth { .. });
+    let refused = match node_view(ip, password).await {
+        Ok(view) => return (Some(view), false),
+        Err(e) => auth(&e),
+    };
+    if !refused {
+        return (None, false);
+    }
+    match node_view(ip, fallback).await {
+        Ok(view) => return (Some(view), false),
+        Err(e) if !auth(&e) => return (None, false),
+        Err(_) => {}
+    }
+    for candidate in [password, fallback] {
+        if let Ok(view) = node_view(ip, &fence::password(candidate)).await {
+            return (Some(view), true);
+        }
+    }
+    (None, false)
 }
 
 async fn node_view(ip: &str, password: &Password) -> Result<NodeView, kvrocks_client::Error> {
@@ -256,6 +278,8 @@ pub struct SentinelView {
     pub failing_over: bool,
     /// Some sentinel reports the master subjectively or objectively down.
     pub master_down: bool,
+    /// Every sentinel that answered names the same master.
+    pub agree: bool,
 }
 
 /// `SENTINEL MASTER <monitor>` on every sentinel of the group: the master IP most of them report
@@ -276,6 +300,7 @@ pub async fn sentinel_view(ctx: &Context, ns: &str, group: &str, monitor: &str) 
         view.master_down |= master.is_sdown() || master.is_odown();
         *votes.entry(master.addr.host).or_default() += 1;
     }
+    view.agree = votes.len() == 1;
     view.master = votes.into_iter().max_by_key(|(_, n)| *n).map(|(ip, _)| ip);
     view
 }
@@ -309,6 +334,7 @@ mod tests {
             outdated: false,
             config_stale: false,
             ready: false,
+            fenced: false,
         }
     }
 

@@ -67,7 +67,7 @@ pub fn sentinel_choice_stuck(observed: &Observed) -> bool {
 ///
 /// Candidates are the replicas sentinel knows as such: not the pod at sentinel's master address,
 /// and not a pod that just started (a replica of itself, which sentinel cannot choose).
-fn fence_laggards(observed: &Observed, plan: &mut Plan) -> Vec<String> {
+fn exclude_laggards(observed: &Observed, plan: &mut Plan) -> Vec<String> {
     let replicas: Vec<(&PodView, &NodeView)> = observed
         .pods
         .iter()
@@ -102,25 +102,62 @@ pub fn plan(observed: &Observed, now: Instant) -> Plan {
     };
     let master = choose_master(observed, now, &mut plan);
     let Some(master) = master else {
-        fence_laggards(observed, &mut plan);
+        exclude_laggards(observed, &mut plan);
         plan.statefulset_replicas = observed
             .statefulset_replicas
             .unwrap_or(observed.desired)
             .max(observed.desired);
-        return with_upkeep(observed, plan);
+        return with_upkeep(observed, lift_fences(observed, plan));
     };
     // Sentinel thinks the master is down while this operator still reaches it: sentinel may be
     // choosing a replica right now, so only the most advanced may be chosen.
-    let fenced = if observed.sentinel_master_down {
-        fence_laggards(observed, &mut plan)
+    let excluded = if observed.sentinel_master_down {
+        exclude_laggards(observed, &mut plan)
     } else {
         Vec::new()
     };
     plan.master = Some(master.name.clone());
-    converge(observed, master, &fenced, &mut plan);
+    converge(observed, master, &excluded, &mut plan);
     scale(observed, master, &mut plan);
     roll(observed, master, &mut plan);
-    with_upkeep(observed, plan)
+    with_upkeep(observed, lift_fences(observed, plan))
+}
+
+/// A pod a switchover left fenced (the operator stopped half-way, or sentinel gave the failover
+/// up) takes no command but [`Action::Unfence`]: once a master is known it follows it and its
+/// fence is lifted. It is lifted as the master itself only when every sentinel names it and none
+/// is failing over (the failover was given up: a replica sentinel promoted meanwhile was never
+/// announced to clients, and follows it again, see [`converge`]); otherwise it stays fenced.
+fn lift_fences(observed: &Observed, mut plan: Plan) -> Plan {
+    for pod in observed.pods.iter().filter(|p| p.fenced && !p.deleting) {
+        plan.actions.retain(|a| match a {
+            Action::Follow { pod: p, .. } | Action::SetPriority { pod: p, .. } => *p != pod.name,
+            _ => true,
+        });
+        let Some(master) = plan.master.as_deref() else {
+            continue;
+        };
+        let follow = if master == pod.name {
+            let named = pod.ip.is_some() && observed.sentinel_master == pod.ip;
+            if observed.sentinel_failing_over || !observed.sentinels_agree || !named {
+                continue;
+            }
+            None
+        } else {
+            let ip = observed
+                .pods
+                .iter()
+                .find(|p| p.name == master)
+                .and_then(|p| p.ip.clone());
+            let Some(ip) = ip else { continue };
+            Some(ip)
+        };
+        plan.actions.push(Action::Unfence {
+            pod: pod.name.clone(),
+            follow,
+        });
+    }
+    plan
 }
 
 /// Step 1: who is the master? Sentinel's choice when it holds, else the operator's.
@@ -274,7 +311,7 @@ fn own_choice<'a>(observed: &'a Observed, plan: &mut Plan) -> Option<&'a PodView
 }
 
 /// Step 2: everybody else follows the master; priorities and labels follow the facts.
-fn converge(observed: &Observed, master: &PodView, fenced: &[String], plan: &mut Plan) {
+fn converge(observed: &Observed, master: &PodView, excluded: &[String], plan: &mut Plan) {
     let master_ip = master.ip.clone().unwrap_or_default();
     let master_offset = master.node.as_ref().map_or(0, |n| n.offset);
     for pod in &observed.pods {
@@ -309,7 +346,7 @@ fn converge(observed: &Observed, master: &PodView, fenced: &[String], plan: &mut
             && master_offset.saturating_sub(node.offset) <= CAUGHT_UP_SEQUENCES;
         plan.synced.insert(pod.name.clone(), synced);
         let leaving = pod.ordinal >= observed.desired;
-        if fenced.contains(&pod.name) {
+        if excluded.contains(&pod.name) {
             continue;
         }
         let want_priority = if synced && !leaving {
@@ -394,7 +431,7 @@ fn with_upkeep(observed: &Observed, mut plan: Plan) -> Plan {
         observed
             .pods
             .iter()
-            .filter(|p| p.config_stale && !p.outdated && p.node.is_some())
+            .filter(|p| p.config_stale && !p.outdated && !p.fenced && p.node.is_some())
             .map(|p| Action::ApplyConfig {
                 pod: p.name.clone(),
             }),

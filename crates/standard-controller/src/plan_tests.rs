@@ -35,6 +35,7 @@ fn pod(ordinal: u32, node: Option<NodeView>, label: Option<&str>) -> PodView {
         outdated: false,
         config_stale: false,
         ready: true,
+        fenced: false,
     }
 }
 
@@ -522,3 +523,99 @@ fn caught_up_is_counted_in_sequence_numbers() {
 
 #[path = "plan_props.rs"]
 mod properties;
+
+fn fenced(mut pod: PodView) -> PodView {
+    pod.fenced = true;
+    pod
+}
+
+#[test]
+fn a_fenced_old_master_follows_sentinels_new_master_before_its_fence_is_lifted() {
+    // The operator stopped after sentinel promoted s-1: s-0 still answers only to the fence.
+    let mut o = observed(vec![
+        fenced(pod(0, Some(master(900)), Some("master"))),
+        pod(1, Some(master(900)), Some("replica")),
+        pod(2, Some(replica("10.0.0.11", 900, "100")), Some("replica")),
+    ]);
+    o.sentinel_master = Some("10.0.0.11".into());
+    o.monitored = true;
+    let p = run(&o);
+    assert_eq!(p.master.as_deref(), Some("s-1"));
+    assert!(p.actions.contains(&Action::Unfence {
+        pod: "s-0".into(),
+        follow: Some("10.0.0.11".into())
+    }));
+    // No command the fence would refuse.
+    assert!(!p.actions.iter().any(|a| matches!(a,
+        Action::Follow { pod, .. } | Action::SetPriority { pod, .. } if pod == "s-0")));
+}
+
+#[test]
+fn a_fence_is_lifted_on_the_master_only_when_nobody_else_was_promoted() {
+    let base = |other: NodeView| {
+        let mut o = observed(vec![
+            fenced(pod(0, Some(master(900)), Some("master"))),
+            pod(1, Some(other), Some("replica")),
+        ]);
+        o.sentinel_master = Some("10.0.0.10".into());
+        o.sentinels_agree = true;
+        o.monitored = true;
+        o
+    };
+    // The switchover was given up: sentinel still names s-0, s-1 still follows it.
+    let p = run(&base(replica("10.0.0.10", 900, "100")));
+    assert!(p.actions.contains(&Action::Unfence {
+        pod: "s-0".into(),
+        follow: None
+    }));
+    // Sentinel promoted s-1 and gave the failover up (it never announced it): s-1 follows s-0
+    // again before s-0 takes writes.
+    let p = run(&base(master(900)));
+    let follow = p.actions.iter().position(|a| {
+        *a == Action::Follow {
+            pod: "s-1".into(),
+            master_ip: "10.0.0.10".into(),
+        }
+    });
+    let unfence = p.actions.iter().position(|a| {
+        *a == Action::Unfence {
+            pod: "s-0".into(),
+            follow: None,
+        }
+    });
+    assert!(
+        follow.is_some() && unfence.is_some() && follow < unfence,
+        "{:?}",
+        p.actions
+    );
+    // Sentinel names no master (the fenced pod is the operator's own choice): it stays fenced.
+    let mut o = base(replica("10.0.0.10", 900, "100"));
+    o.sentinel_master = None;
+    o.monitored = false;
+    let p = run(&o);
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::Unfence { .. })),
+        "{:?}",
+        p.actions
+    );
+    // A sentinel names another master (the failover ended on one of them): nothing is lifted.
+    let mut o = base(replica("10.0.0.10", 900, "100"));
+    o.sentinels_agree = false;
+    assert!(
+        !run(&o)
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Unfence { .. }))
+    );
+    // Sentinel is failing over: nothing is lifted.
+    let mut o = base(replica("10.0.0.10", 900, "100"));
+    o.sentinel_failing_over = true;
+    let p = run(&o);
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::Unfence { .. }))
+    );
+}

@@ -299,9 +299,24 @@ fn notes(inputs: &Inputs<'_>, master: Option<&PodView>, failures: &[Failure]) ->
                     EventType::Normal,
                     "Switchover",
                     "Switchover",
-                    format!("planned switchover through sentinel off {from}"),
+                    format!(
+                        "planned switchover off {from}: fenced, the replicas caught up, then sentinel promoted one"
+                    ),
                 );
             }
+            Action::Unfence { pod, follow } => note(
+                EventType::Normal,
+                "FenceLifted",
+                "Unfence",
+                match follow {
+                    Some(ip) => format!(
+                        "{pod}, left fenced by a switchover, follows {ip} and takes clients again"
+                    ),
+                    None => format!(
+                        "{pod}, left fenced by a switchover that was given up, takes writes again"
+                    ),
+                },
+            ),
             _ => {}
         }
     }

@@ -23,6 +23,7 @@ fn pod(ordinal: u32, master: bool) -> PodView {
         outdated: false,
         config_stale: false,
         ready: true,
+        fenced: false,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Planned handovers: a master whose pod is going away (its shard shrinks) or is due for a
-//! restart (a rolling update) gives its shard to a replica that is linked to it and has caught up
-//! with its offset, so no acknowledged write is left behind.
+//! restart (a rolling update) gives its shard to a replica that is linked to it and close behind
+//! it. No acknowledged write is left behind: before the topology is pushed the master is fenced
+//! and the replica catches up with it exactly (`act::fence`), or the handover is given up.
 
 use kvrocks_api::cluster::ShardStatus;
 use kvrocks_api::labels::{Role, ordinal};
@@ -9,16 +10,25 @@ use super::failover::{Candidate, choose_promotion};
 use super::{Input, Note};
 use crate::topo;
 
-/// The replica of `shard` that may take over from its master now: linked, caught up with the
-/// master's offset, and accepted by `stays` (its ordinal survives). The most data wins, then the
-/// lowest ordinal.
+/// How far behind its master a replica may be and still be handed a shard: it must catch up while
+/// the master is fenced, within `fence::CATCH_UP_WITHIN`. Offsets are RocksDB sequence numbers
+/// (about one per key written); the two offsets are read at slightly different times.
+pub const NEAR_SEQUENCES: i64 = 10_000;
+
+/// The replica of `shard` that may take over from its master now: the master answers, the
+/// replica is linked to it, within [`NEAR_SEQUENCES`] of it, and accepted by `stays` (its ordinal
+/// survives). The most data wins, then the lowest ordinal.
 pub fn target(
     input: &Input<'_>,
     shard: &ShardStatus,
     stays: impl Fn(u32) -> bool,
 ) -> Option<String> {
     let master = topo::master_of(shard)?;
-    let master_offset = input.observed.nodes.get(&master.pod)?.offset;
+    let master_obs = input.observed.nodes.get(&master.pod)?;
+    if !master_obs.reachable || master_obs.fenced {
+        return None;
+    }
+    let master_offset = master_obs.offset;
     let candidates: Vec<Candidate> = shard
         .nodes
         .iter()
@@ -28,7 +38,9 @@ pub fn target(
             Some(Candidate {
                 pod: n.pod.clone(),
                 reachable: obs.reachable,
-                synced: obs.reachable && obs.link_up && obs.offset >= master_offset,
+                synced: obs.reachable
+                    && obs.link_up
+                    && master_offset.saturating_sub(obs.offset) <= NEAR_SEQUENCES,
                 offset: obs.offset,
             })
         })

@@ -54,6 +54,12 @@ pub struct NodeObs {
     pub offset: i64,
     /// A master, or a replica whose link to its master is up.
     pub link_up: bool,
+    /// For a replica: seconds since it last heard from its master (`master_last_io_seconds_ago`;
+    /// kvrocks masters send a heartbeat every few seconds).
+    pub last_io_secs: Option<i64>,
+    /// It answers only to the fence password: a switchover fenced it and did not lift the fence
+    /// yet (see `kvrocks_operator_core::fence`).
+    pub fenced: bool,
 }
 
 /// A data pod of the cluster as listed.
@@ -178,6 +184,22 @@ pub enum Action {
         /// Pod name.
         pod: String,
     },
+    /// Delete the pod of a master just failed over, with a one-second grace period: its kubelet
+    /// stops the process, so it cannot take writes from clients with an old slot map when its
+    /// network comes back (the StatefulSet brings it back, as a replica).
+    Stop {
+        /// Pod name.
+        pod: String,
+    },
+    /// Lift the fence of a node (its `requirepass` back), after this pass's pushes, and only if
+    /// the push to it did not fail: a fenced master is unfenced only once it runs the topology in
+    /// which it is a replica, or the one in which it stays master (a switchover given up).
+    Unfence {
+        /// Pod name.
+        pod: String,
+        /// Its IP.
+        ip: String,
+    },
     /// `CLUSTERX MIGRATE` on the source master of a migration status already records.
     Migrate {
         /// The move.
@@ -223,6 +245,8 @@ pub enum Wait {
     RollingUpdate(usize),
     /// The layout cannot be turned into a topology.
     InvalidTopology(String),
+    /// A planned switchover was given up this pass (the message says why); it is tried again.
+    SwitchoverPostponed(String),
 }
 
 impl Wait {
@@ -236,6 +260,7 @@ impl Wait {
             Wait::SlotMigrationBlocked(_) => "SlotMigrationBlocked",
             Wait::RollingUpdate(_) => "RollingUpdate",
             Wait::InvalidTopology(_) => "InvalidTopology",
+            Wait::SwitchoverPostponed(_) => "SwitchoverPostponed",
         }
     }
 
@@ -262,7 +287,7 @@ impl Wait {
             Wait::RollingUpdate(n) => format!(
                 "{n} pod(s) run an old template or kvrocks.conf; restarting them one at a time, masters last"
             ),
-            Wait::InvalidTopology(message) => message.clone(),
+            Wait::InvalidTopology(message) | Wait::SwitchoverPostponed(message) => message.clone(),
         }
     }
 }
@@ -311,6 +336,22 @@ pub enum Next {
     Pods,
 }
 
+/// A planned switchover to make safe before the plan's topology is pushed: `from` is fenced and
+/// `to` must catch up with it (see `act::fence`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// Shard index.
+    pub shard: i32,
+    /// The master handing over.
+    pub from: String,
+    /// Its IP.
+    pub from_ip: String,
+    /// The replica taking over.
+    pub to: String,
+    /// Its IP.
+    pub to_ip: String,
+}
+
 /// The plan of one pass.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -320,6 +361,8 @@ pub struct Plan {
     pub version: u64,
     /// The topology of `layout`, when it is valid.
     pub topology: Option<Topology>,
+    /// Switchovers to fence before anything is pushed.
+    pub fences: Vec<Fence>,
     /// Commands, in order: pushes first.
     pub actions: Vec<Action>,
     /// Why the cluster is not Ready, if it is not.
@@ -390,12 +433,25 @@ pub fn plan(input: &Input<'_>) -> Plan {
         wait = Some(w);
     }
     let mut actions = versioned.pushes;
+    let fences = fences(input, &notes);
+    actions.extend(unfence(
+        input,
+        &layout,
+        versioned.version,
+        &actions,
+        &fences,
+    ));
     actions.extend(roll.actions);
     actions.extend(slots.action.take());
+    actions.extend(notes.iter().filter_map(|n| match n {
+        Note::Failover { from, .. } => Some(Action::Stop { pod: from.clone() }),
+        _ => None,
+    }));
     Plan {
         layout,
         version: versioned.version,
         topology: versioned.topology,
+        fences,
         actions,
         wait,
         migration: slots.migration,
@@ -404,6 +460,95 @@ pub fn plan(input: &Input<'_>) -> Plan {
         rolling: roll.rolling,
         notes,
         next,
+    }
+}
+
+/// The fences the plan's switchovers need (a master that does not answer cannot be fenced, and
+/// is never handed over from: see [`handover`]).
+fn fences(input: &Input<'_>, notes: &[Note]) -> Vec<Fence> {
+    let ip = |pod: &str| {
+        input
+            .observed
+            .pods
+            .iter()
+            .find(|p| p.pod == pod)
+            .and_then(|p| p.ip.clone())
+    };
+    notes
+        .iter()
+        .filter_map(|note| match note {
+            Note::Switchover {
+                shard, from, to, ..
+            } => Some(Fence {
+                shard: *shard,
+                from: from.clone(),
+                from_ip: ip(from)?,
+                to: to.clone(),
+                to_ip: ip(to)?,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every fenced node (this pass's and any a previous pass left) is unfenced once it runs the
+/// plan's version: it already does, or is pushed it now.
+fn unfence(
+    input: &Input<'_>,
+    layout: &[ShardStatus],
+    version: u64,
+    pushes: &[Action],
+    fences: &[Fence],
+) -> Vec<Action> {
+    let pushed = |pod: &str| {
+        pushes
+            .iter()
+            .any(|a| matches!(a, Action::Push { pod: p, .. } if p == pod))
+    };
+    let mut out: Vec<Action> = fences
+        .iter()
+        .map(|f| Action::Unfence {
+            pod: f.from.clone(),
+            ip: f.from_ip.clone(),
+        })
+        .collect();
+    for node in layout.iter().flat_map(|s| &s.nodes) {
+        let Some(obs) = input.observed.nodes.get(&node.pod) else {
+            continue;
+        };
+        let current = obs.version == Some(version) || pushed(&node.pod);
+        let listed = out
+            .iter()
+            .any(|a| matches!(a, Action::Unfence { pod, .. } if *pod == node.pod));
+        if obs.fenced && obs.reachable && current && !listed {
+            out.push(Action::Unfence {
+                pod: node.pod.clone(),
+                ip: node.ip.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// The plan of a pass whose switchover was given up (`why`): nothing changes, nothing is sent;
+/// the status keeps its layout and says why, and the next pass plans again.
+pub fn hold(input: &Input<'_>, plan: Plan, why: String) -> Plan {
+    Plan {
+        layout: input.status.shards.clone(),
+        version: input.status_version(),
+        topology: None,
+        fences: Vec::new(),
+        actions: Vec::new(),
+        wait: Some(Wait::SwitchoverPostponed(why)),
+        migration: input.status.migration.clone(),
+        migrations_done: input
+            .status
+            .slot_migrations_done
+            .map_or(0, |d| d.max(0).unsigned_abs() as usize),
+        rebalance: input.status.rebalance_target,
+        rolling: plan.rolling,
+        notes: Vec::new(),
+        next: Next::Pods,
     }
 }
 

@@ -218,6 +218,7 @@ fn build(
                     version: Some(if d.current { version } else { version - 1 }),
                     offset: d.offset,
                     link_up: d.link_up,
+                    ..Default::default()
                 },
             );
         }
@@ -346,8 +347,9 @@ proptest! {
     }
 
     /// No master leaves the layout: a shard's master that answers is still in it (a shrinking
-    /// shard drops replicas only), and a pod that stops being master while it answers handed
-    /// over to a caught-up replica.
+    /// shard drops replicas only), and a pod that stops being master while it answers hands over
+    /// to a replica linked to it and close behind, through a fence: the plan fences it until the
+    /// new master caught up (`act::fence`) and lifts the fence only after the push.
     #[test]
     fn a_scale_down_never_removes_a_master(case in arb_case()) {
         let plan = plan(&case.input());
@@ -363,8 +365,13 @@ proptest! {
             if new_master != master.pod && case.observed.reachable(&master.pod) {
                 let from = case.observed.nodes.get(&master.pod).unwrap();
                 let to = case.observed.nodes.get(&new_master).unwrap();
-                prop_assert!(to.reachable && to.link_up && to.offset >= from.offset,
-                    "{} took over from {} without catching up", new_master, master.pod);
+                prop_assert!(to.reachable && to.link_up
+                    && from.offset.saturating_sub(to.offset) <= handover::NEAR_SEQUENCES,
+                    "{} took over from {} without being close behind it", new_master, master.pod);
+                prop_assert!(plan.fences.iter().any(|f| f.from == master.pod && f.to == new_master),
+                    "{} took over from {} without a fence: {:?}", new_master, master.pod, plan.fences);
+                prop_assert!(plan.actions.iter().any(|a| matches!(a, Action::Unfence { pod, .. } if *pod == master.pod)),
+                    "the fence of {} is never lifted", master.pod);
             }
         }
     }
