@@ -296,13 +296,14 @@ async fn a_killed_master_process_loses_only_the_last_second() {
 }
 
 #[tokio::test]
-#[ignore = "unfenced old master: cutting shard 1's master off lost 676 of 4,612 acknowledged writes (kvrocks 2.10.1, fred cluster client): when its network came back the client's connection to the old master resumed and it, still on topology version 1, acknowledged writes for about 70 ms until the operator pushed version 2 and it resynced from the new master"]
 async fn a_cut_off_master_loses_only_the_last_second() {
     let Some(kc) = Kc::start("cluster: master cut off", "kc-cut", 3, 1, json!({})).await else {
         return;
     };
-    // Cut shard 1's master off: the operator promotes its replica.
+    // Cut shard 1's master off: the operator promotes its replica and stops the old master's
+    // pod, so it cannot take writes from clients with the old slot map when its network returns.
     let old = master_of_shard(&kc.get().await, 1).unwrap();
+    let old_uid = kc.sc.pod_uids("kc-").await.get(&old).cloned();
     let writer = kc.writer("cut").await;
     let started = Instant::now();
     kc.sc.testbed.cut_network(&kc.sc.pod(&old)).await.unwrap();
@@ -321,11 +322,34 @@ async fn a_cut_off_master_loses_only_the_last_second() {
         master_of_shard(&after, 1).unwrap_or_default(),
         started.elapsed().as_secs_f64()
     );
-    kc.sc
-        .testbed
-        .restore_network(&kc.sc.pod(&old))
+    // The old pod is stopped: the network comes back to it only if it still runs.
+    let pods: Api<Pod> = kc.sc.api();
+    let stopped = wait::until("the old master's pod stopped", READY_TIMEOUT, async || {
+        match pods.get_opt(&old).await.map_err(|e| e.to_string())? {
+            Some(p) if p.uid() == old_uid && p.metadata.deletion_timestamp.is_none() => {
+                Err("still running, not being deleted".to_owned())
+            }
+            _ => Ok(()),
+        }
+    })
+    .await;
+    stopped.unwrap();
+    kvrocks_e2e::say!(
+        "cluster: the old master's pod {old} was stopped {:.1} s after the cut",
+        started.elapsed().as_secs_f64()
+    );
+    let still_there = pods
+        .get_opt(&old)
         .await
-        .unwrap();
+        .unwrap()
+        .is_some_and(|p| p.uid() == old_uid);
+    if still_there {
+        kc.sc
+            .testbed
+            .restore_network(&kc.sc.pod(&old))
+            .await
+            .unwrap();
+    }
     kc.wait_shape(3, 2, "Ready, 3 x 2 after the cut").await;
     let log = kc.finish(writer).await;
     log.verify(&kc.target().await)

@@ -29,6 +29,9 @@ pub enum Failed {
     Sentinel,
     /// The Kubernetes API refused.
     Kube,
+    /// Not done now, on purpose (a switchover whose replicas or sentinels are not ready): it
+    /// becomes [`Result::Postponed`], not a failure.
+    Postponed,
 }
 
 impl Failed {
@@ -38,6 +41,7 @@ impl Failed {
             Failed::Kvrocks => "kvrocks",
             Failed::Sentinel => "sentinel",
             Failed::Kube => "kube",
+            Failed::Postponed => "postponed",
         }
     }
 }
@@ -74,6 +78,8 @@ pub enum Result {
     Done,
     /// kvrocks.conf could not be set live: the pod restarts instead (not an error).
     NeedsRestart(String),
+    /// Not done now (a switchover waits for its replicas or sentinels; not an error).
+    Postponed(String),
     /// It failed.
     Failed(Failure),
 }
@@ -143,6 +149,7 @@ pub async fn run(plan: &Plan, env: &Env<'_>) -> Vec<Outcome> {
             Result::NeedsRestart(why) => {
                 tracing::info!(?action, %why, "not changeable live: the pod will be restarted");
             }
+            Result::Postponed(why) => tracing::info!(?action, %why, "postponed"),
             Result::Done => tracing::info!(?action, "done"),
         }
         outcomes.push(Outcome {
@@ -221,6 +228,13 @@ async fn one(
                 message,
             },
         ) => Ok(Result::NeedsRestart(message)),
+        (
+            _,
+            Failure {
+                kind: Failed::Postponed,
+                message,
+            },
+        ) => Ok(Result::Postponed(message)),
         (_, f) => Err(f),
     })
 }
@@ -346,9 +360,13 @@ async fn switchover(
     for replica in replicas {
         ips.push((*replica, ip_of(env.pods, replica)?));
     }
+    let postponed = |why: String| Failure {
+        kind: Failed::Postponed,
+        message: format!("switchover off {from} postponed: {why}"),
+    };
     sentinels_see_replicas(env, &from_ip, &ips)
         .await
-        .map_err(|why| failed(format!("postponed, {why}")))?;
+        .map_err(postponed)?;
     let fenced = Fenced::fence(&from_ip, env.password)
         .await
         .map_err(failed)?;
@@ -363,8 +381,8 @@ async fn switchover(
             .await;
         if let Err(why) = caught_up {
             let lifted = fenced.lift(env.password).await;
-            return Err(failed(format!(
-                "postponed, {why}{}",
+            return Err(postponed(format!(
+                "{why}{}",
                 lifted.err().map(|l| format!("; {l}")).unwrap_or_default()
             )));
         }

@@ -162,8 +162,14 @@ fn readiness(inputs: &Inputs<'_>, master: Option<&PodView>) -> (bool, String, St
     let all_there = observed.pods.len() == desired && synced + 1 == desired && master.is_some();
     let settled = all_there && plan.steady();
     let master_name = master.map(|m| m.name.as_str()).unwrap_or_default();
+    let postponed = inputs.outcomes.iter().find_map(|o| match &o.result {
+        crate::act::Result::Postponed(why) => Some(why.clone()),
+        _ => None,
+    });
     if let Some(wait) = &plan.wait {
         (false, wait.reason().to_owned(), wait.message())
+    } else if let Some(why) = postponed {
+        (false, "SwitchoverPostponed".to_owned(), why)
     } else if let Some(pod) = master.filter(|p| settled && !p.ready) {
         (
             false,

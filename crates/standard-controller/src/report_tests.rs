@@ -172,3 +172,24 @@ fn a_moved_master_is_a_failover_and_unsupported_keys_stay_the_degraded_reason() 
     assert!(degraded.message.contains("no-such-key"));
     assert!(degraded.message.contains("CONFIG SET refused"));
 }
+
+#[test]
+fn a_postponed_switchover_says_why_without_a_failure() {
+    let (o, mut p) = steady();
+    p.actions = vec![Action::Switchover { from: "s-0".into() }];
+    let why = "switchover off s-0 postponed: replica 10.0.0.11 at offset 5, the fenced master at 9 after 2.0 s";
+    let outcomes = [Outcome {
+        action: Action::Switchover { from: "s-0".into() },
+        result: ActResult::Postponed(why.into()),
+        warnings: Vec::new(),
+    }];
+    let previous = KvrocksStandardStatus::default();
+    let verdict = ConfigVerdict::default();
+    let r = report(&inputs(&o, &p, &outcomes, &previous, &verdict));
+    assert!(!r.ready);
+    let ready = condition(&r, "Ready");
+    assert_eq!(ready.reason, "SwitchoverPostponed");
+    assert_eq!(ready.message, why);
+    assert_eq!(condition(&r, "Degraded").status, "False");
+    assert!(r.failures.is_empty() && r.notes.is_empty());
+}

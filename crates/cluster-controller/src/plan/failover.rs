@@ -1,5 +1,8 @@
 //! Failover: a shard's master that has not answered for `spec.failover.timeout` is replaced by
-//! the replica with the most data among those that completed a sync.
+//! the replica with the most data among those that completed a sync, unless one of its replicas
+//! still hears from it (the operator alone lost it: a failover would leave a live master taking
+//! writes). The old master's pod is then stopped (`Action::Stop`) so it cannot take writes when
+//! its network returns.
 //!
 //! kvrocks refuses SLAVEOF in cluster mode, so the operator promotes by pushing a topology in
 //! which the chosen replica is the shard's master. The time a master has been unreachable counts
@@ -13,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kvrocks_api::cluster::ShardStatus;
 use kvrocks_api::labels::{Role, ordinal};
 
-use super::{Input, Note, Wait};
+use super::{Input, NodeObs, Note, Wait};
 use crate::topo;
 
 /// The timeout when the spec's cannot be read (validation reports it).
@@ -47,6 +50,25 @@ pub fn choose_promotion(candidates: &[Candidate]) -> Option<&Candidate> {
 fn preference(a: &Candidate, b: &Candidate) -> Ordering {
     let key = |c: &Candidate| (c.offset, Reverse(ordinal(&c.pod).unwrap_or(u32::MAX)));
     key(a).cmp(&key(b)).then_with(|| b.pod.cmp(&a.pod))
+}
+
+/// A replica (of `replicas`, as observed) that heard from its master less than `timeout - 1 s`
+/// ago (at least 1 s): kvrocks masters send their replicas a heartbeat every few seconds, so a
+/// replica that heard one that recently shows the master is alive on the data path.
+pub fn hears_master<'a>(
+    replicas: impl IntoIterator<Item = (&'a str, &'a NodeObs)>,
+    timeout: Duration,
+) -> Option<&'a str> {
+    let recent = timeout.saturating_sub(Duration::from_secs(1)).max(Duration::from_secs(1));
+    replicas
+        .into_iter()
+        .find(|(_, o)| {
+            o.reachable
+                && o.link_up
+                && o.last_io_secs
+                    .is_some_and(|s| s >= 0 && Duration::from_secs(s.unsigned_abs()) < recent)
+        })
+        .map(|(pod, _)| pod)
 }
 
 /// The candidates of a shard: its replicas as observed.
@@ -139,6 +161,22 @@ pub fn apply(input: &Input<'_>, layout: &mut [ShardStatus]) -> Failed {
                 shard: shard.index,
                 master,
                 left,
+            });
+            continue;
+        }
+        let replicas = shard
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Replica)
+            .filter_map(|n| Some((n.pod.as_str(), input.observed.nodes.get(&n.pod)?)));
+        if let Some(replica) = hears_master(replicas, timeout) {
+            failed.due = Some(failed.due.map_or(Duration::from_secs(1), |d| {
+                d.min(Duration::from_secs(1))
+            }));
+            failed.wait.get_or_insert(Wait::MasterHeardByReplica {
+                shard: shard.index,
+                master,
+                replica: replica.to_owned(),
             });
             continue;
         }

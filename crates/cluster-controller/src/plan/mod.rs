@@ -239,6 +239,15 @@ pub enum Wait {
         /// How long until the failover.
         left: Duration,
     },
+    /// A master the operator cannot reach is still heard by one of its replicas: no failover.
+    MasterHeardByReplica {
+        /// Shard index.
+        shard: i32,
+        /// The master's pod.
+        master: String,
+        /// The replica that hears it.
+        replica: String,
+    },
     /// Slots cannot move now (the message says why).
     SlotMigrationBlocked(String),
     /// Pods run an old template or kvrocks.conf.
@@ -257,6 +266,7 @@ impl Wait {
             Wait::NewShard(_) => "WaitingForShard",
             Wait::NoFailoverCandidate { .. } => "NoFailoverCandidate",
             Wait::MasterUnreachable { .. } => "MasterUnreachable",
+            Wait::MasterHeardByReplica { .. } => "MasterUnreachableFromOperator",
             Wait::SlotMigrationBlocked(_) => "SlotMigrationBlocked",
             Wait::RollingUpdate(_) => "RollingUpdate",
             Wait::InvalidTopology(_) => "InvalidTopology",
@@ -282,6 +292,13 @@ impl Wait {
             } => format!(
                 "shard {shard}: master {master} does not answer; failover in {:.1} s unless it comes back",
                 left.as_secs_f64()
+            ),
+            Wait::MasterHeardByReplica {
+                shard,
+                master,
+                replica,
+            } => format!(
+                "shard {shard}: the operator cannot reach master {master}, but its replica {replica} still hears from it; no failover while it is alive on the data path"
             ),
             Wait::SlotMigrationBlocked(message) => message.clone(),
             Wait::RollingUpdate(n) => format!(
