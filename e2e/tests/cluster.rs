@@ -516,3 +516,37 @@ async fn replica_scaling_a_roll_and_an_operator_killed_mid_migration_lose_no_wri
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_gracefully_deleted_master_pod_hands_over_and_loses_no_write() {
+    let Some(kc) = Kc::start("cluster: graceful master delete", "kc-graceful", 3, 1, json!({})).await
+    else {
+        return;
+    };
+    // `kubectl delete pod` of shard 1's master: its preStop hook holds the process while the
+    // operator fences it and hands the shard to its replica; nothing it acknowledged is lost.
+    let old = master_of_shard(&kc.get().await, 1).unwrap();
+    let writer = kc.writer("graceful").await;
+    let started = Instant::now();
+    kc.sc.testbed.delete_pod(&kc.sc.pod(&old)).await.unwrap();
+    let after = wait::for_object(
+        &kc.clusters(),
+        KC,
+        Duration::from_secs(30),
+        "shard 1 handed over",
+        |c| master_of_shard(c, 1).is_some_and(|m| m != old),
+    )
+    .await
+    .unwrap();
+    kvrocks_e2e::say!(
+        "cluster: shard 1 handed over from {old} to {} {:.1} s after the delete",
+        master_of_shard(&after, 1).unwrap_or_default(),
+        started.elapsed().as_secs_f64()
+    );
+    kc.wait_shape(3, 2, "Ready, 3 x 2 after the delete").await;
+    let log = kc.finish(writer).await;
+    log.verify(&kc.target().await)
+        .await
+        .unwrap()
+        .assert_none_lost("cluster: master pod deleted gracefully");
+}

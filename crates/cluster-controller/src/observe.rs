@@ -57,9 +57,16 @@ pub async fn observe(
 ) -> Observed {
     let mut pods: Vec<PodObs> = listed
         .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter_map(|p| pod_obs(p, hashes, state, key))
         .collect();
     pods.sort_by_key(|p| (p.shard, p.ordinal));
+    let stopping: Vec<PodObs> = listed
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_some())
+        .filter_map(|p| pod_obs(p, hashes, state, key))
+        .filter(|p| p.ip.is_some())
+        .collect();
     let targets = pods
         .iter()
         .filter_map(|p| {
@@ -77,7 +84,7 @@ pub async fn observe(
             .filter(|v| !v.reachable)
             .map(|v| v.since);
     }
-    let nodes: BTreeMap<String, NodeObs> = futures::future::join_all(pods.iter().map(|p| async {
+    let nodes: BTreeMap<String, NodeObs> = futures::future::join_all(pods.iter().chain(&stopping).map(|p| async {
         // Counted down by the prober: asked again, briefly (fresh evidence beats a verdict that
         // may be a slow second; a pod really gone costs this, not a connect timeout).
         let connect = match p.unreachable_since {
@@ -97,6 +104,7 @@ pub async fn observe(
     let mut observed = Observed {
         uid: cr.uid().unwrap_or_default(),
         pods,
+        stopping,
         nodes,
         ahead: None,
         migration: None,
@@ -110,9 +118,6 @@ pub async fn observe(
 }
 
 fn pod_obs(pod: &Pod, hashes: &Hashes, state: &State, key: &WakeTarget) -> Option<PodObs> {
-    if pod.metadata.deletion_timestamp.is_some() {
-        return None;
-    }
     let name = pod.name_any();
     let shard = pod.labels().get(SHARD)?.parse::<u32>().ok()?;
     let annotations = pod.annotations();

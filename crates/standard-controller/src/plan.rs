@@ -119,6 +119,7 @@ pub fn plan(observed: &Observed, now: Instant) -> Plan {
     plan.master = Some(master.name.clone());
     converge(observed, master, &excluded, &mut plan);
     scale(observed, master, &mut plan);
+    evacuate(observed, master, &mut plan);
     roll(observed, master, &mut plan);
     with_upkeep(observed, lift_fences(observed, plan))
 }
@@ -201,6 +202,11 @@ fn follow_sentinel<'a>(
         }
         return None;
     };
+    if pod.deleting && pod.node.as_ref().is_some_and(|n| n.master) {
+        // Its pod is being deleted and its preStop hook holds the process: still the master,
+        // until [`evacuate`] hands over.
+        return Some(pod);
+    }
     let stuck = observed
         .sentinel_stuck_since
         .is_some_and(|since| now.saturating_duration_since(since) >= STUCK_AFTER);
@@ -381,6 +387,28 @@ fn scale(observed: &Observed, master: &PodView, plan: &mut Plan) {
         plan.wait(Wait::Switchover {
             master: master.name.clone(),
             desired: observed.desired,
+        });
+    }
+}
+
+/// Step 3b: a master whose pod is being deleted (a drain, an eviction, `kubectl delete pod`)
+/// hands over to a synced replica while its preStop hook holds the process (see
+/// `kvrocks_operator_core::builders::kvrocks::pre_stop_script`), instead of dying as a crash.
+fn evacuate(observed: &Observed, master: &PodView, plan: &mut Plan) {
+    let switching = plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Switchover { .. }));
+    if !master.deleting || switching || !observed.monitored {
+        return;
+    }
+    let candidate = observed
+        .pods
+        .iter()
+        .any(|p| !p.deleting && plan.synced.get(&p.name).copied().unwrap_or(false));
+    if candidate {
+        plan.actions.push(Action::Switchover {
+            from: master.name.clone(),
         });
     }
 }

@@ -619,3 +619,28 @@ fn a_fence_is_lifted_on_the_master_only_when_nobody_else_was_promoted() {
             .any(|a| matches!(a, Action::Unfence { .. }))
     );
 }
+
+#[test]
+fn a_master_whose_pod_is_being_deleted_hands_over_while_its_hook_holds_it() {
+    let mut o = observed(vec![
+        pod(0, Some(master(900)), Some("master")),
+        pod(1, Some(replica("10.0.0.10", 900, "100")), Some("replica")),
+    ]);
+    o.pods[0].deleting = true;
+    o.sentinel_master = Some("10.0.0.10".into());
+    o.sentinels_agree = true;
+    o.monitored = true;
+    let p = run(&o);
+    assert_eq!(p.master.as_deref(), Some("s-0"));
+    assert!(
+        p.actions.contains(&Action::Switchover { from: "s-0".into() }),
+        "{:?}",
+        p.actions
+    );
+    // Nobody to hand over to: no switchover (the hook lets it go at once).
+    let mut alone = o.clone();
+    alone.pods.truncate(1);
+    alone.desired = 1;
+    alone.statefulset_replicas = Some(1);
+    assert!(!run(&alone).actions.iter().any(|a| matches!(a, Action::Switchover { .. })));
+}

@@ -33,6 +33,7 @@ pub fn target(
         .nodes
         .iter()
         .filter(|n| n.role == Role::Replica && ordinal(&n.pod).is_some_and(&stays))
+        .filter(|n| !input.observed.stopping.iter().any(|p| p.pod == n.pod))
         .filter_map(|n| {
             let obs = input.observed.nodes.get(&n.pod)?;
             Some(Candidate {
@@ -67,6 +68,31 @@ pub fn off_leaving_ordinals(input: &Input<'_>, layout: &mut [ShardStatus]) -> Ve
                 from: master,
                 to,
                 why: "before the shard shrinks",
+            });
+        }
+    }
+    notes
+}
+
+/// Masters whose pod is being deleted (a drain, an eviction, `kubectl delete pod`) hand over to a
+/// replica while their preStop hook holds the process, instead of dying as a crash and waiting
+/// out the failover timeout.
+pub fn off_stopping_pods(input: &Input<'_>, layout: &mut [ShardStatus]) -> Vec<Note> {
+    let mut notes = Vec::new();
+    for shard in layout.iter_mut() {
+        let Some(master) = topo::master_of(shard).map(|m| m.pod.clone()) else {
+            continue;
+        };
+        if !input.observed.stopping.iter().any(|p| p.pod == master) {
+            continue;
+        }
+        if let Some(to) = target(input, shard, |_| true) {
+            topo::promote(shard, &to);
+            notes.push(Note::Switchover {
+                shard: shard.index,
+                from: master,
+                to,
+                why: "before its pod stops",
             });
         }
     }

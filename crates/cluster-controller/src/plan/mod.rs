@@ -90,6 +90,9 @@ pub struct Observed {
     pub uid: String,
     /// Its data pods (not the ones being deleted).
     pub pods: Vec<PodObs>,
+    /// Its data pods being deleted that still run (a preStop hook holds a master's process until
+    /// it handed over, see `handover::off_stopping_pods`).
+    pub stopping: Vec<PodObs>,
     /// What each pod's kvrocks said, by pod name.
     pub nodes: BTreeMap<String, NodeObs>,
     /// A newer layout a node runs than status records (the operator stopped between a push and
@@ -425,6 +428,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         }
         slots.rebalance = layout::rebalance_target(input, &layout, slots.rebalance);
         notes.extend(handover::off_leaving_ordinals(input, &mut layout));
+        notes.extend(handover::off_stopping_pods(input, &mut layout));
     }
     let changed = !layout::same(&layout, &baseline);
     if input.in_sync(&layout) && !changed && wait.is_none() {
@@ -488,6 +492,7 @@ fn fences(input: &Input<'_>, notes: &[Note]) -> Vec<Fence> {
             .observed
             .pods
             .iter()
+            .chain(&input.observed.stopping)
             .find(|p| p.pod == pod)
             .and_then(|p| p.ip.clone())
     };

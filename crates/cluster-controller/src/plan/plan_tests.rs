@@ -488,3 +488,72 @@ fn node(reachable: bool) -> NodeDraw {
         probed_down_ms: None,
     }
 }
+
+fn one_shard_of_two() -> Case {
+    build(
+        vec![(vec![0, 1], 0, vec![node(true), node(true)])],
+        1,
+        1,
+        None,
+        0,
+        false,
+        1,
+    )
+}
+
+#[test]
+fn a_master_whose_pod_is_being_deleted_hands_over_through_a_fence() {
+    let mut case = one_shard_of_two();
+    let stopping = case.observed.pods.remove(0);
+    case.observed.stopping.push(stopping);
+    let plan = plan(&case.input());
+    assert_eq!(master_pod(&plan.layout, 0).as_deref(), Some("c-0-1"));
+    assert_eq!(
+        plan.fences,
+        vec![Fence {
+            shard: 0,
+            from: "c-0-0".into(),
+            from_ip: "10.0.0.0".into(),
+            to: "c-0-1".into(),
+            to_ip: "10.0.0.1".into(),
+        }]
+    );
+    assert!(plan.actions.contains(&Action::Unfence {
+        pod: "c-0-0".into(),
+        ip: "10.0.0.0".into()
+    }));
+    // A replica that is itself going away is no target.
+    let mut case = one_shard_of_two();
+    let stopping = case.observed.pods.remove(1);
+    case.observed.stopping.push(stopping);
+    assert!(plan_of(&case).fences.is_empty());
+}
+
+fn plan_of(case: &Case) -> Plan {
+    plan(&case.input())
+}
+
+#[test]
+fn a_failed_over_master_is_stopped_and_a_fence_left_behind_is_lifted() {
+    let mut case = one_shard_of_two();
+    case.observed.nodes.get_mut("c-0-0").unwrap().reachable = false;
+    case.observed.pods[0].unreachable_since = Some(case.now - Duration::from_secs(3));
+    let plan = plan_of(&case);
+    assert_eq!(master_pod(&plan.layout, 0).as_deref(), Some("c-0-1"));
+    assert!(plan.actions.contains(&Action::Stop {
+        pod: "c-0-0".into()
+    }));
+    // Not while a replica still hears it.
+    let replica = case.observed.nodes.get_mut("c-0-1").unwrap();
+    replica.last_io_secs = Some(0);
+    let plan = plan_of(&case);
+    assert_eq!(master_pod(&plan.layout, 0).as_deref(), Some("c-0-0"));
+    assert_eq!(plan.wait.unwrap().reason(), "MasterUnreachableFromOperator");
+    // A node a pass left fenced, at the current version: its fence goes.
+    let mut case = one_shard_of_two();
+    case.observed.nodes.get_mut("c-0-1").unwrap().fenced = true;
+    assert!(plan_of(&case).actions.contains(&Action::Unfence {
+        pod: "c-0-1".into(),
+        ip: "10.0.0.1".into()
+    }));
+}

@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
+    EnvVarSource, ExecAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
     PodTemplateSpec, Probe, SecretKeySelector, TCPSocketAction, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
@@ -121,6 +121,30 @@ pub fn start_script(cluster: bool) -> String {
     )
 }
 
+/// How long the preStop hook holds a master's stop at most, waiting for its handover.
+pub const PRE_STOP_HOLD_SECS: u32 = 10;
+
+/// The preStop hook: a pod being deleted (drain, eviction, `kubectl delete pod`, a rolling
+/// update) that is a master with replicas keeps running until the operator has handed its role to
+/// a replica, at most [`PRE_STOP_HOLD_SECS`]. It goes at once when it is a replica, has no
+/// replica, or does not answer (or the image has no `redis-cli`); a fenced master (it refuses the
+/// password while the switchover runs) is waited for.
+pub fn pre_stop_script() -> String {
+    let rounds = PRE_STOP_HOLD_SECS * 5;
+    format!(
+        "i=0\n\
+         while [ $i -lt {rounds} ]; do\n\
+         \x20 info=$(REDISCLI_AUTH=\"${PASSWORD_ENV}\" redis-cli -p {KVROCKS_PORT} INFO replication 2>/dev/null | tr -d '\\r')\n\
+         \x20 case \"$info\" in\n\
+         \x20   *role:slave*|'') exit 0 ;;\n\
+         \x20   *role:master*connected_slaves:0*) exit 0 ;;\n\
+         \x20 esac\n\
+         \x20 sleep 0.2\n\
+         \x20 i=$((i+1))\n\
+         done\n"
+    )
+}
+
 /// What a kvrocks StatefulSet is made of.
 #[derive(Clone, Debug)]
 pub struct KvrocksSet<'a> {
@@ -212,6 +236,15 @@ pub fn statefulset(set: &KvrocksSet<'_>) -> StatefulSet {
     container_env.push(password_env(PASSWORD_ENV, &set.secret));
     pod.containers[0].env = Some(container_env);
     pod.containers[0].command = Some(vec!["sh".into(), "-c".into(), start_script(set.cluster)]);
+    pod.containers[0].lifecycle = Some(Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(vec!["sh".into(), "-c".into(), pre_stop_script()]),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
     if spec.exporter.enabled
         && let Some(exporter) = pod.containers.get_mut(1)
     {
@@ -378,6 +411,57 @@ fn exporter_container(spec: &KvrocksPodSpec) -> Container {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    /// Runs the preStop script under `sh` with a stand-in `redis-cli` that answers `replies` in
+    /// turn (the last one from then on); how many times it was asked, and how long it took.
+    fn hold(replies: &[&str]) -> (usize, std::time::Duration) {
+        let dir = std::env::temp_dir().join(format!(
+            "prestop-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, reply) in replies.iter().enumerate() {
+            std::fs::write(dir.join(format!("reply{i}")), reply).unwrap();
+        }
+        let last = replies.len() - 1;
+        let fake = format!(
+            "#!/bin/sh\n[ \"$REDISCLI_AUTH\" = secret ] || exit 1\nn=$(cat {d}/count 2>/dev/null || echo 0)\necho $((n+1)) > {d}/count\n[ $n -gt {last} ] && n={last}\ncat {d}/reply$n\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("redis-cli"), fake).unwrap();
+        std::process::Command::new("chmod")
+            .args(["+x", &dir.join("redis-cli").display().to_string()])
+            .status()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let status = std::process::Command::new("sh")
+            .args(["-c", &pre_stop_script()])
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.display()))
+            .env(PASSWORD_ENV, "secret")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let asked = std::fs::read_to_string(dir.join("count"))
+            .map_or(0, |c| c.trim().parse().unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+        (asked, started.elapsed())
+    }
+
+    #[test]
+    fn the_pre_stop_hook_holds_a_master_with_replicas_until_it_is_a_replica() {
+        let master = "# Replication\r\nrole:master\r\nconnected_slaves:1\r\nslave0:ip=10.0.0.2,port=6379,offset=5,lag=0\r\n";
+        let replica = "# Replication\r\nrole:slave\r\nmaster_host:10.0.0.2\r\n";
+        let fenced = "NOAUTH Authentication required.\n";
+        // A replica, a master without replicas, or no answer: it goes at once.
+        assert_eq!(hold(&[replica]).0, 1);
+        assert_eq!(hold(&["# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"]).0, 1);
+        assert_eq!(hold(&[""]).0, 1);
+        // A master, then fenced while it hands over, then a replica: held until then.
+        let (asked, took) = hold(&[master, fenced, fenced, replica]);
+        assert_eq!(asked, 4);
+        assert!(took < std::time::Duration::from_secs(PRE_STOP_HOLD_SECS.into()));
+    }
 
     fn spec() -> KvrocksPodSpec {
         serde_json::from_value(serde_json::json!({
