@@ -84,22 +84,23 @@ pub async fn observe(
             .filter(|v| !v.reachable)
             .map(|v| v.since);
     }
-    let nodes: BTreeMap<String, NodeObs> = futures::future::join_all(pods.iter().chain(&stopping).map(|p| async {
-        // Counted down by the prober: asked again, briefly (fresh evidence beats a verdict that
-        // may be a slow second; a pod really gone costs this, not a connect timeout).
-        let connect = match p.unreachable_since {
-            None => node::CONNECT_TIMEOUT,
-            Some(_) => PROBER_DOWN_CONNECT,
-        };
-        let obs = match &p.ip {
-            Some(ip) => read_node(ip, password, connect).await,
-            None => NodeObs::default(),
-        };
-        (p.pod.clone(), obs)
-    }))
-    .await
-    .into_iter()
-    .collect();
+    let nodes: BTreeMap<String, NodeObs> =
+        futures::future::join_all(pods.iter().chain(&stopping).map(|p| async {
+            // Counted down by the prober: asked again, briefly (fresh evidence beats a verdict that
+            // may be a slow second; a pod really gone costs this, not a connect timeout).
+            let connect = match p.unreachable_since {
+                None => node::CONNECT_TIMEOUT,
+                Some(_) => PROBER_DOWN_CONNECT,
+            };
+            let obs = match &p.ip {
+                Some(ip) => read_node(ip, password, connect).await,
+                None => NodeObs::default(),
+            };
+            (p.pod.clone(), obs)
+        }))
+        .await
+        .into_iter()
+        .collect();
     let status = cr.status.clone().unwrap_or_default();
     let mut observed = Observed {
         uid: cr.uid().unwrap_or_default(),

@@ -80,6 +80,10 @@ pub struct Observed {
     pub sentinel_failing_over: bool,
     /// Every sentinel that answered names the same master.
     pub sentinels_agree: bool,
+    /// Sentinel pods of the group (0: none runs yet).
+    pub sentinel_group: usize,
+    /// How many of them answered.
+    pub sentinels_answering: usize,
     /// The master pod recorded in status.
     pub status_master: Option<String>,
     /// The `slave-priority` replicas get once synced (from spec.config, default 100).
@@ -194,6 +198,13 @@ pub enum Wait {
         /// `spec.replicas`.
         desired: u32,
     },
+    /// Fewer sentinels answer than a quorum of the group: their view may be a minority's.
+    NoSentinelQuorum {
+        /// How many answered.
+        answering: usize,
+        /// Pods of the group.
+        group: usize,
+    },
     /// Scaling in needs the master off a pod that goes.
     Switchover {
         /// The master.
@@ -213,6 +224,7 @@ impl Wait {
             Wait::MasterRestarted { .. } => "MasterRestarted",
             Wait::MasterUnreachable { .. } => "MasterUnreachable",
             Wait::Pods { .. } => "WaitingForPods",
+            Wait::NoSentinelQuorum { .. } => "NoSentinelQuorum",
             Wait::Switchover { .. } => "WaitingForSwitchover",
         }
     }
@@ -238,6 +250,10 @@ impl Wait {
             ),
             Wait::Pods { desired } => format!(
                 "no master yet: waiting until all {desired} pods answer, to promote the one with the most data"
+            ),
+            Wait::NoSentinelQuorum { answering, group } => format!(
+                "{answering} of {group} sentinels answer, fewer than a quorum ({}): the operator neither follows a minority's view nor chooses a master itself; waiting",
+                group / 2 + 1
             ),
             Wait::Switchover { master, desired } => format!(
                 "scaling in needs the master off {master}: waiting for a synced replica below ordinal {desired} and sentinel monitoring"

@@ -124,6 +124,8 @@ pub async fn observe(ctx: &Context, pods: &[Pod], inputs: &Inputs<'_>) -> Observ
         sentinel_master: sentinel.master,
         sentinel_failing_over: sentinel.failing_over,
         sentinels_agree: sentinel.agree,
+        sentinel_group: sentinel.group,
+        sentinels_answering: sentinel.answered,
         sentinel_master_down: sentinel.master_down,
         status_master: old.master.as_ref().map(|m| m.pod.clone()),
         priority: cr
@@ -280,6 +282,10 @@ pub struct SentinelView {
     pub master_down: bool,
     /// Every sentinel that answered names the same master.
     pub agree: bool,
+    /// Sentinel pods of the group (not being deleted).
+    pub group: usize,
+    /// How many of them answered.
+    pub answered: usize,
 }
 
 /// `SENTINEL MASTER <monitor>` on every sentinel of the group: the master IP most of them report
@@ -288,14 +294,18 @@ pub async fn sentinel_view(ctx: &Context, ns: &str, group: &str, monitor: &str) 
     let ips = sentinel_ips(ctx, ns, group).await;
     let answers = futures::future::join_all(ips.iter().map(|ip| async move {
         let client = SentinelClient::connect(sentinel_endpoint(ip)).await.ok()?;
-        let master = client.master(monitor).await.ok().flatten();
+        let master = client.master(monitor).await.ok();
         client.close().await;
         master
     }))
     .await;
-    let mut view = SentinelView::default();
+    let mut view = SentinelView {
+        group: ips.len(),
+        answered: answers.iter().filter(|a| a.is_some()).count(),
+        ..Default::default()
+    };
     let mut votes: BTreeMap<String, usize> = BTreeMap::new();
-    for master in answers.into_iter().flatten() {
+    for master in answers.into_iter().flatten().flatten() {
         view.failing_over |= master.is_failover_in_progress();
         view.master_down |= master.is_sdown() || master.is_odown();
         *votes.entry(master.addr.host).or_default() += 1;

@@ -164,7 +164,15 @@ fn lift_fences(observed: &Observed, mut plan: Plan) -> Plan {
 /// Step 1: who is the master? Sentinel's choice when it holds, else the operator's.
 fn choose_master<'a>(observed: &'a Observed, now: Instant, plan: &mut Plan) -> Option<&'a PodView> {
     let mut master = None;
-    if observed.sentinel_failing_over {
+    let quorum = observed.sentinel_group / 2 + 1;
+    if observed.sentinel_group > 0 && observed.sentinels_answering < quorum {
+        // Without a quorum the answering sentinels may be a minority with an old view, and a
+        // master the operator picked could undo a promotion the majority made.
+        plan.wait(Wait::NoSentinelQuorum {
+            answering: observed.sentinels_answering,
+            group: observed.sentinel_group,
+        });
+    } else if observed.sentinel_failing_over {
         // Sentinel is between promoting a replica and announcing it: pods report a mix of the
         // old and the new master. Acting on that mix would turn the promoted replica back (or
         // make the old master, maybe restarted empty, the source of a full sync).

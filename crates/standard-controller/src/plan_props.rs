@@ -98,6 +98,8 @@ fn state() -> impl Strategy<Value = Observed> {
                         sentinel_master_down: down,
                         sentinel_failing_over: failing,
                         sentinels_agree: true,
+                        sentinel_group: 3,
+                        sentinels_answering: 3,
                         status_master: (status > 0).then(|| format!("s-{}", status - 1)),
                         priority: "100".into(),
                         sentinel_stuck_since: [None, Some(at(NOW - 1)), Some(long_ago())]

@@ -633,7 +633,8 @@ fn a_master_whose_pod_is_being_deleted_hands_over_while_its_hook_holds_it() {
     let p = run(&o);
     assert_eq!(p.master.as_deref(), Some("s-0"));
     assert!(
-        p.actions.contains(&Action::Switchover { from: "s-0".into() }),
+        p.actions
+            .contains(&Action::Switchover { from: "s-0".into() }),
         "{:?}",
         p.actions
     );
@@ -642,5 +643,37 @@ fn a_master_whose_pod_is_being_deleted_hands_over_while_its_hook_holds_it() {
     alone.pods.truncate(1);
     alone.desired = 1;
     alone.statefulset_replicas = Some(1);
-    assert!(!run(&alone).actions.iter().any(|a| matches!(a, Action::Switchover { .. })));
+    assert!(
+        !run(&alone)
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Switchover { .. }))
+    );
+}
+
+#[test]
+fn without_a_sentinel_quorum_nothing_is_promoted_or_followed() {
+    // The master is gone; one sentinel of three answers (with an old view).
+    let mut o = observed(vec![
+        pod(0, None, Some("master")),
+        pod(1, Some(master(900)), Some("replica")),
+        pod(2, Some(replica("10.0.0.10", 800, "100")), Some("replica")),
+    ]);
+    o.sentinel_master = Some("10.0.0.10".into());
+    o.monitored = true;
+    o.sentinel_group = 3;
+    o.sentinels_answering = 1;
+    let p = run(&o);
+    assert_eq!(p.master, None);
+    assert_eq!(p.wait.as_ref().unwrap().reason(), "NoSentinelQuorum");
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::Promote { .. } | Action::Follow { .. })),
+        "{:?}",
+        p.actions
+    );
+    // Two of three: a quorum; the plan goes on.
+    o.sentinels_answering = 2;
+    assert_ne!(run(&o).wait.map(|w| w.reason()), Some("NoSentinelQuorum"));
 }

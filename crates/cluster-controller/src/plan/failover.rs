@@ -59,7 +59,9 @@ pub fn hears_master<'a>(
     replicas: impl IntoIterator<Item = (&'a str, &'a NodeObs)>,
     timeout: Duration,
 ) -> Option<&'a str> {
-    let recent = timeout.saturating_sub(Duration::from_secs(1)).max(Duration::from_secs(1));
+    let recent = timeout
+        .saturating_sub(Duration::from_secs(1))
+        .max(Duration::from_secs(1));
     replicas
         .into_iter()
         .find(|(_, o)| {
@@ -170,9 +172,11 @@ pub fn apply(input: &Input<'_>, layout: &mut [ShardStatus]) -> Failed {
             .filter(|n| n.role == Role::Replica)
             .filter_map(|n| Some((n.pod.as_str(), input.observed.nodes.get(&n.pod)?)));
         if let Some(replica) = hears_master(replicas, timeout) {
-            failed.due = Some(failed.due.map_or(Duration::from_secs(1), |d| {
-                d.min(Duration::from_secs(1))
-            }));
+            failed.due = Some(
+                failed
+                    .due
+                    .map_or(Duration::from_secs(1), |d| d.min(Duration::from_secs(1))),
+            );
             failed.wait.get_or_insert(Wait::MasterHeardByReplica {
                 shard: shard.index,
                 master,

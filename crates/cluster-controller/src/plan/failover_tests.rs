@@ -59,5 +59,8 @@ fn a_master_a_replica_still_hears_is_not_failed_over() {
     };
     assert_eq!(hears_master([("c-0-1", &unreachable)], timeout), None);
     // A longer timeout waits for a longer silence.
-    assert_eq!(hears_master([("c-0-1", &stale)], Duration::from_secs(10)), Some("c-0-1"));
+    assert_eq!(
+        hears_master([("c-0-1", &stale)], Duration::from_secs(10)),
+        Some("c-0-1")
+    );
 }

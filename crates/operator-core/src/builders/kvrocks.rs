@@ -15,9 +15,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, ExecAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
-    PodTemplateSpec, Probe, SecretKeySelector, TCPSocketAction, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    EnvVarSource, ExecAction, Lifecycle, LifecycleHandler, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
+    SecretKeySelector, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -105,16 +105,25 @@ pub fn config_map(meta: ObjectMeta, conf: String) -> ConfigMap {
 }
 
 /// The start script: a private kvrocks.conf with the password and `slaveof` itself appended.
-/// `cluster` nodes get no `slaveof` (kvrocks refuses replication commands in cluster mode).
+/// `cluster` nodes get no `slaveof` (kvrocks refuses replication commands in cluster mode);
+/// instead the topology a node persisted (`nodes.conf`) is set aside as `nodes.conf.last`, so a
+/// node starts serving nothing until the operator pushes the current topology: a master that was
+/// failed over while it was away must not come back as the master of its old slots.
 pub fn start_script(cluster: bool) -> String {
-    let slaveof = if cluster {
-        ""
+    let (slaveof, set_aside) = if cluster {
+        (
+            "",
+            format!(
+                "if [ -f {DATA_DIR}/nodes.conf ]; then mv -f {DATA_DIR}/nodes.conf {DATA_DIR}/nodes.conf.last; fi\n"
+            ),
+        )
     } else {
-        "slaveof 127.0.0.1 6379\\n"
+        ("slaveof 127.0.0.1 6379\\n", String::new())
     };
     format!(
         "set -e\n\
          umask 077\n\
+         {set_aside}\
          cp {CONF_DIR}/{CONF_KEY} {RUNTIME_DIR}/kvrocks.conf\n\
          printf 'requirepass %s\\nmasterauth %s\\n{slaveof}' \"${PASSWORD_ENV}\" \"${PASSWORD_ENV}\" >> {RUNTIME_DIR}/kvrocks.conf\n\
          exec kvrocks -c {RUNTIME_DIR}/kvrocks.conf\n"
@@ -442,8 +451,8 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let asked = std::fs::read_to_string(dir.join("count"))
-            .map_or(0, |c| c.trim().parse().unwrap());
+        let asked =
+            std::fs::read_to_string(dir.join("count")).map_or(0, |c| c.trim().parse().unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
         (asked, started.elapsed())
     }
@@ -455,7 +464,10 @@ mod tests {
         let fenced = "NOAUTH Authentication required.\n";
         // A replica, a master without replicas, or no answer: it goes at once.
         assert_eq!(hold(&[replica]).0, 1);
-        assert_eq!(hold(&["# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"]).0, 1);
+        assert_eq!(
+            hold(&["# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"]).0,
+            1
+        );
         assert_eq!(hold(&[""]).0, 1);
         // A master, then fenced while it hands over, then a replica: held until then.
         let (asked, took) = hold(&[master, fenced, fenced, replica]);
@@ -517,6 +529,9 @@ mod tests {
         let script = &c.command.as_ref().unwrap()[2];
         assert!(script.contains("slaveof 127.0.0.1 6379"));
         assert!(!start_script(true).contains("slaveof"));
+        // A cluster node starts without the topology it persisted (the operator pushes it).
+        assert!(start_script(true).contains("mv -f /data/nodes.conf /data/nodes.conf.last"));
+        assert!(!start_script(false).contains("nodes.conf"));
         // no storage: an emptyDir
         assert!(
             pod.volumes
