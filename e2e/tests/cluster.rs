@@ -551,3 +551,136 @@ async fn a_gracefully_deleted_master_pod_hands_over_and_loses_no_write() {
         .unwrap()
         .assert_none_lost("cluster: master pod deleted gracefully");
 }
+
+#[tokio::test]
+async fn a_refused_storage_change_stops_no_failover_and_a_larger_size_grows_the_claims_in_place() {
+    let Some(kc) = Kc::start("cluster: storage changes", "kc-storage", 2, 1, json!({})).await
+    else {
+        return;
+    };
+    let reason = |c: &KvrocksCluster| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| (c.reason.clone(), c.message.clone()))
+            .unwrap_or_default()
+    };
+    // A smaller size cannot be applied: a condition says so, and the operator goes on.
+    kc.sc
+        .patch_spec::<KvrocksCluster>(KC, json!({"storage": {"size": "128Mi"}}))
+        .await;
+    let refused = wait::for_object(&kc.clusters(), KC, READY_TIMEOUT, "SpecNotApplied", |c| {
+        reason(c).0 == "SpecNotApplied"
+    })
+    .await
+    .unwrap();
+    kvrocks_e2e::say!("cluster: shrinking refused: {}", reason(&refused).1);
+    assert!(
+        reason(&refused).1.contains("cannot shrink"),
+        "{:?}",
+        reason(&refused)
+    );
+    // A failover still happens while the StatefulSets keep their spec.
+    let old = master_of_shard(&refused, 1).unwrap();
+    let writer = kc.writer("refused").await;
+    let started = Instant::now();
+    kc.sc
+        .testbed
+        .kill_container(&kc.sc.pod(&old), "kvrocks")
+        .await
+        .unwrap();
+    let done = Instant::now();
+    wait::for_object(
+        &kc.clusters(),
+        KC,
+        Duration::from_secs(30),
+        "failover",
+        |c| master_of_shard(c, 1).is_some_and(|m| m != old),
+    )
+    .await
+    .unwrap();
+    let log = kc.finish(writer).await;
+    log.verify(&kc.target().await)
+        .await
+        .unwrap()
+        .assert_lost_only_before(
+            "cluster: a master killed while a spec is refused",
+            started,
+            done,
+        );
+
+    // A larger size grows every claim in place: same pods, no write lost.
+    let uids = kc.sc.pod_uids("kc-").await;
+    let (grown, _, _) = kc
+        .planned(
+            "storage 256Mi -> 512Mi",
+            json!({"storage": {"size": "512Mi"}}),
+            |c| shape(c, 2, 2),
+        )
+        .await;
+    assert_eq!(reason(&grown).0, "TopologyInSync");
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = kc.sc.api();
+    let sets: Api<StatefulSet> = kc.sc.api();
+    wait::until(
+        "every claim and StatefulSet at 512Mi",
+        READY_TIMEOUT,
+        async || {
+            let list = claims
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let sizes: Vec<String> = list
+                .items
+                .iter()
+                .filter_map(|c| {
+                    Some(
+                        c.spec
+                            .as_ref()?
+                            .resources
+                            .as_ref()?
+                            .requests
+                            .as_ref()?
+                            .get("storage")?
+                            .0
+                            .clone(),
+                    )
+                })
+                .collect();
+            let templates: Vec<String> = sets
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .iter()
+                .flat_map(|s| {
+                    s.spec
+                        .iter()
+                        .flat_map(|s| s.volume_claim_templates.iter().flatten())
+                })
+                .filter_map(|c| {
+                    Some(
+                        c.spec
+                            .as_ref()?
+                            .resources
+                            .as_ref()?
+                            .requests
+                            .as_ref()?
+                            .get("storage")?
+                            .0
+                            .clone(),
+                    )
+                })
+                .collect();
+            let all = |v: &[String]| !v.is_empty() && v.iter().all(|s| s == "512Mi");
+            if all(&sizes) && all(&templates) && templates.len() == 2 {
+                Ok(())
+            } else {
+                Err(format!("claims {sizes:?}, templates {templates:?}"))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let after = kc.sc.pod_uids("kc-").await;
+    assert_eq!(after, uids, "growing the claims restarted pods");
+}

@@ -139,6 +139,7 @@ async fn reconcile(
         plan: &plan,
         outcomes: &outcomes,
         verdict: &verdict,
+        refused: &hashes.refused,
     };
     publish(&ctx, &cr, &inputs).await?;
     Ok(Requeue::requeue(state.requeue(&key, plan.next)))

@@ -6,13 +6,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::{Api, ResourceExt};
 use kvrocks_api::KvrocksCluster;
 use kvrocks_api::labels::{self, Component, SHARD, names, ordinal};
 use kvrocks_operator_core::builders::{self, kvrocks as kb};
 use kvrocks_operator_core::server::ConfigVerdict;
+use kvrocks_operator_core::statefulset::{self, ClaimChange, SetApply};
 use kvrocks_operator_core::{Context, OwnedObjects, get_and_apply_if_changed};
 
 use crate::{Error, topo};
@@ -22,8 +24,11 @@ use crate::{Error, topo};
 pub struct Hashes {
     /// Of kvrocks.conf.
     pub config: String,
-    /// Of each shard's pod template without kvrocks.conf, by shard.
+    /// Of each shard's pod template without kvrocks.conf, by shard (the live StatefulSet's
+    /// while a claim change keeps the new one from being applied).
     pub templates: BTreeMap<u32, String>,
+    /// StatefulSets that keep their previous spec, and why.
+    pub refused: Vec<String>,
 }
 
 /// The shards that have objects: every shard of the spec, plus shards still in the layout
@@ -81,7 +86,10 @@ pub async fn apply(
     let mut hashes = Hashes {
         config: kb::text_hash(&conf),
         templates: BTreeMap::new(),
+        refused: Vec::new(),
     };
+    let claims: Api<PersistentVolumeClaim> = ctx.api_for(cr);
+    let classes: Api<StorageClass> = Api::all(ctx.client.clone());
     let secret =
         kvrocks_operator_core::auth::secret_name(&name, cr.spec.pod.auth.secret_name.as_deref());
     let shards = shard_set(cr);
@@ -97,8 +105,26 @@ pub async fn apply(
             &secret,
             &hashes.config,
         )?;
+        let live = sets
+            .get_opt(&set_name)
+            .await
+            .map_err(Error::kube(format!("get statefulset {set_name}")))?;
+        let template = live
+            .as_ref()
+            .filter(|l| matches!(statefulset::claim_change(l, &set), ClaimChange::Other(_)))
+            .and_then(statefulset::live_template_hash)
+            .unwrap_or(template);
         hashes.templates.insert(shard, template);
-        owned.record(get_and_apply_if_changed(&sets, &set).await?.object())?;
+        match statefulset::apply(&sets, &claims, &classes, &set, live.as_ref()).await? {
+            SetApply::Applied(applied) => owned.record(applied.as_ref())?,
+            SetApply::Replaced => {}
+            SetApply::Refused(why) => {
+                if let Some(live) = &live {
+                    owned.record(live)?;
+                }
+                hashes.refused.push(format!("{set_name}: {why}"));
+            }
+        }
         let service = kb::service(
             meta(&set_name, &shard_selector)?,
             shard_selector.clone(),

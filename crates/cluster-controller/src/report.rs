@@ -26,6 +26,8 @@ pub struct Inputs<'a> {
     pub outcomes: &'a [Outcome],
     /// What the running kvrocks said about `spec.config`.
     pub verdict: &'a ConfigVerdict,
+    /// StatefulSets that keep their previous spec, and why.
+    pub refused: &'a [String],
 }
 
 /// The failures worth saying in status (a live setting kvrocks refused is not one: the pod is
@@ -55,18 +57,42 @@ pub fn status(inputs: &Inputs<'_>) -> KvrocksClusterStatus {
         .filter(|n| !inputs.observed.reachable(&n.pod))
         .count();
     let nodes = layout.iter().map(|s| s.nodes.len()).sum::<usize>();
+    // Replicas that answer but have not completed their sync with their master (right after the
+    // first topology, a replica's full sync can hold it for a second).
+    let syncing = layout
+        .iter()
+        .flat_map(|s| &s.nodes)
+        .filter(|n| n.role == kvrocks_api::labels::Role::Replica)
+        .filter(|n| {
+            inputs
+                .observed
+                .nodes
+                .get(&n.pod)
+                .is_some_and(|o| o.reachable && !o.link_up)
+        })
+        .count();
     let moving = plan.migration.is_some()
         || plan.rebalance.is_some()
         || layout.len() != wanted
         || plan.migrations_done < inputs.spec.slot_migrations.len();
     let ready = plan.wait.is_none()
+        && inputs.refused.is_empty()
         && !layout.is_empty()
         && failed.is_empty()
         && unreachable == 0
         && nodes == layout.len() * per_shard
+        && syncing == 0
         && !moving;
     let (reason, message) = if let Some(wait) = &plan.wait {
         (wait.reason().to_owned(), wait.message())
+    } else if !inputs.refused.is_empty() {
+        (
+            "SpecNotApplied".to_owned(),
+            format!(
+                "StatefulSets keep their previous spec: {}",
+                inputs.refused.join("; ")
+            ),
+        )
     } else if !failed.is_empty() {
         ("ActionFailed".to_owned(), failed.join("; "))
     } else if moving {
@@ -79,6 +105,11 @@ pub fn status(inputs: &Inputs<'_>) -> KvrocksClusterStatus {
                 layout.len(),
                 plan.version
             ),
+        )
+    } else if unreachable == 0 && syncing > 0 {
+        (
+            "ReplicasSyncing".to_owned(),
+            format!("{syncing} replica(s) have not completed their sync with their master yet"),
         )
     } else {
         (

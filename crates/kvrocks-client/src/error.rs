@@ -211,11 +211,13 @@ fn is_client_side(message: &str) -> bool {
 }
 
 fn is_auth_message(message: &str) -> bool {
-    let upper = message.trim_start();
-    upper.starts_with("NOAUTH")
-        || upper.starts_with("WRONGPASS")
-        || upper.contains("invalid password")
-        || upper.contains("Authentication required")
+    let text = message.trim_start();
+    let lower = text.to_ascii_lowercase();
+    text.starts_with("NOAUTH")
+        || text.starts_with("WRONGPASS")
+        // kvrocks 2.10.1 answers a wrong AUTH with "ERR Invalid password".
+        || lower.contains("invalid password")
+        || lower.contains("authentication required")
 }
 
 /// Removes every occurrence of `secret` from `message`.
@@ -281,6 +283,11 @@ mod tests {
         ));
         assert!(matches!(
             map(ErrorKind::Unknown, "NOAUTH Authentication required."),
+            Error::Auth { .. }
+        ));
+        // kvrocks 2.10.1's answer to a wrong AUTH.
+        assert!(matches!(
+            map(ErrorKind::Unknown, "ERR Invalid password"),
             Error::Auth { .. }
         ));
         assert!(matches!(

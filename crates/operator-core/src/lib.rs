@@ -33,6 +33,7 @@ pub mod orphans;
 pub mod pods;
 pub mod prober;
 pub mod server;
+pub mod statefulset;
 pub mod wake;
 
 #[cfg(test)]

@@ -405,32 +405,45 @@ async fn switchover(
             PROMOTION_WITHIN.as_secs()
         )));
     };
-    if let Err(e) = follow_promoted(fenced.client(), &to_ip).await {
-        return Err(failed(format!(
-            "{to} promoted, but {from} did not follow it ({e}); it stays fenced until it does"
-        )));
+    match follow_promoted(fenced.client(), &to_ip).await {
+        Ok(()) => {}
+        Err(e) if is_own_replica(&e) => {
+            // kvrocks drops its replication link to the promoted pod only at its next liveness
+            // ping (every few seconds): the old master stays fenced (it serves no client) and a
+            // later pass makes it follow (`Action::Unfence`).
+            tracing::info!(%from, %to, outage = ?started.elapsed(),
+                "switchover done; the old master stays fenced until it can follow the new one");
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(failed(format!(
+                "{to} promoted, but {from} did not follow it ({e}); it stays fenced until it does"
+            )));
+        }
     }
     tracing::info!(%from, %to, outage = ?started.elapsed(), "switchover done: the old master follows the new one");
     fenced.lift(env.password).await.map_err(failed)
 }
 
-/// How long the old master retries following the promoted replica: kvrocks refuses to follow
-/// one of its own replicas ("can't replicate your own replicas") until that replica's link to it
-/// has closed, a moment after the promotion.
-const FOLLOW_WITHIN: Duration = Duration::from_secs(3);
+/// How long the old master retries following the promoted replica within the switchover.
+const FOLLOW_WITHIN: Duration = Duration::from_secs(1);
 
-/// `SLAVEOF <to_ip>` on the old master, retried while kvrocks still counts `to_ip` its replica.
+/// kvrocks refuses to follow one of its own replicas ("can't replicate your own replicas") until
+/// its replication link to it has closed, which it notices only at its next liveness ping.
+fn is_own_replica(e: &kvrocks_client::Error) -> bool {
+    e.server_message()
+        .is_some_and(|m| m.contains("own replica"))
+}
+
+/// `SLAVEOF <to_ip>` on the old master, retried for [`FOLLOW_WITHIN`] while kvrocks still counts
+/// `to_ip` its replica.
 async fn follow_promoted(old: &NodeClient, to_ip: &str) -> kvrocks_client::Result<()> {
     let deadline = Instant::now() + FOLLOW_WITHIN;
     let to = NodeAddr::new(to_ip, labels::KVROCKS_PORT as u16);
     loop {
         match old.slaveof(&to).await {
-            Err(e)
-                if Instant::now() < deadline
-                    && e.server_message()
-                        .is_some_and(|m| m.contains("own replica")) =>
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            Err(e) if Instant::now() < deadline && is_own_replica(&e) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             other => return other,
         }
@@ -441,7 +454,7 @@ async fn follow_promoted(old: &NodeClient, to_ip: &str) -> kvrocks_client::Resul
 const SENTINEL_PING_FRESH_MS: u64 = 2000;
 
 /// Every sentinel that answers must know each replica as a healthy replica of `master_ip` (a
-/// sentinel that has not heard from it lately cannot confirm its promotion) : a sentinel
+/// sentinel that has not heard from it lately cannot confirm its promotion): a sentinel
 /// whose last look at a pod is older than the previous failover (sentinel reads a replica's INFO
 /// every 10 s) sees the promoted pod as "a replica that turned master" and turns it back at once
 /// (`+convert-to-slave`), which aborts the switchover.
@@ -452,7 +465,10 @@ async fn sentinels_see_replicas(
 ) -> std::result::Result<(), String> {
     let ns = env.cr.namespace().unwrap_or_default();
     let monitor = names::standard_monitor(&env.cr.name_any());
-    for ip in sentinel_ips(env.ctx, &ns, &env.cr.spec.sentinel.name).await {
+    // In a fixed order, so the reason in status is the same from pass to pass.
+    let mut ips = sentinel_ips(env.ctx, &ns, &env.cr.spec.sentinel.name).await;
+    ips.sort();
+    for ip in ips {
         let client = SentinelClient::new(sentinel_endpoint(&ip));
         let seen = client.replicas(&monitor).await;
         client.close().await;
@@ -534,7 +550,14 @@ async fn unfence(
             .slaveof(&NodeAddr::new(master, labels::KVROCKS_PORT as u16))
             .await;
         client.close().await;
-        followed.map_err(|e| Failure::kvrocks(format!("fenced {pod} follows {master}: {e}")))?;
+        followed.map_err(|e| Failure {
+            kind: if is_own_replica(&e) {
+                Failed::Postponed
+            } else {
+                Failed::Kvrocks
+            },
+            message: format!("fenced {pod} follows {master}: {e}"),
+        })?;
     }
     fence::lift(&ip, env.password)
         .await

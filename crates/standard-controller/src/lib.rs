@@ -43,6 +43,7 @@ use kvrocks_api::labels::{Component, MONITOR_FINALIZER, names};
 use kvrocks_api::{KvrocksSentinel, KvrocksStandard};
 use kvrocks_client::Password;
 use kvrocks_operator_core::server::ConfigVerdict;
+use kvrocks_operator_core::statefulset::SetApply;
 use kvrocks_operator_core::{Context, controller, finalizers, patch_status_if_changed};
 use tokio_util::sync::CancellationToken;
 
@@ -126,7 +127,12 @@ async fn reconcile(
         None => observed.desired,
         Some(_) => plan.statefulset_replicas,
     };
-    objects::apply_workload(&ctx, &cr, replicas, &pass.hashes, pass.live_set.as_ref()).await?;
+    let set =
+        objects::apply_workload(&ctx, &cr, replicas, &pass.hashes, pass.live_set.as_ref()).await?;
+    let refused = match set {
+        SetApply::Refused(why) => Some(why),
+        SetApply::Applied(_) | SetApply::Replaced => None,
+    };
     let outcomes = act_pass(&ctx, &cr, &pass, &password, &plan).await;
     remember_refusals(&state, &key, &outcomes, &pass.hashes.config);
 
@@ -140,6 +146,7 @@ async fn reconcile(
         plan: &plan,
         outcomes: &outcomes,
         previous: &cr.status.clone().unwrap_or_default(),
+        refused: refused.as_deref(),
     });
     publish(&ctx, &cr, &report).await?;
     let steady = report.ready && plan.idle() && report.failures.is_empty();
@@ -168,8 +175,9 @@ async fn observe_pass(
 ) -> Result<Pass, Error> {
     let pods = observe::pods(ctx, &key.namespace, &key.name).await?;
     let verdict = observe::config_verdict(cr, &pods, password).await;
-    let hashes = objects::apply_config(ctx, cr, &verdict).await?;
+    let mut hashes = objects::apply_config(ctx, cr, &verdict).await?;
     let live_set = objects::live_statefulset(ctx, cr).await?;
+    objects::template_in_force(cr, live_set.as_ref(), &mut hashes);
     let (live_replicas, revision) = objects::live_facts(live_set.as_ref());
     let applied = observe::applied_password(ctx, &key.namespace, cr).await?;
     let names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();

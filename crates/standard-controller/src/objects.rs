@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::{Api, ResourceExt};
 use kvrocks_api::KvrocksStandard;
@@ -15,7 +15,8 @@ use kvrocks_api::labels::{self, Component, PASSWORD_KEY, ROLE, Role, SENTINEL, n
 use kvrocks_client::Password;
 use kvrocks_operator_core::builders::{self, kvrocks as kb};
 use kvrocks_operator_core::server::ConfigVerdict;
-use kvrocks_operator_core::{Context, apply_if_changed, get_and_apply_if_changed};
+use kvrocks_operator_core::statefulset::{self, SetApply};
+use kvrocks_operator_core::{Context, get_and_apply_if_changed};
 
 use crate::Error;
 
@@ -63,6 +64,23 @@ pub async fn apply_config(
     let template = bare.spec.map(|s| s.template);
     let template = kb::text_hash(&serde_json::to_string(&template).unwrap_or_default());
     Ok(Hashes { config, template })
+}
+
+/// Pods are compared with the live StatefulSet's pod template while its volume claims changed in
+/// a way that cannot be applied (see `kvrocks_operator_core::statefulset`): the new template is
+/// not applied either, and nothing may roll towards it.
+pub fn template_in_force(cr: &KvrocksStandard, live: Option<&StatefulSet>, hashes: &mut Hashes) {
+    let Some(live) = live else { return };
+    let Ok(desired) = statefulset(cr, 0, BTreeMap::new()) else {
+        return;
+    };
+    if matches!(
+        statefulset::claim_change(live, &desired),
+        statefulset::ClaimChange::Other(_)
+    ) && let Some(hash) = statefulset::live_template_hash(live)
+    {
+        hashes.template = hash;
+    }
 }
 
 /// The live StatefulSet, read once per pass.
@@ -115,15 +133,16 @@ fn statefulset(
     }))
 }
 
-/// Applies the StatefulSet at `replicas` pods (against `live`, read once per pass), the two
-/// Services and the PodDisruptionBudget.
+/// Applies the StatefulSet at `replicas` pods (against `live`, read once per pass; what it came
+/// to is returned: a claim change may replace it or be refused), the two Services and the
+/// PodDisruptionBudget.
 pub async fn apply_workload(
     ctx: &Context,
     cr: &KvrocksStandard,
     replicas: u32,
     hashes: &Hashes,
     live: Option<&StatefulSet>,
-) -> Result<(), Error> {
+) -> Result<SetApply, Error> {
     let name = cr.name_any();
     let selector = selector(cr);
     let mut annotations = cr.spec.pod.pod_metadata.pod_annotations.clone();
@@ -133,7 +152,14 @@ pub async fn apply_workload(
         hashes.template.clone(),
     );
     let set = statefulset(cr, replicas, annotations)?;
-    apply_if_changed(&ctx.api_for::<StatefulSet, _>(cr), &set, live).await?;
+    let applied = statefulset::apply(
+        &ctx.api_for::<StatefulSet, _>(cr),
+        &ctx.api_for::<PersistentVolumeClaim, _>(cr),
+        &Api::all(ctx.client.clone()),
+        &set,
+        live,
+    )
+    .await?;
     let services: Api<Service> = ctx.api_for(cr);
     let headless = kb::service(
         builders::owned_meta(cr, &name, selector.clone())?,
@@ -155,7 +181,7 @@ pub async fn apply_workload(
         1,
     );
     get_and_apply_if_changed(&ctx.api_for::<PodDisruptionBudget, _>(cr), &pdb).await?;
-    Ok(())
+    Ok(applied)
 }
 
 /// Records `password` as the one in effect on the pods (Secret `<cr>-auth-applied`).

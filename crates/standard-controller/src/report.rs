@@ -15,6 +15,8 @@ use crate::plan::{Action, Observed, Plan, PodView, STUCK_AFTER};
 
 /// `Degraded=True`: an action failed.
 pub const REASON_ACTIONS_FAILED: &str = "ActionsFailed";
+/// Ready's reason while a spec change cannot be applied to the StatefulSet.
+pub const REASON_SPEC_NOT_APPLIED: &str = "SpecNotApplied";
 
 /// Everything the report is made from.
 #[derive(Clone, Copy, Debug)]
@@ -35,6 +37,8 @@ pub struct Inputs<'a> {
     pub outcomes: &'a [Outcome],
     /// The status before the pass.
     pub previous: &'a KvrocksStandardStatus,
+    /// Why the StatefulSet was not applied, when it was not.
+    pub refused: Option<&'a str>,
 }
 
 /// A Kubernetes Event about the resource.
@@ -168,6 +172,12 @@ fn readiness(inputs: &Inputs<'_>, master: Option<&PodView>) -> (bool, String, St
     });
     if let Some(wait) = &plan.wait {
         (false, wait.reason().to_owned(), wait.message())
+    } else if let Some(why) = inputs.refused {
+        (
+            false,
+            REASON_SPEC_NOT_APPLIED.to_owned(),
+            format!("the StatefulSet keeps its previous spec: {why}"),
+        )
     } else if let Some(why) = postponed {
         (false, "SwitchoverPostponed".to_owned(), why)
     } else if let Some(pod) = master.filter(|p| settled && !p.ready) {

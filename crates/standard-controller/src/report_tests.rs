@@ -62,6 +62,7 @@ fn inputs<'a>(
         plan,
         outcomes,
         previous,
+        refused: None,
     }
 }
 
@@ -192,4 +193,20 @@ fn a_postponed_switchover_says_why_without_a_failure() {
     assert_eq!(ready.message, why);
     assert_eq!(condition(&r, "Degraded").status, "False");
     assert!(r.failures.is_empty() && r.notes.is_empty());
+}
+
+#[test]
+fn a_spec_the_statefulset_refuses_is_not_ready_and_says_why() {
+    let (o, p) = steady();
+    let previous = KvrocksStandardStatus::default();
+    let verdict = ConfigVerdict::default();
+    let mut i = inputs(&o, &p, &[], &previous, &verdict);
+    i.refused = Some("storage.size cannot shrink (2Gi -> 1Gi): volumes only grow");
+    let r = report(&i);
+    assert!(!r.ready);
+    let ready = condition(&r, "Ready");
+    assert_eq!(ready.reason, REASON_SPEC_NOT_APPLIED);
+    assert!(ready.message.contains("cannot shrink"), "{}", ready.message);
+    // The master is still reported: the data plane goes on.
+    assert_eq!(r.status.master.unwrap().pod, "s-0");
 }

@@ -78,10 +78,14 @@ watches. Keep both in step with config/rbac/role.yaml (no wildcards).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "patch", "delete"]
-# Claims are only deleted when the spec asks for it.
+# Claims are only deleted when the spec asks for it, and grown when storage.size grows.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["get", "list", "watch", "delete"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+# Whether a claim's StorageClass allows it to grow (cluster-scoped: ignored in a Role).
+- apiGroups: ["storage.k8s.io"]
+  resources: ["storageclasses"]
+  verbs: ["get"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
