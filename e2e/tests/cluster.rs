@@ -580,15 +580,12 @@ async fn a_refused_storage_change_stops_no_failover_and_a_larger_size_grows_the_
         "{:?}",
         reason(&refused)
     );
-    // A failover still happens while the StatefulSets keep their spec.
+    // A failover still happens while the StatefulSets keep their spec: shard 1's master is cut
+    // off (and its pod stopped by the operator).
     let old = master_of_shard(&refused, 1).unwrap();
     let writer = kc.writer("refused").await;
     let started = Instant::now();
-    kc.sc
-        .testbed
-        .kill_container(&kc.sc.pod(&old), "kvrocks")
-        .await
-        .unwrap();
+    kc.sc.testbed.cut_network(&kc.sc.pod(&old)).await.unwrap();
     let done = Instant::now();
     wait::for_object(
         &kc.clusters(),
@@ -604,10 +601,16 @@ async fn a_refused_storage_change_stops_no_failover_and_a_larger_size_grows_the_
         .await
         .unwrap()
         .assert_lost_only_before(
-            "cluster: a master killed while a spec is refused",
+            "cluster: a master cut off while a spec is refused",
             started,
             done,
         );
+
+    // The size put back, the cluster is Ready again (the old master back as a replica).
+    kc.sc
+        .patch_spec::<KvrocksCluster>(KC, json!({"storage": {"size": "256Mi"}}))
+        .await;
+    kc.wait_shape(2, 2, "Ready again at 256Mi").await;
 
     // A larger size grows every claim in place: same pods, no write lost.
     let uids = kc.sc.pod_uids("kc-").await;

@@ -109,13 +109,59 @@ pub async fn observe(
         nodes,
         ahead: None,
         migration: None,
+        adopt: None,
     };
     let version = status.topology_version.unwrap_or(0).max(0).unsigned_abs();
     observed.ahead = ahead(&status.shards, &observed, version, password).await;
     if let Some(recorded) = &status.migration {
         observed.migration = migration_state(&status.shards, recorded, &observed, password).await;
+    } else if let Some((mv, state)) = stray_migration(&status.shards, &observed, password).await {
+        tracing::warn!(slots = %mv.range, from = mv.from, to = mv.to, ?state,
+            "a source master reports a migration status does not record: adopting it");
+        observed.adopt = Some(mv);
+        observed.migration = Some(state);
     }
     observed
+}
+
+/// A migration some master is running (`CLUSTER INFO`, state `start`) of slots status still
+/// gives it, to a node status knows as another shard's master: status lost its record. (A
+/// finished one is not adopted: kvrocks keeps reporting a source's last migration, and a
+/// `success` cannot be told from one whose new owner was pushed long ago.)
+async fn stray_migration(
+    shards: &[kvrocks_api::cluster::ShardStatus],
+    observed: &Observed,
+    password: &Password,
+) -> Option<(Move, MigrationState)> {
+    let assignment = crate::plan::Assignment::from_status(shards).ok()?;
+    for shard in shards {
+        let Some(master) = topo::master_of(shard).filter(|m| observed.reachable(&m.pod)) else {
+            continue;
+        };
+        let client = NodeClient::new(node::endpoint(&master.ip, password));
+        let info = client.cluster_info().await;
+        client.close().await;
+        let Some(migration) = info.ok().and_then(|i| i.migration) else {
+            continue;
+        };
+        let (Some(range), MigrationState::Start) = (migration.slots, &migration.state) else {
+            continue;
+        };
+        let Some(to) = shards.iter().find(|s| {
+            s.index != shard.index
+                && topo::master_of(s).is_some_and(|m| m.node_id == migration.destination_node)
+        }) else {
+            continue;
+        };
+        let (Ok(from), Ok(to)) = (u32::try_from(shard.index), u32::try_from(to.index)) else {
+            continue;
+        };
+        let mv = Move { from, to, range };
+        if assignment.check_move(&mv).is_ok() {
+            return Some((mv, migration.state));
+        }
+    }
+    None
 }
 
 fn pod_obs(pod: &Pod, hashes: &Hashes, state: &State, key: &WakeTarget) -> Option<PodObs> {

@@ -5,7 +5,8 @@
 //! move only records it (state `none`); a later pass, reading it back from status, sends
 //! `CLUSTERX MIGRATE` (and sends it again when the source forgot it after a restart or a
 //! failover); a pass that finds it succeeded records the new owner, which goes out with the next
-//! topology version. An operator stopped at any point resumes from status.
+//! topology version. An operator stopped at any point resumes from status; a migration a source
+//! reports that status does not record (`Observed::adopt`) is taken over the same way.
 
 use kvrocks_api::cluster::{
     KvrocksClusterSpec, KvrocksClusterStatus, MigrationStatus, ShardStatus,
@@ -93,6 +94,12 @@ pub fn drive(input: &Input<'_>, layout: &mut [ShardStatus], slots: &mut Slots) -
         Err(e) => return blocked(e.to_string()),
     };
     if let Some(recorded) = slots.migration.clone() {
+        return resume(input, layout, slots, &assignment, &recorded);
+    }
+    if let Some(mv) = input.observed.adopt {
+        // A source master runs (or finished) a migration status lost: take it over.
+        let recorded = mv.to_status(state_text(input.observed.migration.as_ref()));
+        slots.migration = Some(recorded.clone());
         return resume(input, layout, slots, &assignment, &recorded);
     }
     let next = match next_move(input, slots, &assignment) {

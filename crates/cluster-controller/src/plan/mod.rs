@@ -98,8 +98,13 @@ pub struct Observed {
     /// A newer layout a node runs than status records (the operator stopped between a push and
     /// its status write), with that node's version.
     pub ahead: Option<(Topology, u64)>,
-    /// The source master's state of the migration `status.migration` records.
+    /// The source master's state of the migration `status.migration` records (or of the one
+    /// in `adopt`).
     pub migration: Option<MigrationState>,
+    /// A migration a source master runs or finished that status does not record (the record was
+    /// lost: a pass on an older copy wrote it away): adopted rather than started again, which
+    /// kvrocks would refuse.
+    pub adopt: Option<Move>,
 }
 
 impl Observed {

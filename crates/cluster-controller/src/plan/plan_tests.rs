@@ -557,3 +557,47 @@ fn a_failed_over_master_is_stopped_and_a_fence_left_behind_is_lifted() {
         ip: "10.0.0.1".into()
     }));
 }
+
+#[test]
+fn a_running_migration_status_lost_is_adopted_not_started_again() {
+    let mut case = build(
+        vec![
+            (vec![0], 0, vec![node(true)]),
+            (vec![0], 0, vec![node(true)]),
+        ],
+        2,
+        0,
+        None,
+        0,
+        false,
+        1,
+    );
+    let mv = Move {
+        from: 0,
+        to: 1,
+        range: SlotRange::new(0, 9).unwrap(),
+    };
+    case.observed.adopt = Some(mv);
+    case.observed.migration = Some(MigrationState::Start);
+    let running = plan(&case.input());
+    assert_eq!(running.migration, Some(mv.to_status("start")));
+    assert!(
+        !running
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Migrate { .. })),
+        "kvrocks refuses a second MIGRATE of slots it is migrating"
+    );
+    // Once it succeeded, the new owner goes out.
+    case.status.migration = running.migration.clone();
+    case.observed.adopt = None;
+    case.observed.migration = Some(MigrationState::Success);
+    let done = plan(&case.input());
+    assert_eq!(done.migration, None);
+    assert!(
+        done.layout[1].slots.iter().any(|r| r.starts_with("0-9")),
+        "{:?}",
+        done.layout
+    );
+    assert!(done.version > running.version);
+}
