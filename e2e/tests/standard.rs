@@ -86,6 +86,42 @@ async fn a_killed_master_process_and_a_forced_pod_delete_lose_only_the_last_seco
 }
 
 #[tokio::test]
+async fn a_second_failure_inside_sentinels_lockout_fails_over_promptly() {
+    // failover-timeout 10 s: sentinel starts no failover of the same master for 20 s after the
+    // last one; the second kill comes as soon as the first is over.
+    let Some(std) = Std::start_with(
+        "standard: back-to-back failures",
+        "std-lockout",
+        3,
+        3000,
+        10_000,
+        json!({"workers": "2"}),
+    )
+    .await
+    else {
+        return;
+    };
+    let budget = Duration::from_millis(std.down_after_ms) + Duration::from_secs(15);
+    for round in 1..=2 {
+        let what = format!("killing the master's process, round {round}");
+        let (log, started, done) = std
+            .fail_over_now(&what, budget, async |old: &str| {
+                std.sc
+                    .testbed
+                    .kill_container(&std.sc.pod(old), "kvrocks")
+                    .await
+                    .unwrap();
+                Instant::now()
+            })
+            .await;
+        log.verify(&std.target().await)
+            .await
+            .unwrap()
+            .assert_lost_only_before(&format!("standard: {what}"), started, done);
+    }
+}
+
+#[tokio::test]
 async fn a_gracefully_deleted_master_pod_loses_no_write() {
     let Some(std) = Std::start("standard: graceful master delete", "std-graceful").await else {
         return;

@@ -218,6 +218,7 @@ async fn one(
             switchover(env, from, &replicas).await
         }
         Action::Unfence { pod, follow } => unfence(env, pod, follow.as_deref()).await,
+        Action::ForceFailover { from } => sentinel_failover(env, from).await,
     }
     .map(|()| Result::Done)
     .or_else(|f| match (action, f) {

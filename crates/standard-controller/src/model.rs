@@ -76,6 +76,8 @@ pub struct Observed {
     pub monitored: bool,
     /// A sentinel of the group reports the master subjectively or objectively down.
     pub sentinel_master_down: bool,
+    /// A sentinel of the group reports the master objectively down (a quorum agrees).
+    pub sentinel_master_odown: bool,
     /// A sentinel of the group is failing this instance's master over right now.
     pub sentinel_failing_over: bool,
     /// Every sentinel that answered names the same master.
@@ -138,6 +140,14 @@ pub enum Action {
     /// that is about to be removed or restarted, or that restarted and came back empty-handed.
     Switchover {
         /// The current master.
+        from: String,
+    },
+    /// `SENTINEL FAILOVER` for a master that is gone (no fence: it cannot be reached), when a
+    /// quorum of sentinels calls it down but none fails it over (sentinel refuses a failover of
+    /// the same master within twice its failover-timeout of the last one; a forced failover is
+    /// not held back).
+    ForceFailover {
+        /// The master that is gone.
         from: String,
     },
     /// Delete the pod so it starts again from the current template (a rolling update step).

@@ -127,6 +127,7 @@ pub async fn observe(ctx: &Context, pods: &[Pod], inputs: &Inputs<'_>) -> Observ
         sentinel_group: sentinel.group,
         sentinels_answering: sentinel.answered,
         sentinel_master_down: sentinel.master_down,
+        sentinel_master_odown: sentinel.master_odown,
         status_master: old.master.as_ref().map(|m| m.pod.clone()),
         priority: cr
             .spec
@@ -280,6 +281,8 @@ pub struct SentinelView {
     pub failing_over: bool,
     /// Some sentinel reports the master subjectively or objectively down.
     pub master_down: bool,
+    /// Some sentinel reports the master objectively down.
+    pub master_odown: bool,
     /// Every sentinel that answered names the same master.
     pub agree: bool,
     /// Sentinel pods of the group (not being deleted).
@@ -308,6 +311,7 @@ pub async fn sentinel_view(ctx: &Context, ns: &str, group: &str, monitor: &str) 
     for master in answers.into_iter().flatten().flatten() {
         view.failing_over |= master.is_failover_in_progress();
         view.master_down |= master.is_sdown() || master.is_odown();
+        view.master_odown |= master.is_odown();
         *votes.entry(master.addr.host).or_default() += 1;
     }
     view.agree = votes.len() == 1;

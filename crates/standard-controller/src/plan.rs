@@ -264,6 +264,20 @@ fn follow_sentinel<'a>(
         }
         None if other_promoted.is_some() => other_promoted,
         None => {
+            // Gone for the operator and for a quorum of sentinels, yet no sentinel fails it
+            // over (the lockout after a recent failover): ask for the failover, when a replica
+            // that followed it can be promoted.
+            let candidate = pods.iter().any(|p| {
+                p.name != pod.name
+                    && reachable(p).is_some_and(|(n, _)| {
+                        !n.master && !restarted(n) && n.master_host.as_deref() == Some(ip)
+                    })
+            });
+            if observed.sentinel_master_odown && candidate {
+                plan.actions.push(Action::ForceFailover {
+                    from: pod.name.clone(),
+                });
+            }
             plan.wait(Wait::MasterUnreachable {
                 pod: pod.name.clone(),
                 ip: ip.to_owned(),

@@ -96,6 +96,7 @@ fn state() -> impl Strategy<Value = Observed> {
                         monitored: sentinel_master.is_some(),
                         sentinel_master,
                         sentinel_master_down: down,
+                        sentinel_master_odown: down,
                         sentinel_failing_over: failing,
                         sentinels_agree: true,
                         sentinel_group: 3,

@@ -677,3 +677,40 @@ fn without_a_sentinel_quorum_nothing_is_promoted_or_followed() {
     o.sentinels_answering = 2;
     assert_ne!(run(&o).wait.map(|w| w.reason()), Some("NoSentinelQuorum"));
 }
+
+#[test]
+fn a_master_gone_during_sentinels_lockout_is_failed_over_on_request() {
+    let mut o = observed(vec![
+        pod(0, None, Some("master")),
+        pod(1, Some(replica("10.0.0.10", 900, "100")), Some("replica")),
+    ]);
+    o.sentinel_master = Some("10.0.0.10".into());
+    o.sentinels_agree = true;
+    o.monitored = true;
+    // Only subjectively down so far: sentinel has not agreed yet.
+    o.sentinel_master_down = true;
+    assert!(
+        !run(&o)
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ForceFailover { .. }))
+    );
+    // A quorum calls it down and nobody fails it over.
+    o.sentinel_master_odown = true;
+    let p = run(&o);
+    assert!(
+        p.actions
+            .contains(&Action::ForceFailover { from: "s-0".into() }),
+        "{:?}",
+        p.actions
+    );
+    assert_eq!(p.wait.unwrap().reason(), "MasterUnreachable");
+    // A failover under way: nothing asked.
+    o.sentinel_failing_over = true;
+    assert!(
+        !run(&o)
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ForceFailover { .. }))
+    );
+}

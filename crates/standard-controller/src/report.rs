@@ -320,6 +320,14 @@ fn notes(inputs: &Inputs<'_>, master: Option<&PodView>, failures: &[Failure]) ->
                     ),
                 );
             }
+            Action::ForceFailover { from } => note(
+                EventType::Warning,
+                "ForcedFailover",
+                "Failover",
+                format!(
+                    "{from} is down for a quorum of sentinels but none fails it over (a recent failover's lockout): SENTINEL FAILOVER asked"
+                ),
+            ),
             Action::Unfence { pod, follow } => note(
                 EventType::Normal,
                 "FenceLifted",

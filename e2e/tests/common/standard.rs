@@ -279,8 +279,18 @@ impl Std {
         budget: Duration,
         fault: impl AsyncFnOnce(&str) -> Instant,
     ) -> (Log, Instant, Instant) {
-        let old = self.master().await;
         self.sentinel_may_fail_over_again().await;
+        self.fail_over_now(what, budget, fault).await
+    }
+
+    /// [`Std::fail_over`] without waiting out sentinel's lockout after a previous failover.
+    pub async fn fail_over_now(
+        &self,
+        what: &str,
+        budget: Duration,
+        fault: impl AsyncFnOnce(&str) -> Instant,
+    ) -> (Log, Instant, Instant) {
+        let old = self.master().await;
         let writer = self.writer(what).await;
         let started = Instant::now();
         let done = fault(&old).await;
