@@ -687,3 +687,58 @@ async fn a_refused_storage_change_stops_no_failover_and_a_larger_size_grows_the_
     let after = kc.sc.pod_uids("kc-").await;
     assert_eq!(after, uids, "growing the claims restarted pods");
 }
+
+#[tokio::test]
+async fn a_password_rotation_fails_nothing_over_and_loses_no_write() {
+    let Some(kc) = Kc::start("cluster: password rotation", "kc-rotation", 2, 1, json!({})).await
+    else {
+        return;
+    };
+    let before = kc.get().await;
+    let version = before.status.as_ref().and_then(|s| s.topology_version);
+    // The application takes the new password from the Secret as it changes.
+    let writer = kc.writer("rotation").await;
+    let new_password = "rotated-Cluster-Pa55word";
+    kc.sc.set_password("kc-auth", new_password).await;
+    kc.password.set(new_password);
+    wait::until(
+        "every node to take the new password",
+        READY_TIMEOUT,
+        async || {
+            let c = kc.get().await;
+            let status = c.status.clone().unwrap_or_default();
+            for node in status.shards.iter().flat_map(|s| &s.nodes) {
+                let answer = kc
+                    .sc
+                    .testbed
+                    .redis_at_ip(&node.ip, 6379, Some(new_password), &["PING"])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if answer.trim() != "PONG" {
+                    return Err(format!(
+                        "{} answers {answer:?} with the new password",
+                        node.pod
+                    ));
+                }
+            }
+            if shape(&c, 2, 2) {
+                Ok(())
+            } else {
+                Err("not Ready".into())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let after = kc.get().await;
+    assert_eq!(
+        after.status.as_ref().and_then(|s| s.topology_version),
+        version,
+        "the rotation changed the topology (a failover?)"
+    );
+    let log = kc.finish(writer).await;
+    log.verify(&kc.target().await)
+        .await
+        .unwrap()
+        .assert_none_lost("cluster: password rotation");
+}

@@ -10,10 +10,11 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::DeleteParams;
+use kvrocks_api::labels::Component;
 use kvrocks_client::{NodeClient, NodeId, Password, Topology};
 use kvrocks_operator_core::fence::{self, Fenced};
 use kvrocks_operator_core::node::{self, LiveConfig};
-use kvrocks_operator_core::pods;
+use kvrocks_operator_core::{auth, pods};
 
 use crate::plan::{Action, Plan};
 
@@ -43,6 +44,48 @@ pub struct Tools<'a> {
     pub live_config: &'a BTreeMap<String, String>,
     /// The kvrocks.conf hash a pod is marked current with.
     pub config_hash: &'a str,
+}
+
+/// The password the nodes take after this step, and why a rotation waits (for the status).
+/// Nothing recorded yet: the Secret's is recorded. The Secret's differs from the one recorded:
+/// it is rolled out to every running node (`masterauth`, then `requirepass`; no node restarts,
+/// so no failover) and recorded; until that succeeds the recorded one stays in effect.
+pub async fn settle_password(
+    ctx: &kvrocks_operator_core::Context,
+    cr: &kvrocks_api::KvrocksCluster,
+    pods: &[Pod],
+    applied: Option<Password>,
+    secret: &Password,
+) -> (Password, Option<String>) {
+    let record = async |password: &Password| {
+        auth::record_password(&ctx.client, cr, Component::Cluster, password)
+            .await
+            .map_err(|e| format!("record the password in effect: {e}"))
+    };
+    match applied {
+        None => match record(secret).await {
+            Ok(()) => (secret.clone(), None),
+            Err(e) => (secret.clone(), Some(e)),
+        },
+        Some(applied) if applied.expose() == secret.expose() => (applied, None),
+        Some(applied) => {
+            let ips: Vec<String> = pods.iter().filter_map(pods::running_ip).collect();
+            let rotated = match auth::rotate(&ips, &applied, secret).await {
+                Ok(()) => record(secret).await,
+                Err(e) => Err(e),
+            };
+            match rotated {
+                Ok(()) => {
+                    tracing::info!("the new password is in effect on every node");
+                    (secret.clone(), None)
+                }
+                Err(why) => {
+                    tracing::warn!(%why, "password rotation waits");
+                    (applied, Some(why))
+                }
+            }
+        }
+    }
 }
 
 /// Fences the masters of the plan's switchovers and waits until each new master caught up with

@@ -40,7 +40,7 @@ use kube::{Api, ResourceExt};
 use kvrocks_api::labels::{Component, MONITOR_FINALIZER};
 use kvrocks_api::{KvrocksCluster, KvrocksSentinel};
 use kvrocks_operator_core::{
-    Context, conditions, controller, finalizers, patch_status_if_changed, server,
+    Context, auth, conditions, controller, finalizers, patch_status_if_changed, server,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -91,13 +91,16 @@ async fn reconcile(
         return Ok(controller::report_invalid(&ctx, CONTROLLER, &cr, &problems).await?);
     }
     let named = cr.spec.pod.auth.secret_name.as_deref();
-    let Some(password) =
+    let Some(secret) =
         controller::password_or_report(&ctx, CONTROLLER, &cr, Component::Cluster, named).await?
     else {
         return Ok(Requeue::requeue(Duration::from_secs(10)));
     };
     let previous = cr.status.clone().unwrap_or_default();
     let listed = observe::pods(&ctx, &cr).await?;
+    // The password the nodes take: the Secret's once it is rolled out to every node.
+    let applied = auth::applied_password(&ctx.client, &cr).await?;
+    let (password, rotation) = act::settle_password(&ctx, &cr, &listed, applied, &secret).await;
     // A pod the prober counts unreachable is not asked (it would cost a connect timeout, and
     // a failover that is due would wait for it).
     let answering = observe::answering(&listed, &state, &key);
@@ -131,6 +134,8 @@ async fn reconcile(
     };
     let outcomes = act::run(&plan, &tools).await;
     remember(&state, &key, &outcomes, &hashes.config);
+    let mut refused = hashes.refused.clone();
+    refused.extend(rotation);
     let inputs = report::Inputs {
         spec: &cr.spec,
         generation: cr.metadata.generation,
@@ -139,7 +144,7 @@ async fn reconcile(
         plan: &plan,
         outcomes: &outcomes,
         verdict: &verdict,
-        refused: &hashes.refused,
+        refused: &refused,
     };
     publish(&ctx, &cr, &inputs).await?;
     Ok(Requeue::requeue(state.requeue(&key, plan.next)))

@@ -8,8 +8,10 @@ use kube::api::PostParams;
 use kube::{Api, Resource, ResourceExt};
 use kvrocks_api::labels::{self, Component, PASSWORD_KEY, names};
 
-use crate::builders;
+use kvrocks_client::{NodeClient, Password};
+
 use crate::error::{Error, Result};
+use crate::{builders, node};
 
 /// Length of a generated password (alphanumeric).
 pub const GENERATED_LEN: usize = 32;
@@ -96,6 +98,100 @@ where
             "the Secret {name} has no usable \"{PASSWORD_KEY}\" key (missing, empty, or with whitespace)"
         )
     }))
+}
+
+/// The password in effect on the pods of `owner`, as its controller recorded it
+/// (`<cr>-auth-applied`); None before anything was recorded.
+pub async fn applied_password<K>(client: &kube::Client, owner: &K) -> Result<Option<Password>>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let ns = owner.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let name = names::applied_auth_secret(&owner.name_any());
+    let found = secrets.get_opt(&name).await.map_err(|source| Error::Get {
+        kind: "Secret".into(),
+        object: format!("{ns}/{name}"),
+        source: Box::new(source),
+    })?;
+    Ok(found
+        .as_ref()
+        .and_then(|s| s.data.as_ref())
+        .and_then(|d| d.get(PASSWORD_KEY))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .filter(|p| !p.is_empty())
+        .map(Password::new))
+}
+
+/// Records `password` as the one in effect on the pods of `owner` (Secret `<cr>-auth-applied`,
+/// owned by it).
+pub async fn record_password<K>(
+    client: &kube::Client,
+    owner: &K,
+    component: Component,
+    password: &Password,
+) -> Result<()>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let ns = owner.namespace().unwrap_or_default();
+    let name = names::applied_auth_secret(&owner.name_any());
+    let secret = Secret {
+        metadata: builders::owned_meta(
+            owner,
+            &name,
+            labels::common_labels(&owner.name_any(), component),
+        )?,
+        data: Some(
+            [(
+                PASSWORD_KEY.to_owned(),
+                ByteString(password.expose().as_bytes().to_vec()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    crate::apply::get_and_apply_if_changed(&secrets, &secret).await?;
+    Ok(())
+}
+
+/// Rolls a new password out to the kvrocks nodes at `ips` without breaking replication:
+/// `masterauth` on every node, then `requirepass` on every node. A node that refuses `old` but
+/// takes `new` (it started after the change) is left as it is; a node that takes neither stops
+/// the rotation (nothing was changed yet: it is checked before any change).
+pub async fn rotate(
+    ips: &[String],
+    old: &Password,
+    new: &Password,
+) -> std::result::Result<(), String> {
+    let mut clients = Vec::new();
+    for ip in ips {
+        match NodeClient::connect(node::endpoint(ip, old)).await {
+            Ok(c) => clients.push(c),
+            Err(_) => {
+                if let Err(e) = NodeClient::connect(node::endpoint(ip, new)).await {
+                    return Err(format!("password rotation waits for {ip}: {e}"));
+                }
+            }
+        }
+    }
+    let mut result = Ok(());
+    for key in ["masterauth", "requirepass"] {
+        for client in &clients {
+            if let Err(e) = client.config_set(key, new.expose()).await {
+                result = Err(format!("password rotation: {e}"));
+                break;
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+    }
+    for client in &clients {
+        client.close().await;
+    }
+    result
 }
 
 #[cfg(test)]

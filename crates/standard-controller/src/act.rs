@@ -12,6 +12,7 @@ use kube::{Api, ResourceExt};
 use kvrocks_api::KvrocksStandard;
 use kvrocks_api::labels::{self, ROLE, names};
 use kvrocks_client::{NodeAddr, NodeClient, Password, ReplicationRole, SentinelClient};
+use kvrocks_operator_core::auth;
 use kvrocks_operator_core::fence::{self, Fenced};
 use kvrocks_operator_core::node::{self, LiveConfig};
 use kvrocks_operator_core::{Context, pods};
@@ -191,7 +192,15 @@ async fn one(
         Action::Follow { pod, master_ip } => node(pod)?
             .slaveof(&NodeAddr::new(master_ip, labels::KVROCKS_PORT as u16))
             .await
-            .map_err(kv),
+            .map_err(|e| Failure {
+                // The pod still feeds the new master (a moment after a failover): next pass.
+                kind: if is_own_replica(&e) {
+                    Failed::Postponed
+                } else {
+                    Failed::Kvrocks
+                },
+                message: e.to_string(),
+            }),
         Action::SetPriority { pod, value } => node(pod)?
             .config_set("slave-priority", value)
             .await
@@ -262,55 +271,23 @@ async fn apply_config(
     }
 }
 
-/// The password rotation: `masterauth` on every pod, then `requirepass` on every pod (so
-/// replication never breaks), then sentinel's auth-pass (best effort: the sentinel controller
-/// sets it again whenever it (re)creates the monitor; a failure is a warning), then the record.
+/// The password rotation (`kvrocks_operator_core::auth::rotate`: `masterauth` on every pod,
+/// then `requirepass`, so replication never breaks), then sentinel's auth-pass (best effort: the
+/// sentinel controller sets it again whenever it (re)creates the monitor; a failure is a
+/// warning), then the record.
 async fn rotate(env: &Env<'_>, warnings: &mut Vec<Failure>) -> std::result::Result<(), Failure> {
-    let (old, new) = (env.applied, env.password);
-    let mut clients = Vec::new();
-    for pod in env
+    let ips: Vec<String> = env
         .pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
-    {
-        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
-            continue;
-        };
-        match NodeClient::connect(node::endpoint(&ip, old)).await {
-            Ok(c) => clients.push(c),
-            // Already on the new password (started after the change), or down.
-            Err(_) => {
-                if let Err(e) = NodeClient::connect(node::endpoint(&ip, new)).await {
-                    return Err(Failure::kvrocks(format!(
-                        "password rotation waits for {}: {e}",
-                        pod.name_any()
-                    )));
-                }
-            }
-        }
-    }
-    let result = set_on_all(&clients, "masterauth", new).await;
-    let result = match result {
-        Ok(()) => set_on_all(&clients, "requirepass", new).await,
-        Err(e) => Err(e),
-    };
-    for client in &clients {
-        client.close().await;
-    }
-    result.map_err(|e| Failure::kvrocks(format!("password rotation: {e}")))?;
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .filter(|ip| !ip.is_empty())
+        .collect();
+    auth::rotate(&ips, env.applied, env.password)
+        .await
+        .map_err(Failure::kvrocks)?;
     warnings.extend(set_sentinel_auth_pass(env).await);
-    record(env, new).await
-}
-
-async fn set_on_all(
-    clients: &[NodeClient],
-    key: &str,
-    password: &Password,
-) -> kvrocks_client::Result<()> {
-    for client in clients {
-        client.config_set(key, password.expose()).await?;
-    }
-    Ok(())
+    record(env, env.password).await
 }
 
 /// `SENTINEL SET <monitor> auth-pass` on every pod of the group; the failures.

@@ -179,7 +179,7 @@ async fn observe_pass(
     let live_set = objects::live_statefulset(ctx, cr).await?;
     objects::template_in_force(cr, live_set.as_ref(), &mut hashes);
     let (live_replicas, revision) = objects::live_facts(live_set.as_ref());
-    let applied = observe::applied_password(ctx, &key.namespace, cr).await?;
+    let applied = observe::applied_password(ctx, cr).await?;
     let names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
     state.retain_pods(key, &names.iter().map(String::as_str).collect());
     let refused = state.refused(key, &hashes.config);

@@ -5,13 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::{Api, ResourceExt};
 use kvrocks_api::KvrocksStandard;
-use kvrocks_api::labels::{self, Component, PASSWORD_KEY, ROLE, Role, SENTINEL, names};
+use kvrocks_api::labels::{self, Component, ROLE, Role, SENTINEL, names};
 use kvrocks_client::Password;
 use kvrocks_operator_core::builders::{self, kvrocks as kb};
 use kvrocks_operator_core::server::ConfigVerdict;
@@ -190,18 +189,7 @@ pub async fn record_password(
     cr: &KvrocksStandard,
     password: &Password,
 ) -> Result<(), Error> {
-    let name = names::applied_auth_secret(&cr.name_any());
-    let secret = Secret {
-        metadata: builders::owned_meta(cr, &name, selector(cr))?,
-        data: Some(
-            [(
-                PASSWORD_KEY.to_owned(),
-                ByteString(password.expose().as_bytes().to_vec()),
-            )]
-            .into(),
-        ),
-        ..Default::default()
-    };
-    get_and_apply_if_changed(&ctx.api_for::<Secret, _>(cr), &secret).await?;
+    kvrocks_operator_core::auth::record_password(&ctx.client, cr, Component::Standard, password)
+        .await?;
     Ok(())
 }

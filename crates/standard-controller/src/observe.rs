@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use kvrocks_api::KvrocksStandard;
-use kvrocks_api::labels::{self, Component, PASSWORD_KEY, ROLE, Role, names};
+use kvrocks_api::labels::{self, Component, ROLE, Role, names};
 use kvrocks_client::{Endpoint, NodeAddr, NodeClient, Password, SentinelClient, Timeouts};
 use kvrocks_operator_core::builders::kvrocks as kb;
 use kvrocks_operator_core::node::{self, CONNECT_TIMEOUT, REPLY_TIMEOUT};
@@ -59,22 +59,9 @@ pub async fn config_verdict(
 /// anything was recorded.
 pub async fn applied_password(
     ctx: &Context,
-    ns: &str,
     cr: &KvrocksStandard,
 ) -> Result<Option<Password>, Error> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let name = names::applied_auth_secret(&cr.name_any());
-    let found = secrets
-        .get_opt(&name)
-        .await
-        .map_err(Error::kube(format!("get secret {ns}/{name}")))?;
-    Ok(found
-        .as_ref()
-        .and_then(|s| s.data.as_ref())
-        .and_then(|d| d.get(PASSWORD_KEY))
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-        .filter(|p| !p.is_empty())
-        .map(Password::new))
+    Ok(kvrocks_operator_core::auth::applied_password(&ctx.client, cr).await?)
 }
 
 /// Which pod template and kvrocks.conf are current.

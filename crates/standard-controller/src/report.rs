@@ -167,7 +167,14 @@ fn readiness(inputs: &Inputs<'_>, master: Option<&PodView>) -> (bool, String, St
     let settled = all_there && plan.steady();
     let master_name = master.map(|m| m.name.as_str()).unwrap_or_default();
     let postponed = inputs.outcomes.iter().find_map(|o| match &o.result {
-        crate::act::Result::Postponed(why) => Some(why.clone()),
+        crate::act::Result::Postponed(why) => Some((
+            if matches!(o.action, Action::Switchover { .. }) {
+                "SwitchoverPostponed"
+            } else {
+                "ReplicationPending"
+            },
+            why.clone(),
+        )),
         _ => None,
     });
     if let Some(wait) = &plan.wait {
@@ -178,8 +185,8 @@ fn readiness(inputs: &Inputs<'_>, master: Option<&PodView>) -> (bool, String, St
             REASON_SPEC_NOT_APPLIED.to_owned(),
             format!("the StatefulSet keeps its previous spec: {why}"),
         )
-    } else if let Some(why) = postponed {
-        (false, "SwitchoverPostponed".to_owned(), why)
+    } else if let Some((reason, why)) = postponed {
+        (false, reason.to_owned(), why)
     } else if let Some(pod) = master.filter(|p| settled && !p.ready) {
         (
             false,
