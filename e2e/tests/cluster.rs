@@ -552,6 +552,12 @@ async fn a_gracefully_deleted_master_pod_hands_over_and_loses_no_write() {
         .assert_none_lost("cluster: master pod deleted gracefully");
 }
 
+/// The storage a claim (or claim template) requests.
+fn claim_size(claim: &k8s_openapi::api::core::v1::PersistentVolumeClaim) -> Option<String> {
+    let requests = claim.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?;
+    Some(requests.get("storage")?.0.clone())
+}
+
 #[tokio::test]
 async fn a_refused_storage_change_stops_no_failover_and_a_larger_size_grows_the_claims_in_place() {
     let Some(kc) = Kc::start("cluster: storage changes", "kc-storage", 2, 1, json!({})).await
@@ -632,23 +638,7 @@ async fn a_refused_storage_change_stops_no_failover_and_a_larger_size_grows_the_
                 .list(&Default::default())
                 .await
                 .map_err(|e| e.to_string())?;
-            let sizes: Vec<String> = list
-                .items
-                .iter()
-                .filter_map(|c| {
-                    Some(
-                        c.spec
-                            .as_ref()?
-                            .resources
-                            .as_ref()?
-                            .requests
-                            .as_ref()?
-                            .get("storage")?
-                            .0
-                            .clone(),
-                    )
-                })
-                .collect();
+            let sizes: Vec<String> = list.items.iter().filter_map(claim_size).collect();
             let templates: Vec<String> = sets
                 .list(&Default::default())
                 .await
@@ -660,19 +650,7 @@ async fn a_refused_storage_change_stops_no_failover_and_a_larger_size_grows_the_
                         .iter()
                         .flat_map(|s| s.volume_claim_templates.iter().flatten())
                 })
-                .filter_map(|c| {
-                    Some(
-                        c.spec
-                            .as_ref()?
-                            .resources
-                            .as_ref()?
-                            .requests
-                            .as_ref()?
-                            .get("storage")?
-                            .0
-                            .clone(),
-                    )
-                })
+                .filter_map(claim_size)
                 .collect();
             let all = |v: &[String]| !v.is_empty() && v.iter().all(|s| s == "512Mi");
             if all(&sizes) && all(&templates) && templates.len() == 2 {
@@ -741,4 +719,76 @@ async fn a_password_rotation_fails_nothing_over_and_loses_no_write() {
         .await
         .unwrap()
         .assert_none_lost("cluster: password rotation");
+}
+
+#[tokio::test]
+async fn draining_a_node_that_holds_masters_hands_them_over_and_loses_no_write() {
+    let Some(kc) = Kc::start("cluster: node drain", "kc-drain", 3, 1, json!({})).await else {
+        return;
+    };
+    // The node of shard 0's master, and every master it holds.
+    let c = kc.get().await;
+    let pods: Api<Pod> = kc.sc.api();
+    let node_of = async |pod: &str| {
+        pods.get(pod)
+            .await
+            .unwrap()
+            .spec
+            .and_then(|s| s.node_name)
+            .unwrap()
+    };
+    let node = node_of(&master_of_shard(&c, 0).unwrap()).await;
+    let mut held = Vec::new();
+    for shard in 0..3 {
+        let master = master_of_shard(&c, shard).unwrap();
+        if node_of(&master).await == node {
+            held.push((shard, master));
+        }
+    }
+    let writer = kc.writer("drain").await;
+    let started = Instant::now();
+    // `kubectl drain` evicts the node's pods one by one, as the shards' PDBs allow; each master's
+    // preStop hook holds it while the operator hands its shard over.
+    kc.sc
+        .testbed
+        .kubectl(&[
+            "drain",
+            &node,
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--pod-selector=app.kubernetes.io/instance=kc",
+            "--timeout=120s",
+        ])
+        .await
+        .unwrap();
+    kvrocks_e2e::say!(
+        "cluster: drained {node} (masters {held:?}) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let after = wait::for_object(
+        &kc.clusters(),
+        KC,
+        READY_TIMEOUT,
+        "masters off the node",
+        |c| {
+            held.iter()
+                .all(|(shard, old)| master_of_shard(c, *shard).is_some_and(|m| m != *old))
+        },
+    )
+    .await
+    .unwrap();
+    kvrocks_e2e::say!(
+        "cluster: masters after the drain: {:?}",
+        (0..3)
+            .map(|s| master_of_shard(&after, s))
+            .collect::<Vec<_>>()
+    );
+    // The evicted pods' volumes are local to the node: they come back once it is uncordoned.
+    kc.sc.testbed.kubectl(&["uncordon", &node]).await.unwrap();
+    kc.wait_shape(3, 2, "Ready, 3 x 2 after the drain").await;
+    let log = kc.finish(writer).await;
+    log.verify(&kc.target().await)
+        .await
+        .unwrap()
+        .assert_none_lost("cluster: node drain");
 }

@@ -58,15 +58,7 @@ where
     let secret = match secrets.get_opt(&name).await.map_err(get_err)? {
         Some(s) => s,
         None if named.is_none() => {
-            let secret = Secret {
-                metadata: builders::owned_meta(
-                    owner,
-                    &name,
-                    labels::common_labels(&owner.name_any(), component),
-                )?,
-                data: Some([(PASSWORD_KEY.to_owned(), ByteString(generate().into_bytes()))].into()),
-                ..Default::default()
-            };
+            let secret = password_secret(owner, &name, component, &generate())?;
             match secrets.create(&PostParams::default(), &secret).await {
                 Ok(s) => s,
                 Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -98,6 +90,28 @@ where
             "the Secret {name} has no usable \"{PASSWORD_KEY}\" key (missing, empty, or with whitespace)"
         )
     }))
+}
+
+/// A Secret `name` owned by `owner` holding `password` under [`PASSWORD_KEY`].
+fn password_secret<K>(owner: &K, name: &str, component: Component, password: &str) -> Result<Secret>
+where
+    K: Resource<DynamicType = ()>,
+{
+    Ok(Secret {
+        metadata: builders::owned_meta(
+            owner,
+            name,
+            labels::common_labels(&owner.name_any(), component),
+        )?,
+        data: Some(
+            [(
+                PASSWORD_KEY.to_owned(),
+                ByteString(password.as_bytes().to_vec()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    })
 }
 
 /// The password in effect on the pods of `owner`, as its controller recorded it
@@ -136,21 +150,7 @@ where
 {
     let ns = owner.namespace().unwrap_or_default();
     let name = names::applied_auth_secret(&owner.name_any());
-    let secret = Secret {
-        metadata: builders::owned_meta(
-            owner,
-            &name,
-            labels::common_labels(&owner.name_any(), component),
-        )?,
-        data: Some(
-            [(
-                PASSWORD_KEY.to_owned(),
-                ByteString(password.expose().as_bytes().to_vec()),
-            )]
-            .into(),
-        ),
-        ..Default::default()
-    };
+    let secret = password_secret(owner, &name, component, password.expose())?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     crate::apply::get_and_apply_if_changed(&secrets, &secret).await?;
     Ok(())

@@ -62,13 +62,7 @@ pub fn off_leaving_ordinals(input: &Input<'_>, layout: &mut [ShardStatus]) -> Ve
             continue;
         }
         if let Some(to) = target(input, shard, |o| o < per_shard) {
-            topo::promote(shard, &to);
-            notes.push(Note::Switchover {
-                shard: shard.index,
-                from: master,
-                to,
-                why: "before the shard shrinks",
-            });
+            notes.push(hand_over(shard, master, to, "before the shard shrinks"));
         }
     }
     notes
@@ -87,14 +81,20 @@ pub fn off_stopping_pods(input: &Input<'_>, layout: &mut [ShardStatus]) -> Vec<N
             continue;
         }
         if let Some(to) = target(input, shard, |_| true) {
-            topo::promote(shard, &to);
-            notes.push(Note::Switchover {
-                shard: shard.index,
-                from: master,
-                to,
-                why: "before its pod stops",
-            });
+            notes.push(hand_over(shard, master, to, "before its pod stops"));
         }
     }
     notes
+}
+
+/// Makes `to` the master of `shard` in the layout (the push is fenced, see `act::fence`) and
+/// says so.
+pub fn hand_over(shard: &mut ShardStatus, from: String, to: String, why: &'static str) -> Note {
+    topo::promote(shard, &to);
+    Note::Switchover {
+        shard: shard.index,
+        from,
+        to,
+        why,
+    }
 }

@@ -85,13 +85,7 @@ fn hand_over_a_master(
         }
         match handover::target(input, shard, |_| true) {
             Some(to) => {
-                topo::promote(shard, &to);
-                notes.push(Note::Switchover {
-                    shard: shard.index,
-                    from: master,
-                    to,
-                    why: "before its restart",
-                });
+                notes.push(handover::hand_over(shard, master, to, "before its restart"));
                 return None;
             }
             None if shard.nodes.len() == 1 => return Some(master),
