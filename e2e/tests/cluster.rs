@@ -345,6 +345,28 @@ async fn a_cut_off_master_loses_only_the_last_second() {
         started.elapsed().as_secs_f64()
     );
     kc.wait_shape(3, 2, "Ready, 3 x 2 after the cut").await;
+    // The old master, back, was read before it resynced: what it held beyond the promotion is
+    // recorded (here nothing: it was stopped before any client could reach it again).
+    let told = wait::for_object(
+        &kc.clusters(),
+        KC,
+        READY_TIMEOUT,
+        "the failover recorded",
+        |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.shards[1]
+                    .last_failover
+                    .as_ref()
+                    .is_some_and(|f| f.from == old && f.discarded.is_some())
+            })
+        },
+    )
+    .await
+    .unwrap();
+    kvrocks_e2e::say!(
+        "cluster: shard 1's last failover: {:?}",
+        told.status.as_ref().unwrap().shards[1].last_failover
+    );
     let log = kc.finish(writer).await;
     log.verify(&kc.target().await)
         .await

@@ -167,6 +167,27 @@ pub struct ShardStatus {
     /// restarted operator continues the count toward `spec.failover.timeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_unreachable_since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The shard's last failover, kept until the old master came back and what it held beyond the
+    /// new master was told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<FailoverRecord>,
+}
+
+/// A failover of a shard's master, and the writes the old master took that the new one never
+/// received: they are discarded when the old master comes back and resyncs from the new one.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverRecord {
+    /// The master that was replaced.
+    pub from: String,
+    /// The replica promoted.
+    pub to: String,
+    /// The promoted replica's replication offset (RocksDB sequence) when it was promoted.
+    pub promoted_offset: i64,
+    /// Once the old master answered again: the sequences it held beyond `promotedOffset`
+    /// (`A-B`, discarded as it resynced), or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discarded: Option<String>,
 }
 
 /// A slot migration in flight, persisted so a restarted operator resumes it.

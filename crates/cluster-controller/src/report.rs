@@ -226,6 +226,20 @@ fn note_event(note: &Note) -> Event {
                 mv.range, mv.from, mv.to
             ),
         },
+        Note::WritesDiscarded {
+            shard,
+            pod,
+            to,
+            sequences,
+            count,
+        } => Event {
+            type_: EventType::Warning,
+            reason: "WritesDiscarded",
+            action: "Failover",
+            text: format!(
+                "shard {shard}: {pod} came back holding {count} write(s) (sequences {sequences}) that {to} never received when it was promoted; they are discarded as {pod} resyncs from {to}"
+            ),
+        },
         Note::Adopted(version) => Event {
             type_: EventType::Normal,
             reason: "TopologyAdopted",

@@ -79,6 +79,7 @@ pub fn initial(cr_uid: &str, shards: &[Vec<PlacedPod>], port: u16) -> Option<Vec
                 .unwrap_or_default(),
             nodes,
             master_unreachable_since: None,
+            last_failover: None,
         });
     }
     Some(out)

@@ -13,7 +13,7 @@ use std::cmp::{Ordering, Reverse};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kvrocks_api::cluster::ShardStatus;
+use kvrocks_api::cluster::{FailoverRecord, ShardStatus};
 use kvrocks_api::labels::{Role, ordinal};
 
 use super::{Input, NodeObs, Note, Wait};
@@ -184,11 +184,17 @@ pub fn apply(input: &Input<'_>, layout: &mut [ShardStatus]) -> Failed {
             });
             continue;
         }
-        let chosen = choose_promotion(&candidates(input, shard)).map(|c| c.pod.clone());
+        let chosen = choose_promotion(&candidates(input, shard)).map(|c| (c.pod.clone(), c.offset));
         match chosen {
-            Some(to) => {
+            Some((to, offset)) => {
                 topo::promote(shard, &to);
                 shard.master_unreachable_since = None;
+                shard.last_failover = Some(FailoverRecord {
+                    from: master.clone(),
+                    to: to.clone(),
+                    promoted_offset: offset,
+                    discarded: None,
+                });
                 failed.notes.push(Note::Failover {
                     shard: shard.index,
                     from: master,
@@ -205,4 +211,41 @@ pub fn apply(input: &Input<'_>, layout: &mut [ShardStatus]) -> Failed {
         }
     }
     failed
+}
+
+/// A failed-over master that answers again, before it runs the current topology (and resyncs
+/// from its successor), is read once: the sequences it holds beyond the offset its successor had
+/// when it was promoted were acknowledged by it and are about to be discarded. They are recorded
+/// in the shard's `lastFailover` and told in an Event, as CloudNativePG tells a lost timeline.
+pub fn discarded(input: &Input<'_>, layout: &mut [ShardStatus]) -> Vec<Note> {
+    let mut notes = Vec::new();
+    for shard in layout.iter_mut() {
+        let Some(record) = shard
+            .last_failover
+            .as_mut()
+            .filter(|r| r.discarded.is_none())
+        else {
+            continue;
+        };
+        let Some(obs) = input.observed.nodes.get(&record.from) else {
+            continue;
+        };
+        if !obs.reachable || obs.fenced || obs.version == Some(input.status_version()) {
+            continue;
+        }
+        if obs.offset > record.promoted_offset {
+            let sequences = format!("{}-{}", record.promoted_offset + 1, obs.offset);
+            notes.push(Note::WritesDiscarded {
+                shard: shard.index,
+                pod: record.from.clone(),
+                to: record.to.clone(),
+                sequences: sequences.clone(),
+                count: obs.offset - record.promoted_offset,
+            });
+            record.discarded = Some(sequences);
+        } else {
+            record.discarded = Some("none".to_owned());
+        }
+    }
+    notes
 }

@@ -346,6 +346,19 @@ pub enum Note {
     SlotsMigrated(Move),
     /// A layout a node ran, newer than status, was taken over.
     Adopted(u64),
+    /// A failed-over master came back holding writes its successor never received.
+    WritesDiscarded {
+        /// Shard index.
+        shard: i32,
+        /// The old master.
+        pod: String,
+        /// The master promoted in its place.
+        to: String,
+        /// The sequences it held beyond the promotion (`A-B`).
+        sequences: String,
+        /// How many.
+        count: i64,
+    },
 }
 
 /// When to look again (besides watches and prober wake-ups).
@@ -419,6 +432,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
         Next::Steady
     };
     let failed = failover::apply(input, &mut layout);
+    notes.extend(failover::discarded(input, &mut layout));
     layout::follow(input, &mut layout);
     notes.extend(failed.notes.iter().cloned());
     wait = wait.or(failed.wait.clone());

@@ -66,6 +66,7 @@ fn shard(index: u32, ordinals: &[u32], master: u32, slots: Vec<SlotRange>) -> Sh
             })
             .collect(),
         master_unreachable_since: None,
+        last_failover: None,
     }
 }
 
@@ -600,4 +601,77 @@ fn a_running_migration_status_lost_is_adopted_not_started_again() {
         done.layout
     );
     assert!(done.version > running.version);
+}
+
+#[test]
+fn a_failed_over_master_that_comes_back_has_its_discarded_writes_told() {
+    // The failover records the promoted replica's offset.
+    let mut case = one_shard_of_two();
+    case.observed.nodes.get_mut("c-0-0").unwrap().reachable = false;
+    case.observed.nodes.get_mut("c-0-1").unwrap().offset = 100;
+    case.observed.pods[0].unreachable_since = Some(case.now - Duration::from_secs(3));
+    let failed = plan_of(&case);
+    let record = failed.layout[0].last_failover.clone().unwrap();
+    assert_eq!(
+        (record.from.as_str(), record.to.as_str()),
+        ("c-0-0", "c-0-1")
+    );
+    assert_eq!(
+        (record.promoted_offset, record.discarded.as_deref()),
+        (100, None)
+    );
+    // The old master answers again, before it runs the current topology, 50 writes ahead.
+    case.status.shards = failed.layout.clone();
+    case.status.topology_version = Some(failed.version as i64);
+    let old = case.observed.nodes.get_mut("c-0-0").unwrap();
+    (old.reachable, old.offset, old.version) = (true, 150, None);
+    case.observed.pods[0].unreachable_since = None;
+    let back = plan_of(&case);
+    assert!(
+        back.notes.contains(&Note::WritesDiscarded {
+            shard: 0,
+            pod: "c-0-0".into(),
+            to: "c-0-1".into(),
+            sequences: "101-150".into(),
+            count: 50,
+        }),
+        "{:?}",
+        back.notes
+    );
+    assert_eq!(
+        back.layout[0]
+            .last_failover
+            .as_ref()
+            .unwrap()
+            .discarded
+            .as_deref(),
+        Some("101-150")
+    );
+    // Told once.
+    case.status.shards = back.layout.clone();
+    assert!(
+        !plan_of(&case)
+            .notes
+            .iter()
+            .any(|n| matches!(n, Note::WritesDiscarded { .. }))
+    );
+    // Nothing beyond the promotion: nothing discarded.
+    case.status.shards = failed.layout.clone();
+    case.observed.nodes.get_mut("c-0-0").unwrap().offset = 100;
+    let clean = plan_of(&case);
+    assert!(
+        !clean
+            .notes
+            .iter()
+            .any(|n| matches!(n, Note::WritesDiscarded { .. }))
+    );
+    assert_eq!(
+        clean.layout[0]
+            .last_failover
+            .as_ref()
+            .unwrap()
+            .discarded
+            .as_deref(),
+        Some("none")
+    );
 }

@@ -24,6 +24,7 @@ fn shard_status(index: i32, slots: &[&str]) -> ShardStatus {
         slots: strings(slots),
         nodes: Vec::new(),
         master_unreachable_since: None,
+        last_failover: None,
     }
 }
 
@@ -501,7 +502,7 @@ proptest! {
         let status: Vec<ShardStatus> = start
             .to_status()
             .into_iter()
-            .map(|(index, slots)| ShardStatus { index: i32::try_from(index).unwrap(), slots, nodes: Vec::new(), master_unreachable_since: None })
+            .map(|(index, slots)| ShardStatus { index: i32::try_from(index).unwrap(), slots, nodes: Vec::new(), master_unreachable_since: None, last_failover: None })
             .collect();
         for shard in &status {
             assert_no_dash_a(&shard.slots);
