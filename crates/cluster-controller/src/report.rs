@@ -226,6 +226,20 @@ fn note_event(note: &Note) -> Event {
                 mv.range, mv.from, mv.to
             ),
         },
+        Note::MasterBehind {
+            shard,
+            from,
+            to,
+            master_offset,
+            replica_offset,
+        } => Event {
+            type_: EventType::Warning,
+            reason: "MasterBehindReplica",
+            action: "Failover",
+            text: format!(
+                "shard {shard}: master {from} came back with less data (offset {master_offset}) than its replica {to} ({replica_offset}): {to} promoted, {from} follows it"
+            ),
+        },
         Note::WritesDiscarded {
             shard,
             pod,

@@ -149,6 +149,9 @@ pub fn apply(input: &Input<'_>, layout: &mut [ShardStatus]) -> Failed {
         };
         if input.observed.reachable(&master) {
             shard.master_unreachable_since = None;
+            if let Some(note) = behind_its_replica(input, shard, &master) {
+                failed.notes.push(note);
+            }
             continue;
         }
         let since = down_since(input, shard, &master);
@@ -248,4 +251,31 @@ pub fn discarded(input: &Input<'_>, layout: &mut [ShardStatus]) -> Vec<Note> {
         }
     }
     notes
+}
+
+/// A master that came back (it restarted and runs no topology yet, so it serves nothing and its
+/// offset is not moving) with less data than one of its replicas that completed a sync (its
+/// volume was emptied, or it lost its last writes) does not get its shard back: pushed as master
+/// it would make that replica resync from it and lose what only the replica holds. The replica
+/// with the most data takes the shard instead. (A master that runs a topology takes writes: its
+/// offset read a moment before a replica's may be lower without meaning anything.)
+fn behind_its_replica(input: &Input<'_>, shard: &mut ShardStatus, master: &str) -> Option<Note> {
+    let obs = input.observed.nodes.get(master)?;
+    if obs.fenced || obs.version.is_some() {
+        return None;
+    }
+    let candidates = candidates(input, shard);
+    let best = choose_promotion(&candidates)?;
+    if best.offset <= obs.offset {
+        return None;
+    }
+    let (to, offset) = (best.pod.clone(), best.offset);
+    topo::promote(shard, &to);
+    Some(Note::MasterBehind {
+        shard: shard.index,
+        from: master.to_owned(),
+        to,
+        master_offset: obs.offset,
+        replica_offset: offset,
+    })
 }

@@ -346,6 +346,20 @@ pub enum Note {
     SlotsMigrated(Move),
     /// A layout a node ran, newer than status, was taken over.
     Adopted(u64),
+    /// A master came back with less data than a replica (an emptied volume): the replica took
+    /// its shard.
+    MasterBehind {
+        /// Shard index.
+        shard: i32,
+        /// The master that came back.
+        from: String,
+        /// The replica promoted.
+        to: String,
+        /// The master's offset.
+        master_offset: i64,
+        /// The replica's.
+        replica_offset: i64,
+    },
     /// A failed-over master came back holding writes its successor never received.
     WritesDiscarded {
         /// Shard index.
