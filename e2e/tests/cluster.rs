@@ -744,8 +744,16 @@ async fn a_password_rotation_fails_nothing_over_and_loses_no_write() {
 }
 
 #[tokio::test]
-async fn draining_a_node_that_holds_masters_hands_them_over_and_loses_no_write() {
-    let Some(kc) = Kc::start("cluster: node drain", "kc-drain", 3, 1, json!({})).await else {
+async fn evicting_a_nodes_pods_as_a_drain_does_hands_masters_over_and_loses_no_write() {
+    let Some(kc) = Kc::start(
+        "cluster: evictions of a node's pods",
+        "kc-drain",
+        3,
+        1,
+        json!({}),
+    )
+    .await
+    else {
         return;
     };
     // The node of shard 0's master, and every master it holds.
@@ -769,29 +777,38 @@ async fn draining_a_node_that_holds_masters_hands_them_over_and_loses_no_write()
     }
     let writer = kc.writer("drain").await;
     let started = Instant::now();
-    // `kubectl drain` evicts the node's pods one by one, as the shards' PDBs allow; each master's
-    // preStop hook holds it while the operator hands its shard over.
-    kc.sc
-        .testbed
-        .kubectl(&[
-            "drain",
-            &node,
-            "--ignore-daemonsets",
-            "--delete-emptydir-data",
-            "--pod-selector=app.kubernetes.io/instance=kc",
-            "--timeout=120s",
-        ])
+    // What `kubectl drain` does to the node's pods of this cluster, without cordoning the node
+    // (other scenarios share it): each is evicted through the Eviction API, as the shards' PDBs
+    // allow (429 while a shard has a pod down: retried). Each master's preStop hook holds it while
+    // the operator hands its shard over.
+    let on_node: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str()))
+        .map(|p| p.name_any())
+        .collect();
+    for pod in &on_node {
+        wait::until(&format!("{pod} evicted"), READY_TIMEOUT, async || {
+            pods.evict(pod, &Default::default())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
         .await
         .unwrap();
+    }
     kvrocks_e2e::say!(
-        "cluster: drained {node} (masters {held:?}) in {:.1} s",
+        "cluster: evicted {on_node:?} from {node} (masters {held:?}) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let after = wait::for_object(
         &kc.clusters(),
         KC,
         READY_TIMEOUT,
-        "masters off the node",
+        "masters off the evicted pods",
         |c| {
             held.iter()
                 .all(|(shard, old)| master_of_shard(c, *shard).is_some_and(|m| m != *old))
@@ -800,17 +817,71 @@ async fn draining_a_node_that_holds_masters_hands_them_over_and_loses_no_write()
     .await
     .unwrap();
     kvrocks_e2e::say!(
-        "cluster: masters after the drain: {:?}",
+        "cluster: masters after the evictions: {:?}",
         (0..3)
             .map(|s| master_of_shard(&after, s))
             .collect::<Vec<_>>()
     );
-    // The evicted pods' volumes are local to the node: they come back once it is uncordoned.
-    kc.sc.testbed.kubectl(&["uncordon", &node]).await.unwrap();
-    kc.wait_shape(3, 2, "Ready, 3 x 2 after the drain").await;
+    kc.wait_shape(3, 2, "Ready, 3 x 2 after the evictions")
+        .await;
     let log = kc.finish(writer).await;
     log.verify(&kc.target().await)
         .await
         .unwrap()
-        .assert_none_lost("cluster: node drain");
+        .assert_none_lost("cluster: a node's pods evicted");
+}
+
+#[tokio::test]
+async fn a_master_back_on_an_emptied_volume_loses_its_shard_to_its_replica() {
+    // A long failover timeout: the master comes back before the operator would fail it over.
+    let Some(kc) = Kc::start(
+        "cluster: emptied master volume",
+        "kc-emptied",
+        2,
+        1,
+        json!({}),
+    )
+    .await
+    else {
+        return;
+    };
+    kc.sc
+        .patch_spec::<KvrocksCluster>(KC, json!({"failover": {"timeout": "120s"}}))
+        .await;
+    let old = master_of_shard(&kc.get().await, 1).unwrap();
+    let writer = kc.writer("emptied").await;
+    let started = Instant::now();
+    // Its volume goes (the claim is deleted, then the pod, at once): the StatefulSet brings it back
+    // on a new, empty volume.
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = kc.sc.api();
+    claims
+        .delete(&format!("data-{old}"), &Default::default())
+        .await
+        .unwrap();
+    let pods: Api<Pod> = kc.sc.api();
+    pods.delete(&old, &kube::api::DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    let done = Instant::now();
+    let after = wait::for_object(
+        &kc.clusters(),
+        KC,
+        READY_TIMEOUT,
+        "shard 1 on its replica",
+        |c| master_of_shard(c, 1).is_some_and(|m| m != old),
+    )
+    .await
+    .unwrap();
+    kvrocks_e2e::say!(
+        "cluster: {old} back empty; shard 1 went to {} {:.1} s after the delete",
+        master_of_shard(&after, 1).unwrap_or_default(),
+        started.elapsed().as_secs_f64()
+    );
+    kc.wait_shape(2, 2, "Ready, 2 x 2, the emptied pod a replica")
+        .await;
+    let log = kc.finish(writer).await;
+    log.verify(&kc.target().await)
+        .await
+        .unwrap()
+        .assert_lost_only_before("cluster: a master back on an emptied volume", started, done);
 }
