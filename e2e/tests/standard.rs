@@ -122,6 +122,55 @@ async fn a_second_failure_inside_sentinels_lockout_fails_over_promptly() {
 }
 
 #[tokio::test]
+async fn without_a_sentinel_quorum_the_operator_waits_and_changes_nothing() {
+    let Some(std) = Std::start("standard: no sentinel quorum", "std-quorum").await else {
+        return;
+    };
+    let master = std.master().await;
+    let writer = std.writer("quorum").await;
+    // Two of the three sentinels cut off: the one left is a minority.
+    for sentinel in ["sentinel-1", "sentinel-2"] {
+        std.sc
+            .testbed
+            .cut_network(&std.sc.pod(sentinel))
+            .await
+            .unwrap();
+    }
+    let waiting = wait::for_object(
+        &std.standards(),
+        STD,
+        READY_TIMEOUT,
+        "NoSentinelQuorum",
+        |s| {
+            s.status.as_ref().is_some_and(|st| {
+                st.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.reason == "NoSentinelQuorum")
+            })
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(master_of(&waiting).as_deref(), Some(master.as_str()));
+    for sentinel in ["sentinel-1", "sentinel-2"] {
+        std.sc
+            .testbed
+            .restore_network(&std.sc.pod(sentinel))
+            .await
+            .unwrap();
+    }
+    let back = std
+        .wait_ready("Ready with a quorum again", |s| all_linked(s, 2))
+        .await;
+    assert_eq!(master_of(&back).as_deref(), Some(master.as_str()));
+    let log = std.finish(writer).await;
+    log.verify(&std.target().await)
+        .await
+        .unwrap()
+        .assert_none_lost("standard: a sentinel minority");
+}
+
+#[tokio::test]
 async fn a_gracefully_deleted_master_pod_loses_no_write() {
     let Some(std) = Std::start("standard: graceful master delete", "std-graceful").await else {
         return;
