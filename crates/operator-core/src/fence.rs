@@ -24,11 +24,16 @@ pub const CATCH_UP_WITHIN: Duration = Duration::from_secs(2);
 /// How often the offsets are compared while waiting.
 const POLL: Duration = Duration::from_millis(10);
 
+/// What the fence password is derived from, before the instance's password.
+pub const DERIVATION_PREFIX: &str = "kvrocks-operator fence:";
+
 /// The password a fenced node of the instance answers to: derived from the instance's, so the
-/// operator never has to store it and finds it again after a restart.
+/// operator never has to store it and finds it again after a restart: `fenced-` and the first 32
+/// hex digits of SHA-256(`kvrocks-operator fence:<password>`) (a cluster pod's start script
+/// derives the same with `sha256sum`, see `builders::kvrocks::start_script`).
 pub fn password(of: &Password) -> Password {
     let digest = Sha256::new()
-        .chain_update(b"kvrocks-operator fence\0")
+        .chain_update(DERIVATION_PREFIX.as_bytes())
         .chain_update(of.expose().as_bytes())
         .finalize();
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();

@@ -233,7 +233,8 @@ pub fn discarded(input: &Input<'_>, layout: &mut [ShardStatus]) -> Vec<Note> {
         let Some(obs) = input.observed.nodes.get(&record.from) else {
             continue;
         };
-        if !obs.reachable || obs.fenced || obs.version == Some(input.status_version()) {
+        // Back (it restarted fenced, or its network returned) and not yet on the current topology.
+        if !obs.reachable || obs.version == Some(input.status_version()) {
             continue;
         }
         if obs.offset > record.promoted_offset {
@@ -261,7 +262,9 @@ pub fn discarded(input: &Input<'_>, layout: &mut [ShardStatus]) -> Vec<Note> {
 /// offset read a moment before a replica's may be lower without meaning anything.)
 fn behind_its_replica(input: &Input<'_>, shard: &mut ShardStatus, master: &str) -> Option<Note> {
     let obs = input.observed.nodes.get(master)?;
-    if obs.fenced || obs.version.is_some() {
+    // A restarted node starts fenced (see `builders::kvrocks::start_script`): that is no reason
+    // to keep it.
+    if obs.version.is_some() {
         return None;
     }
     let candidates = candidates(input, shard);

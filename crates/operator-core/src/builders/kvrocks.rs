@@ -106,26 +106,39 @@ pub fn config_map(meta: ObjectMeta, conf: String) -> ConfigMap {
 
 /// The start script: a private kvrocks.conf with the password and `slaveof` itself appended.
 /// `cluster` nodes get no `slaveof` (kvrocks refuses replication commands in cluster mode);
-/// instead the topology a node persisted (`nodes.conf`) is set aside as `nodes.conf.last`, so a
-/// node starts serving nothing until the operator pushes the current topology: a master that was
-/// failed over while it was away must not come back as the master of its old slots.
+/// instead a node starts as a stranger until the operator has looked at it: the topology it
+/// persisted (`nodes.conf`) is set aside as `nodes.conf.last`, so it serves no slot, and it starts
+/// fenced (`requirepass` is the fence password, see `crate::fence`; the operator lifts it once it
+/// pushed the current topology), so no replica resyncs from it: a master that comes back on an
+/// emptied volume at its old address would otherwise make its replicas copy the empty database
+/// before anyone could decide. Without `sha256sum` in the image a node starts unfenced.
 pub fn start_script(cluster: bool) -> String {
-    let (slaveof, set_aside) = if cluster {
+    let (slaveof, prepare, requirepass): (&str, String, String) = if cluster {
         (
             "",
             format!(
-                "if [ -f {DATA_DIR}/nodes.conf ]; then mv -f {DATA_DIR}/nodes.conf {DATA_DIR}/nodes.conf.last; fi\n"
+                "if [ -f {DATA_DIR}/nodes.conf ]; then mv -f {DATA_DIR}/nodes.conf {DATA_DIR}/nodes.conf.last; fi\n\
+                 requirepass=\"${PASSWORD_ENV}\"\n\
+                 if command -v sha256sum >/dev/null 2>&1; then\n\
+                 \x20 requirepass=\"fenced-$(printf '{prefix}%s' \"${PASSWORD_ENV}\" | sha256sum | cut -c1-32)\"\n\
+                 fi\n",
+                prefix = crate::fence::DERIVATION_PREFIX,
             ),
+            "$requirepass".to_owned(),
         )
     } else {
-        ("slaveof 127.0.0.1 6379\\n", String::new())
+        (
+            "slaveof 127.0.0.1 6379\\n",
+            String::new(),
+            format!("${{{PASSWORD_ENV}}}"),
+        )
     };
     format!(
         "set -e\n\
          umask 077\n\
-         {set_aside}\
+         {prepare}\
          cp {CONF_DIR}/{CONF_KEY} {RUNTIME_DIR}/kvrocks.conf\n\
-         printf 'requirepass %s\\nmasterauth %s\\n{slaveof}' \"${PASSWORD_ENV}\" \"${PASSWORD_ENV}\" >> {RUNTIME_DIR}/kvrocks.conf\n\
+         printf 'requirepass %s\\nmasterauth %s\\n{slaveof}' \"{requirepass}\" \"${PASSWORD_ENV}\" >> {RUNTIME_DIR}/kvrocks.conf\n\
          exec kvrocks -c {RUNTIME_DIR}/kvrocks.conf\n"
     )
 }
@@ -455,6 +468,59 @@ mod tests {
             std::fs::read_to_string(dir.join("count")).map_or(0, |c| c.trim().parse().unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
         (asked, started.elapsed())
+    }
+
+    /// Runs the start script under `sh` up to (not including) `exec kvrocks`, with its paths in
+    /// a temporary directory; the kvrocks.conf it wrote.
+    fn started_conf(cluster: bool, password: &str) -> String {
+        let dir = std::env::temp_dir().join(format!(
+            "start-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        for sub in ["conf", "run", "data"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        std::fs::write(dir.join("conf").join(CONF_KEY), "port 6379\n").unwrap();
+        std::fs::write(dir.join("data/nodes.conf"), "persisted\n").unwrap();
+        let script = start_script(cluster)
+            .replace(CONF_DIR, &dir.join("conf").display().to_string())
+            .replace(RUNTIME_DIR, &dir.join("run").display().to_string())
+            .replace(DATA_DIR, &dir.join("data").display().to_string())
+            .replace("exec kvrocks", "true");
+        let status = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env(PASSWORD_ENV, password)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let conf = std::fs::read_to_string(dir.join("run/kvrocks.conf")).unwrap();
+        if cluster {
+            assert!(!dir.join("data/nodes.conf").exists());
+            assert!(dir.join("data/nodes.conf.last").exists());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        conf
+    }
+
+    #[test]
+    fn a_cluster_node_starts_fenced_with_the_operators_fence_password() {
+        let password = "s3cret-Pass";
+        let fence = crate::fence::password(&kvrocks_client::Password::new(password));
+        let conf = started_conf(true, password);
+        assert!(
+            conf.contains(&format!("requirepass {}\n", fence.expose())),
+            "{conf}"
+        );
+        assert!(conf.contains(&format!("masterauth {password}\n")), "{conf}");
+        // A Standard pod starts with the password, as a replica of itself.
+        let conf = started_conf(false, password);
+        assert!(
+            conf.contains(&format!(
+                "requirepass {password}\nmasterauth {password}\nslaveof 127.0.0.1 6379\n"
+            )),
+            "{conf}"
+        );
     }
 
     #[test]
