@@ -134,14 +134,32 @@ pub async fn fence(plan: &Plan, password: &Password) -> Result<(), String> {
     Err(why)
 }
 
-/// Runs every action of `plan` (after [`fence`]).
+/// Runs every action of `plan` (after [`fence`]). A fenced node that is a master in the plan's
+/// layout (a restarted node the plan keeps as master) is unfenced before the pushes, so its
+/// replicas can sync as soon as they have the topology; every other fence (an old master, a node
+/// that came back emptier than its replica) goes only after the push made it a replica.
 pub async fn run(plan: &Plan, tools: &Tools<'_>) -> Vec<Outcome> {
-    let (pushes, others): (Vec<&Action>, Vec<&Action>) = plan
-        .actions
-        .iter()
+    let masters = crate::plan::masters(&plan.layout);
+    let (early, actions): (Vec<&Action>, Vec<&Action>) = plan.actions.iter().partition(|a| {
+        matches!(a, Action::Unfence { pod, .. } if masters.contains(pod.as_str()))
+            && !plan
+                .fences
+                .iter()
+                .any(|f| matches!(a, Action::Unfence { pod, .. } if *pod == f.from))
+    });
+    let mut outcomes = Vec::new();
+    for action in early {
+        if let Action::Unfence { ip, .. } = action {
+            outcomes.push(Outcome {
+                action: action.clone(),
+                result: fence::lift(ip, tools.password).await,
+            });
+        }
+    }
+    let (pushes, others): (Vec<&Action>, Vec<&Action>) = actions
+        .into_iter()
         .partition(|a| matches!(a, Action::Push { .. }));
-    let fenced: BTreeSet<&str> = plan
-        .actions
+    let fenced: BTreeSet<&str> = others
         .iter()
         .filter_map(|a| match a {
             Action::Unfence { pod, .. } => Some(pod.as_str()),
@@ -149,7 +167,7 @@ pub async fn run(plan: &Plan, tools: &Tools<'_>) -> Vec<Outcome> {
         })
         .collect();
     let fence_password = fence::password(tools.password);
-    let mut outcomes: Vec<Outcome> = match &plan.topology {
+    outcomes.extend(match &plan.topology {
         Some(topology) => {
             futures::future::join_all(pushes.into_iter().map(|a| {
                 let fenced = matches!(a, Action::Push { pod, .. } if fenced.contains(pod.as_str()));
@@ -163,7 +181,7 @@ pub async fn run(plan: &Plan, tools: &Tools<'_>) -> Vec<Outcome> {
             .await
         }
         None => Vec::new(),
-    };
+    });
     let push_failed: BTreeSet<String> = outcomes
         .iter()
         .filter(|o| o.failed())

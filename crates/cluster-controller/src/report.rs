@@ -75,7 +75,14 @@ pub fn status(inputs: &Inputs<'_>) -> KvrocksClusterStatus {
         || plan.rebalance.is_some()
         || layout.len() != wanted
         || plan.migrations_done < inputs.spec.slot_migrations.len();
+    // A topology pushed in this pass is not yet seen running (and what the nodes said before it
+    // was about their old roles): the next pass decides.
+    let pushing = plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Push { .. }));
     let ready = plan.wait.is_none()
+        && !pushing
         && inputs.refused.is_empty()
         && !layout.is_empty()
         && failed.is_empty()
@@ -103,6 +110,14 @@ pub fn status(inputs: &Inputs<'_>) -> KvrocksClusterStatus {
             format!(
                 "{} shards x {per_shard} nodes, every node at topology version {}",
                 layout.len(),
+                plan.version
+            ),
+        )
+    } else if unreachable == 0 && pushing {
+        (
+            "TopologyPushed".to_owned(),
+            format!(
+                "topology version {} pushed; waiting to see every node run it",
                 plan.version
             ),
         )
