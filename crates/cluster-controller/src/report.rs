@@ -81,8 +81,11 @@ pub fn status(inputs: &Inputs<'_>) -> KvrocksClusterStatus {
         .actions
         .iter()
         .any(|a| matches!(a, Action::Push { .. }));
+    // The pods' kvrocks version is read once they take the password (a node starts fenced).
+    let version_known = inputs.verdict.version.is_some();
     let ready = plan.wait.is_none()
         && !pushing
+        && version_known
         && inputs.refused.is_empty()
         && !layout.is_empty()
         && failed.is_empty()
@@ -120,6 +123,11 @@ pub fn status(inputs: &Inputs<'_>) -> KvrocksClusterStatus {
                 "topology version {} pushed; waiting to see every node run it",
                 plan.version
             ),
+        )
+    } else if unreachable == 0 && syncing == 0 && !version_known {
+        (
+            "ReadingVersion".to_owned(),
+            "the pods' kvrocks version is not known yet".to_owned(),
         )
     } else if unreachable == 0 && syncing > 0 {
         (
