@@ -40,113 +40,143 @@ fn failures(outcomes: &[Outcome]) -> Vec<String> {
         .collect()
 }
 
-/// The status to write.
-pub fn status(inputs: &Inputs<'_>) -> KvrocksClusterStatus {
+/// What the status is judged by, counted once.
+struct Counts {
+    per_shard: usize,
+    wanted: usize,
+    masters_down: usize,
+    unreachable: usize,
+    nodes: usize,
+    /// Replicas that answer but have not completed their sync with their master (right after
+    /// the first topology, a replica's full sync can hold it for a second).
+    syncing: usize,
+    moving: bool,
+    /// A topology pushed in this pass is not yet seen running (and what the nodes said before
+    /// it was about their old roles): the next pass decides.
+    pushing: bool,
+    /// The pods' kvrocks version is read once they take the password (a node starts fenced).
+    version_known: bool,
+}
+
+impl Counts {
+    fn of(inputs: &Inputs<'_>) -> Self {
+        let plan = inputs.plan;
+        let layout = &plan.layout;
+        let wanted = inputs.spec.shards.max(1).unsigned_abs() as usize;
+        let answers = |pod: &str| inputs.observed.reachable(pod);
+        let all_nodes = || layout.iter().flat_map(|s| &s.nodes);
+        Counts {
+            per_shard: 1 + inputs.spec.replicas_per_shard.max(0).unsigned_abs() as usize,
+            wanted,
+            masters_down: masters(layout).into_iter().filter(|m| !answers(m)).count(),
+            unreachable: all_nodes().filter(|n| !answers(&n.pod)).count(),
+            nodes: all_nodes().count(),
+            syncing: all_nodes()
+                .filter(|n| n.role == kvrocks_api::labels::Role::Replica)
+                .filter(|n| {
+                    inputs
+                        .observed
+                        .nodes
+                        .get(&n.pod)
+                        .is_some_and(|o| o.reachable && !o.link_up)
+                })
+                .count(),
+            moving: plan.migration.is_some()
+                || plan.rebalance.is_some()
+                || layout.len() != wanted
+                || plan.migrations_done < inputs.spec.slot_migrations.len(),
+            pushing: plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Push { .. })),
+            version_known: inputs.verdict.version.is_some(),
+        }
+    }
+}
+
+/// Ready, its reason and its message.
+fn readiness(inputs: &Inputs<'_>, c: &Counts, failed: &[String]) -> (bool, String, String) {
     let plan = inputs.plan;
     let layout = &plan.layout;
-    let per_shard = 1 + inputs.spec.replicas_per_shard.max(0).unsigned_abs() as usize;
-    let wanted = inputs.spec.shards.max(1).unsigned_abs() as usize;
-    let masters_down = masters(layout)
-        .into_iter()
-        .filter(|m| !inputs.observed.reachable(m))
-        .count();
-    let failed = failures(inputs.outcomes);
-    let unreachable = layout
-        .iter()
-        .flat_map(|s| &s.nodes)
-        .filter(|n| !inputs.observed.reachable(&n.pod))
-        .count();
-    let nodes = layout.iter().map(|s| s.nodes.len()).sum::<usize>();
-    // Replicas that answer but have not completed their sync with their master (right after the
-    // first topology, a replica's full sync can hold it for a second).
-    let syncing = layout
-        .iter()
-        .flat_map(|s| &s.nodes)
-        .filter(|n| n.role == kvrocks_api::labels::Role::Replica)
-        .filter(|n| {
-            inputs
-                .observed
-                .nodes
-                .get(&n.pod)
-                .is_some_and(|o| o.reachable && !o.link_up)
-        })
-        .count();
-    let moving = plan.migration.is_some()
-        || plan.rebalance.is_some()
-        || layout.len() != wanted
-        || plan.migrations_done < inputs.spec.slot_migrations.len();
-    // A topology pushed in this pass is not yet seen running (and what the nodes said before it
-    // was about their old roles): the next pass decides.
-    let pushing = plan
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::Push { .. }));
-    // The pods' kvrocks version is read once they take the password (a node starts fenced).
-    let version_known = inputs.verdict.version.is_some();
     let ready = plan.wait.is_none()
-        && !pushing
-        && version_known
+        && !c.pushing
+        && c.version_known
         && inputs.refused.is_empty()
         && !layout.is_empty()
         && failed.is_empty()
-        && unreachable == 0
-        && nodes == layout.len() * per_shard
-        && syncing == 0
-        && !moving;
+        && c.unreachable == 0
+        && c.nodes == layout.len() * c.per_shard
+        && c.syncing == 0
+        && !c.moving;
     let (reason, message) = if let Some(wait) = &plan.wait {
-        (wait.reason().to_owned(), wait.message())
+        (wait.reason(), wait.message())
     } else if !inputs.refused.is_empty() {
         (
-            "SpecNotApplied".to_owned(),
+            "SpecNotApplied",
             format!(
                 "StatefulSets keep their previous spec: {}",
                 inputs.refused.join("; ")
             ),
         )
     } else if !failed.is_empty() {
-        ("ActionFailed".to_owned(), failed.join("; "))
-    } else if moving {
-        ("MigratingSlots".to_owned(), moving_message(plan, wanted))
+        ("ActionFailed", failed.join("; "))
+    } else if c.moving {
+        ("MigratingSlots", moving_message(plan, c.wanted))
     } else if ready {
         (
-            "TopologyInSync".to_owned(),
+            "TopologyInSync",
             format!(
-                "{} shards x {per_shard} nodes, every node at topology version {}",
+                "{} shards x {} nodes, every node at topology version {}",
                 layout.len(),
+                c.per_shard,
                 plan.version
             ),
         )
-    } else if unreachable == 0 && pushing {
+    } else if c.unreachable == 0 && c.pushing {
         (
-            "TopologyPushed".to_owned(),
+            "TopologyPushed",
             format!(
                 "topology version {} pushed; waiting to see every node run it",
                 plan.version
             ),
         )
-    } else if unreachable == 0 && syncing == 0 && !version_known {
+    } else if c.unreachable == 0 && c.syncing == 0 && !c.version_known {
         (
-            "ReadingVersion".to_owned(),
+            "ReadingVersion",
             "the pods' kvrocks version is not known yet".to_owned(),
         )
-    } else if unreachable == 0 && syncing > 0 {
+    } else if c.unreachable == 0 && c.syncing > 0 {
         (
-            "ReplicasSyncing".to_owned(),
-            format!("{syncing} replica(s) have not completed their sync with their master yet"),
+            "ReplicasSyncing",
+            format!(
+                "{} replica(s) have not completed their sync with their master yet",
+                c.syncing
+            ),
         )
     } else {
         (
-            "Converging".to_owned(),
+            "Converging",
             format!(
-                "{unreachable} node(s) do not answer; {} of {} nodes placed",
-                nodes,
-                layout.len() * per_shard
+                "{} node(s) do not answer; {} of {} nodes placed",
+                c.unreachable,
+                c.nodes,
+                layout.len() * c.per_shard
             ),
         )
     };
-    let down_message = format!("{masters_down} shard master(s) not answering");
+    (ready, reason.to_owned(), message)
+}
+
+/// The status to write.
+pub fn status(inputs: &Inputs<'_>) -> KvrocksClusterStatus {
+    let plan = inputs.plan;
+    let layout = &plan.layout;
+    let counts = Counts::of(inputs);
+    let failed = failures(inputs.outcomes);
+    let (ready, reason, message) = readiness(inputs, &counts, &failed);
+    let down_message = format!("{} shard master(s) not answering", counts.masters_down);
     let unsupported = inputs.verdict.condition();
-    let degraded = if masters_down > 0 {
+    let degraded = if counts.masters_down > 0 {
         (true, "MasterDown", down_message.as_str())
     } else if let Some((reason, message)) = &unsupported {
         (true, reason.as_str(), message.as_str())

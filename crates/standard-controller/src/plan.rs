@@ -62,8 +62,10 @@ pub fn sentinel_choice_stuck(observed: &Observed) -> bool {
 /// reports it down, or a failover is under way), only the most advanced replica may be chosen:
 /// every reachable replica behind another one gets `slave-priority 0`. With the master gone the
 /// replicas' offsets no longer move, so the comparison is exact; sentinel's own comparison
-/// reads replica offsets that may be seconds old. Only ever lowers a priority: raising one is
-/// for a settled master ([`converge`]).
+/// reads replica offsets that may be seconds old. It lowers priorities; it raises one only when
+/// every most advanced replica is at 0 (lowered on an earlier pass, when another one read ahead
+/// of it while the last writes were still arriving), since a group with no promotable replica
+/// never fails over. Other raises are for a settled master ([`converge`]).
 ///
 /// Candidates are the replicas sentinel knows as such: not the pod at sentinel's master address,
 /// and not a pod that just started (a replica of itself, which sentinel cannot choose).
@@ -80,6 +82,24 @@ fn exclude_laggards(observed: &Observed, plan: &mut Plan) -> Vec<String> {
     let Some(best) = replicas.iter().map(|(_, n)| n.offset).max() else {
         return Vec::new();
     };
+    let bests: Vec<&(&PodView, &NodeView)> =
+        replicas.iter().filter(|(_, n)| n.offset == best).collect();
+    if bests
+        .iter()
+        .all(|(_, n)| n.priority.as_deref() == Some("0"))
+    {
+        // Staying pods first: promoting one that is about to leave means a switchover later.
+        let staying = bests.iter().any(|(p, _)| p.ordinal < observed.desired);
+        for (pod, _) in bests
+            .iter()
+            .filter(|(p, _)| !staying || p.ordinal < observed.desired)
+        {
+            plan.actions.push(Action::SetPriority {
+                pod: pod.name.clone(),
+                value: observed.priority.clone(),
+            });
+        }
+    }
     let mut laggards = Vec::new();
     for (pod, node) in replicas.into_iter().filter(|(_, n)| n.offset < best) {
         if node.priority.as_deref() != Some("0") {
