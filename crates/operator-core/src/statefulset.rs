@@ -19,6 +19,7 @@ use kube::{Api, ResourceExt};
 
 use crate::apply::{Applied, apply_if_changed};
 use crate::builders::kvrocks::TEMPLATE_HASH_ANNOTATION;
+use crate::compare::parse_quantity;
 use crate::error::{Error, Result};
 
 /// What applying a StatefulSet came to.
@@ -74,32 +75,6 @@ fn request(spec: Option<&PersistentVolumeClaimSpec>) -> Option<Quantity> {
         .cloned()
 }
 
-/// Bytes of a storage quantity (`10Gi`, `500M`, `1e9`); None when it cannot be read.
-pub fn bytes(q: &Quantity) -> Option<f64> {
-    let s = q.0.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(s.len());
-    let (number, suffix) = s.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor = match suffix {
-        "" => 1.0,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
-        _ => return None,
-    };
-    Some(number * factor)
-}
-
 /// How the claim templates of `desired` differ from `live`'s (pure).
 pub fn claim_change(live: &StatefulSet, desired: &StatefulSet) -> ClaimChange {
     let (old, new) = (claims(live), claims(desired));
@@ -133,7 +108,7 @@ pub fn claim_change(live: &StatefulSet, desired: &StatefulSet) -> ClaimChange {
         if was == wanted {
             continue;
         }
-        match (bytes(&was), bytes(&wanted)) {
+        match (parse_quantity(&was.0), parse_quantity(&wanted.0)) {
             (Some(a), Some(b)) if b > a => grown.push((n.name_any(), wanted, class(os))),
             (Some(a), Some(b)) if b < a => {
                 return ClaimChange::Other(format!(
@@ -354,15 +329,5 @@ mod tests {
             claim_change(&set(&[]), &live),
             ClaimChange::Other(m) if m.contains("emptyDir")
         ));
-    }
-
-    #[test]
-    fn quantities_read_as_bytes() {
-        assert_eq!(bytes(&Quantity("1Gi".into())), Some(1073741824.0));
-        assert_eq!(bytes(&Quantity("1500M".into())), Some(1.5e9));
-        assert_eq!(bytes(&Quantity("2e3".into())), Some(2000.0));
-        assert_eq!(bytes(&Quantity("10".into())), Some(10.0));
-        assert_eq!(bytes(&Quantity("lots".into())), None);
-        assert_eq!(bytes(&Quantity("1Xi".into())), None);
     }
 }
