@@ -8,14 +8,18 @@
 //!   exits of `kvrocks_operator_core::controller`);
 //! - [`objects`]: kvrocks.conf (without keys the running kvrocks does not know), then, once the
 //!   plan chose the StatefulSet's size, the StatefulSet, Services and PodDisruptionBudget; each
-//!   written only when its live copy differs;
-//! - [`observe`] (reads only): the pods, every pod's `INFO replication`, the sentinel group's
-//!   view of the master and the password in effect; [`state`] adds since when sentinel's choice
-//!   has reported itself a replica;
+//!   written only when its live copy differs (a claim change the StatefulSet cannot take is
+//!   refused with `SpecNotApplied` and stops nothing else; a larger `storage.size` grows the
+//!   claims in place, see `kvrocks_operator_core::statefulset`);
+//! - [`observe`] (reads only): the pods (a pod a switchover left fenced is read with the fence
+//!   password), every pod's `INFO replication`, the sentinel group's view of the master (and how
+//!   many of its sentinels answer) and the password in effect; [`state`] adds since when
+//!   sentinel's choice has reported itself a replica;
 //! - [`plan::plan`] (pure) decides the master and the actions, or why it waits (a
 //!   [`model::Wait`]); the data it reads and writes is in [`model`];
 //! - [`act`] runs the actions (password rotation, kvrocks.conf set live, `SLAVEOF`, priorities,
-//!   role labels, switchovers through sentinel, pod restarts), one outcome per action;
+//!   role labels, fenced switchovers through sentinel, a forced failover during sentinel's
+//!   lockout, fences lifted, pod restarts), one outcome per action;
 //! - [`report`] (pure) makes the status, conditions and Events from all that; the status is
 //!   written only when it changed, and every failed action counts in the error metric.
 //!
