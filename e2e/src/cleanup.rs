@@ -63,6 +63,7 @@ pub fn stop(root: &Path) -> Result<()> {
     if let Some(record) = state.as_ref().and_then(|s| s.nodes.as_ref()) {
         crate::nodes::after_processes(record);
     }
+    remove_empty_operator_cgroups();
     let mounts = mounts_under(root)?;
     unmount(&mounts)?;
     if let Some(network) = state.as_ref().and_then(|s| s.network.as_ref()) {
@@ -76,6 +77,25 @@ pub fn stop(root: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Removes the cgroups of operators that are gone (a test binary killed before it removed them);
+/// one with a process left is kept (removing a cgroup that holds one fails anyway).
+fn remove_empty_operator_cgroups() {
+    let Some(root) = crate::operator::cgroup2_root() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let empty = std::fs::read_to_string(entry.path().join("cgroup.procs"))
+            .is_ok_and(|procs| procs.trim().is_empty());
+        if name.starts_with(crate::operator::CGROUP_PREFIX) && empty {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
 }
 
 /// A mount point.

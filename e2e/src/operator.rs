@@ -1,6 +1,8 @@
 //! Running the operator itself against the testbed: the `kvrocks-operator run` binary built by
 //! `cargo build -p kvrocks-operator`, with the admin kubeconfig, its own metrics port and its own
 //! Lease, so several tests (or several operators in one test) never share a leader election.
+//! Each runs in a cgroup (v2) of its own, so a test can cut the operator alone off a pod
+//! ([`Operator::cut_from`]) while the pods, and the test's own clients, still reach it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,9 +29,65 @@ pub struct Operator {
     metrics_addr: SocketAddr,
     log: PathBuf,
     lease: String,
+    /// Its cgroup: the path below the cgroup2 root, and the directory.
+    cgroup: Option<(String, PathBuf)>,
+}
+
+/// Drops every packet the operator sends to one address, until dropped.
+#[derive(Debug)]
+pub struct OperatorCut {
+    cgroup: String,
+    ip: String,
+}
+
+impl OperatorCut {
+    fn rule(&self, op: &str) -> Result<()> {
+        process::run(
+            "iptables",
+            &[
+                op,
+                "OUTPUT",
+                "-m",
+                "cgroup",
+                "--path",
+                &self.cgroup,
+                "-d",
+                &self.ip,
+                "-j",
+                "DROP",
+            ],
+        )
+        .map(drop)
+    }
+}
+
+impl Drop for OperatorCut {
+    fn drop(&mut self) {
+        if let Err(e) = self.rule("-D") {
+            crate::say!("operator: cannot restore its path to {}: {e}", self.ip);
+        }
+    }
 }
 
 impl Operator {
+    /// Cuts the operator alone off `ip` (a host firewall rule that matches its cgroup): the pod
+    /// still reaches everything, and everything else still reaches the pod. Restored when the
+    /// returned guard is dropped.
+    pub fn cut_from(&self, ip: &str) -> Result<OperatorCut> {
+        let (cgroup, _) = self.cgroup.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "kvrocks-operator",
+                "it runs in no cgroup of its own (this host has no cgroup2 hierarchy)",
+            )
+        })?;
+        let cut = OperatorCut {
+            cgroup: cgroup.clone(),
+            ip: ip.to_owned(),
+        };
+        cut.rule("-I")?;
+        Ok(cut)
+    }
+
     /// The address of its `/metrics`, `/healthz` and `/readyz`.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics_addr
@@ -66,6 +124,13 @@ impl Operator {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.remove_cgroup();
+    }
+
+    fn remove_cgroup(&mut self) {
+        if let Some((_, dir)) = self.cgroup.take() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 
     /// Stops it with SIGTERM (a graceful shutdown that releases the Lease) and waits up to
@@ -83,12 +148,14 @@ impl Operator {
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
+                self.remove_cgroup();
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
         let _ = child.wait();
+        self.remove_cgroup();
     }
 
     /// Whether the process still runs.
@@ -169,11 +236,15 @@ pub async fn start_operator_as(
             log: log.clone(),
         },
     )?;
+    // Moved into its cgroup before it leads, so every connection it opens to a pod is its
+    // cgroup's (a socket belongs to the cgroup of the process that created it).
+    let cgroup = join_own_cgroup(&id, child.id());
     let mut operator = Operator {
         child: Some(child),
         metrics_addr,
         log,
         lease,
+        cgroup,
     };
     crate::say!(
         "operator: started {} {} (log {})",
@@ -215,6 +286,38 @@ fn failed(operator: &Operator, reason: &str) -> Error {
         reason: reason.to_owned(),
         log: operator.log.clone(),
         tail: operator.log_tail(40),
+    }
+}
+
+/// Prefix of the operators' cgroups below the cgroup2 root.
+pub const CGROUP_PREFIX: &str = "kvrocks-e2e-operator-";
+
+/// Where the cgroup2 hierarchy is mounted (`/sys/fs/cgroup` or, on a hybrid host, its
+/// `unified` directory).
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(fields[1]))
+    })
+}
+
+/// Creates the operator's cgroup and moves `pid` into it; None (said) when it cannot.
+fn join_own_cgroup(id: &str, pid: u32) -> Option<(String, PathBuf)> {
+    let name = format!("{CGROUP_PREFIX}{id}");
+    let dir = cgroup2_root()?.join(&name);
+    let joined = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("cgroup.procs"), pid.to_string()));
+    match joined {
+        Ok(()) => Some((name, dir)),
+        Err(e) => {
+            crate::say!(
+                "operator: runs in no cgroup of its own ({}: {e}); it cannot be cut off alone",
+                dir.display()
+            );
+            let _ = std::fs::remove_dir(&dir);
+            None
+        }
     }
 }
 

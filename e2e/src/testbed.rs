@@ -335,6 +335,23 @@ impl Testbed {
         chaos::cut_path(&sandbox.netns, &peer, cut)
     }
 
+    /// Cuts (or restores) the paths between a pod and every other pod; the host still reaches it.
+    pub async fn cut_from_pods(&self, pod: &PodRef, cut: bool) -> Result<()> {
+        let node = self.node_of(pod).await?;
+        let sandbox = chaos::sandbox(&self.nodes, node, &pod.namespace, &pod.name)?;
+        let network = self
+            .state
+            .network
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the testbed", "has no recorded network"))?;
+        chaos::cut_from_pods(
+            &sandbox.netns,
+            &network.cidr(),
+            &network.gateway().to_string(),
+            cut,
+        )
+    }
+
     /// Stops a node: its kubelet stopped (the node goes NotReady), its containers frozen and
     /// cut off.
     pub async fn stop_node(&self, node: &str) -> Result<()> {

@@ -885,3 +885,196 @@ async fn a_master_back_on_an_emptied_volume_loses_its_shard_to_its_replica() {
         .unwrap()
         .assert_lost_only_before("cluster: a master back on an emptied volume", started, done);
 }
+
+/// The reason of the Ready condition.
+fn ready_reason(c: &KvrocksCluster) -> Option<String> {
+    let status = c.status.as_ref()?;
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.reason.clone())
+}
+
+/// Asserts that shard `shard` keeps `master` for `window`: a failover is what must not happen.
+async fn keeps_master(kc: &Kc, shard: usize, master: &str, window: Duration, what: &str) {
+    let moved = wait::for_object(&kc.clusters(), KC, window, what, |c| {
+        master_of_shard(c, shard).is_some_and(|m| m != master)
+    })
+    .await;
+    assert!(
+        moved.is_err(),
+        "{what}: shard {shard} was failed over away from {master}: {:?}",
+        moved.ok().and_then(|c| c.status)
+    );
+}
+
+#[tokio::test]
+async fn a_master_only_the_operator_cannot_reach_keeps_its_shard_and_loses_no_write() {
+    let Some(kc) = Kc::start(
+        "cluster: operator alone cut off a master",
+        "kc-opcut",
+        2,
+        1,
+        json!({}),
+    )
+    .await
+    else {
+        return;
+    };
+    let master = master_of_shard(&kc.get().await, 0).unwrap();
+    let ip = kc.sc.testbed.pod_ip(&kc.sc.pod(&master)).await.unwrap();
+    let writer = kc.writer("operator cut").await;
+    // Only the operator loses the master: its replica and the writer still reach it.
+    let cut = kc.sc.operator.cut_from(&ip).unwrap();
+    let started = Instant::now();
+    wait::for_object(
+        &kc.clusters(),
+        KC,
+        READY_TIMEOUT,
+        "Ready=False, MasterUnreachableFromOperator",
+        |c| ready_reason(c).as_deref() == Some("MasterUnreachableFromOperator"),
+    )
+    .await
+    .unwrap();
+    kvrocks_e2e::say!(
+        "cluster: the operator reported it alone lost {master} after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Five failover timeouts (3 s): the shard keeps its master, which keeps taking writes.
+    let acked = writer.acked();
+    keeps_master(
+        &kc,
+        0,
+        &master,
+        Duration::from_secs(15),
+        "the operator alone cut off",
+    )
+    .await;
+    assert!(
+        writer.acked() > acked + ACKS,
+        "the writer kept writing while only the operator was cut off: {} -> {}",
+        acked,
+        writer.acked()
+    );
+    drop(cut);
+    let healed = kc
+        .wait_shape(2, 2, "Ready once the operator reaches it again")
+        .await;
+    assert_eq!(
+        master_of_shard(&healed, 0).as_deref(),
+        Some(master.as_str())
+    );
+    let log = kc.finish(writer).await;
+    kc.none_lost(&log, "cluster: the operator alone cut off a master")
+        .await;
+}
+
+#[tokio::test]
+async fn a_replica_that_never_completed_a_sync_is_not_promoted() {
+    let Some(kc) = Kc::start(
+        "cluster: unsynced replica, master down",
+        "kc-unsynced",
+        2,
+        1,
+        json!({}),
+    )
+    .await
+    else {
+        return;
+    };
+    let c = kc.get().await;
+    let master = master_of_shard(&c, 1).unwrap();
+    let replica = c.status.as_ref().unwrap().shards[1]
+        .nodes
+        .iter()
+        .find(|n| n.role != "master")
+        .map(|n| n.pod.clone())
+        .unwrap();
+    let writer = kc.writer("unsynced replica").await;
+    // The master is cut off the other pods (the host still reaches it), then its replica comes
+    // back on an empty volume: it can never sync.
+    kc.sc
+        .testbed
+        .cut_from_pods(&kc.sc.pod(&master), true)
+        .await
+        .unwrap();
+    let uid = kc.sc.pod_uids("kc-").await.get(&replica).cloned();
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = kc.sc.api();
+    claims
+        .delete(&format!("data-{replica}"), &Default::default())
+        .await
+        .unwrap();
+    let pods: Api<Pod> = kc.sc.api();
+    pods.delete(
+        &replica,
+        &kube::api::DeleteParams::default().grace_period(0),
+    )
+    .await
+    .unwrap();
+    wait::for_object(
+        &pods,
+        &replica,
+        READY_TIMEOUT,
+        "the replica back, empty",
+        |p| {
+            p.uid() != uid
+                && p.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+        },
+    )
+    .await
+    .unwrap();
+    // Now the master goes (its network): its only replica holds nothing.
+    let started = Instant::now();
+    kc.sc
+        .testbed
+        .cut_network(&kc.sc.pod(&master))
+        .await
+        .unwrap();
+    wait::for_object(
+        &kc.clusters(),
+        KC,
+        READY_TIMEOUT,
+        "Ready=False, NoFailoverCandidate",
+        |c| ready_reason(c).as_deref() == Some("NoFailoverCandidate"),
+    )
+    .await
+    .unwrap();
+    kvrocks_e2e::say!(
+        "cluster: no failover candidate for {master} after {:.1} s ({replica} is empty)",
+        started.elapsed().as_secs_f64()
+    );
+    keeps_master(
+        &kc,
+        1,
+        &master,
+        Duration::from_secs(15),
+        "master down, replica empty",
+    )
+    .await;
+    kc.sc
+        .testbed
+        .restore_network(&kc.sc.pod(&master))
+        .await
+        .unwrap();
+    kc.sc
+        .testbed
+        .cut_from_pods(&kc.sc.pod(&master), false)
+        .await
+        .unwrap();
+    let healed = kc
+        .wait_shape(2, 2, "Ready, the master back and its replica synced")
+        .await;
+    assert_eq!(
+        master_of_shard(&healed, 1).as_deref(),
+        Some(master.as_str())
+    );
+    let log = kc.finish(writer).await;
+    kc.none_lost(&log, "cluster: master down with only an unsynced replica")
+        .await;
+}

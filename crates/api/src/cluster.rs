@@ -202,6 +202,13 @@ pub struct MigrationStatus {
     pub to_shard: i32,
     /// `start`, `success`, `fail` or `none`, as kvrocks last reported it.
     pub state: String,
+    /// How many times the source reported this migration failed; each failure is retried, after
+    /// 2 s, doubling up to a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<i32>,
+    /// When it last failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// Observed state of a KvrocksCluster: the operator's persisted truth about the topology.

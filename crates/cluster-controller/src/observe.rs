@@ -1,5 +1,6 @@
 //! Reading a KvrocksCluster's world, and nothing else: its pods, what each kvrocks node says
-//! (id, topology version, replication), the prober's verdicts, a newer layout a node runs, and
+//! (id, topology version, replication, whether it was seen holding its shard's data since it
+//! started), the prober's verdicts, a newer layout a node runs, and
 //! the source's state of the migration status records.
 
 use std::collections::BTreeMap;
@@ -101,6 +102,14 @@ pub async fn observe(
         .await
         .into_iter()
         .collect();
+    let mut nodes = nodes;
+    for p in pods.iter().chain(&stopping) {
+        if let (Some(obs), Some(ip)) = (nodes.get_mut(&p.pod), &p.ip) {
+            let stranger = obs.reachable && obs.myid.is_none();
+            let linked = obs.link_up && obs.myid.is_some();
+            obs.synced = state.note_synced(key, &p.pod, ip, linked, stranger);
+        }
+    }
     let status = cr.status.clone().unwrap_or_default();
     let mut observed = Observed {
         uid: cr.uid().unwrap_or_default(),
@@ -124,10 +133,12 @@ pub async fn observe(
     observed
 }
 
-/// A migration some master is running (`CLUSTER INFO`, state `start`) of slots status still
-/// gives it, to a node status knows as another shard's master: status lost its record. (A
-/// finished one is not adopted: kvrocks keeps reporting a source's last migration, and a
-/// `success` cannot be told from one whose new owner was pushed long ago.)
+/// A migration of slots status still gives to a source master, to a node status knows as another
+/// shard's master, that status does not record (it lost the record): one the source reports
+/// running (`CLUSTER INFO`, state `start`), or one it reports finished and whose slots it
+/// already sends to the destination (`MOVED` for the range's first slot). kvrocks keeps
+/// reporting a source's last migration: a `success` whose new owner was pushed long ago (and
+/// that the slots may have left since) is told apart by the source serving the slots again.
 async fn stray_migration(
     shards: &[kvrocks_api::cluster::ShardStatus],
     observed: &Observed,
@@ -139,29 +150,43 @@ async fn stray_migration(
             continue;
         };
         let client = NodeClient::new(node::endpoint(&master.ip, password));
-        let info = client.cluster_info().await;
+        let found = stray_on(&client, shard, shards, &assignment).await;
         client.close().await;
-        let Some(migration) = info.ok().and_then(|i| i.migration) else {
-            continue;
-        };
-        let (Some(range), MigrationState::Start) = (migration.slots, &migration.state) else {
-            continue;
-        };
-        let Some(to) = shards.iter().find(|s| {
-            s.index != shard.index
-                && topo::master_of(s).is_some_and(|m| m.node_id == migration.destination_node)
-        }) else {
-            continue;
-        };
-        let (Ok(from), Ok(to)) = (u32::try_from(shard.index), u32::try_from(to.index)) else {
-            continue;
-        };
-        let mv = Move { from, to, range };
-        if assignment.check_move(&mv).is_ok() {
-            return Some((mv, migration.state));
+        if found.is_some() {
+            return found;
         }
     }
     None
+}
+
+/// [`stray_migration`] on one source master.
+async fn stray_on(
+    client: &NodeClient,
+    source: &kvrocks_api::cluster::ShardStatus,
+    shards: &[kvrocks_api::cluster::ShardStatus],
+    assignment: &crate::plan::Assignment,
+) -> Option<(Move, MigrationState)> {
+    let migration = client.cluster_info().await.ok()?.migration?;
+    let range = migration.slots?;
+    let to = shards.iter().find(|s| {
+        s.index != source.index
+            && topo::master_of(s).is_some_and(|m| m.node_id == migration.destination_node)
+    })?;
+    let mv = Move {
+        from: u32::try_from(source.index).ok()?,
+        to: u32::try_from(to.index).ok()?,
+        range,
+    };
+    assignment.check_move(&mv).ok()?;
+    match migration.state {
+        MigrationState::Start => Some((mv, migration.state)),
+        MigrationState::Success => {
+            let redirect = client.redirect_for(range.start()).await.ok()??;
+            let destination = topo::master_of(to)?;
+            (redirect.host == destination.ip).then_some((mv, migration.state))
+        }
+        _ => None,
+    }
 }
 
 fn pod_obs(pod: &Pod, hashes: &Hashes, state: &State, key: &WakeTarget) -> Option<PodObs> {
@@ -220,6 +245,7 @@ async fn read_node(ip: &str, password: &Password, connect: std::time::Duration) 
         link_up,
         last_io_secs: info.as_ref().and_then(|i| i.master_last_io_seconds_ago),
         fenced,
+        synced: false,
     }
 }
 

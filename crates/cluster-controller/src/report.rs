@@ -8,7 +8,7 @@ use kvrocks_operator_core::conditions;
 use kvrocks_operator_core::server::ConfigVerdict;
 
 use crate::act::Outcome;
-use crate::plan::{Action, Note, Observed, Plan, masters};
+use crate::plan::{Action, Note, Observed, Plan, masters, migration};
 
 /// What the report reads.
 pub struct Inputs<'a> {
@@ -176,8 +176,17 @@ pub fn status(inputs: &Inputs<'_>) -> KvrocksClusterStatus {
     let (ready, reason, message) = readiness(inputs, &counts, &failed);
     let down_message = format!("{} shard master(s) not answering", counts.masters_down);
     let unsupported = inputs.verdict.condition();
+    let failing = plan.migration.as_ref().and_then(|m| {
+        let failures = m.failures.filter(|n| *n >= migration::FAILURES_DEGRADED)?;
+        Some(format!(
+            "moving slots {} from shard {} to shard {} failed {failures} times in a row on the source; it is sent again after a backoff (see the MigrationFailed Events and the source's log)",
+            m.slots, m.from_shard, m.to_shard
+        ))
+    });
     let degraded = if counts.masters_down > 0 {
         (true, "MasterDown", down_message.as_str())
+    } else if let Some(message) = &failing {
+        (true, "MigrationFailing", message.as_str())
     } else if let Some((reason, message)) = &unsupported {
         (true, reason.as_str(), message.as_str())
     } else {
@@ -277,6 +286,18 @@ fn note_event(note: &Note) -> Event {
             text: format!(
                 "slots {} moved from shard {} to shard {}",
                 mv.range, mv.from, mv.to
+            ),
+        },
+        Note::MigrationFailed { mv, failures } => Event {
+            type_: EventType::Warning,
+            reason: "MigrationFailed",
+            action: "Migrate",
+            text: format!(
+                "moving slots {} from shard {} to shard {} failed on the source (failure {failures}); sent again in {} s",
+                mv.range,
+                mv.from,
+                mv.to,
+                crate::plan::migration::retry_after(*failures).as_secs()
             ),
         },
         Note::MasterBehind {

@@ -1,6 +1,7 @@
 //! What the controller remembers between passes, per cluster, passed to every reconcile and
 //! dropped when the cluster goes: the prober of its pods, the pods that refused the current
-//! kvrocks.conf live, and how long it has been waiting (for the requeue backoff).
+//! kvrocks.conf live, the nodes seen holding their shard's data since they last started, and how
+//! long it has been waiting (for the requeue backoff).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -27,6 +28,9 @@ const PODS_MAX: Duration = Duration::from_secs(10);
 struct Memory {
     /// `(pod, config hash)` pairs kvrocks refused live.
     live_refused: BTreeSet<(String, String)>,
+    /// `(pod, ip)` of the nodes seen linked to their master (or serving as one) since their
+    /// process last started.
+    synced: BTreeSet<(String, String)>,
     /// Passes in a row that waited the same way.
     waits: u32,
     last: Option<Next>,
@@ -66,6 +70,30 @@ impl State {
             m.live_refused.retain(|(_, h)| h == hash);
             m.live_refused.insert((pod.to_owned(), hash.to_owned()));
         });
+    }
+
+    /// Records what this pass saw of `pod` at `ip`: linked to its master (or a master) under
+    /// the current topology, it holds the shard's data; a stranger (no node id: every kvrocks
+    /// process starts as one, see `builders::kvrocks::start_script`) may hold nothing, until it
+    /// is seen linked again. Returns whether it is known to hold the shard's data.
+    pub fn note_synced(
+        &self,
+        key: &WakeTarget,
+        pod: &str,
+        ip: &str,
+        linked: bool,
+        stranger: bool,
+    ) -> bool {
+        self.with(key, |m| {
+            let entry = (pod.to_owned(), ip.to_owned());
+            if stranger {
+                m.synced.retain(|(p, _)| p != pod);
+            } else if linked {
+                m.synced.retain(|(p, _)| p != pod);
+                m.synced.insert(entry.clone());
+            }
+            m.synced.contains(&entry)
+        })
     }
 
     /// When to look again after a pass that planned `next`: waits back off while they repeat.
@@ -143,5 +171,27 @@ mod tests {
         state.forget(&key());
         assert!(!state.live_refused(&key(), "c-0-0", "h"));
         assert!(state.probers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_node_holds_its_shards_data_from_its_first_link_until_it_restarts() {
+        let state = State::new(kvrocks_operator_core::WakeBus::new());
+        let k = key();
+        let seen = |ip: &str, linked: bool, stranger: bool| {
+            state.note_synced(&k, "c-0-1", ip, linked, stranger)
+        };
+        assert!(!seen("10.0.0.2", false, false), "never linked");
+        assert!(seen("10.0.0.2", true, false));
+        assert!(
+            seen("10.0.0.2", false, false),
+            "its master went: still holds the data"
+        );
+        assert!(
+            !seen("10.0.0.3", false, false),
+            "a new pod at another address"
+        );
+        assert!(seen("10.0.0.2", false, false));
+        assert!(!seen("10.0.0.2", false, true), "restarted: a stranger");
+        assert!(!seen("10.0.0.2", false, false), "until it links again");
     }
 }

@@ -1,5 +1,6 @@
 //! kvrocks cluster commands on a [`NodeClient`]: `CLUSTER INFO|NODES` and `CLUSTERX ...`.
 
+use crate::NodeAddr;
 use crate::conn::args;
 use crate::error::{Error, Result};
 use crate::node::NodeClient;
@@ -7,6 +8,26 @@ use crate::parse::cluster::{ClusterInfo, ClusterNodes};
 use crate::parse::{value_i64, value_text};
 use crate::slots::{NodeId, SlotRange};
 use crate::topology::Topology;
+
+/// A key that hashes to `slot` (`SLOT_COUNT` and above wrap): the first of
+/// `kvrocks-operator-probe-<n>` that does.
+pub fn key_in_slot(slot: u16) -> String {
+    let slot = slot % crate::slots::SLOT_COUNT;
+    (0u32..)
+        .map(|n| format!("kvrocks-operator-probe-{n}"))
+        .find(|key| fred::util::redis_keyslot(key.as_bytes()) == slot)
+        .unwrap_or_default()
+}
+
+/// The address of a `MOVED <slot> <host>:<port>` error message.
+fn moved_to(message: &str) -> Option<NodeAddr> {
+    let mut words = message.split_whitespace();
+    if words.next()? != "MOVED" {
+        return None;
+    }
+    words.next()?.parse::<u16>().ok()?;
+    words.next()?.parse().ok()
+}
 
 impl NodeClient {
     /// `CLUSTER INFO`, typed (errors with `is_cluster_not_initialized` before the first SETNODES).
@@ -101,6 +122,25 @@ impl NodeClient {
             .await
     }
 
+    /// Where this node sends requests for `slot`: `None` when it serves the slot itself, else the
+    /// address its `MOVED` reply names. A source master answers `MOVED` for slots it migrated
+    /// as soon as the migration succeeded, before any new topology gives them away (probed with
+    /// `EXISTS` on a key of the slot, which reads nothing of the data).
+    pub async fn redirect_for(&self, slot: u16) -> Result<Option<NodeAddr>> {
+        let key = key_in_slot(slot);
+        match self
+            .link
+            .call("EXISTS", "EXISTS", args([key.as_str()]), None)
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(e) => match e.server_message().and_then(moved_to) {
+                Some(addr) => Ok(Some(addr)),
+                None => Err(e),
+            },
+        }
+    }
+
     /// `CLUSTERX VERSION`: the topology version, `None` before the first SETNODES (kvrocks says -1).
     pub async fn clusterx_version(&self) -> Result<Option<u64>> {
         let reply = self
@@ -130,5 +170,30 @@ impl NodeClient {
         NodeId::new(text.into_owned())
             .map(Some)
             .map_err(|e| self.parse_err("CLUSTERX MYID", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_key_hashes_to_its_slot() {
+        for slot in [0, 1, 5, 8191, 16383] {
+            let key = key_in_slot(slot);
+            assert_eq!(fred::util::redis_keyslot(key.as_bytes()), slot, "{key}");
+        }
+    }
+
+    #[test]
+    fn moved_replies_name_an_address() {
+        assert_eq!(
+            moved_to("MOVED 5 10.0.0.7:6379"),
+            Some("10.0.0.7:6379".parse().unwrap())
+        );
+        assert_eq!(moved_to("ASK 5 10.0.0.7:6379"), None);
+        assert_eq!(moved_to("MOVED five 10.0.0.7:6379"), None);
+        assert_eq!(moved_to("MOVED 5"), None);
+        assert_eq!(moved_to("ERR unknown"), None);
     }
 }

@@ -128,6 +128,11 @@ async fn cluster_topology_migration_and_promotion() {
     let migration = done.migration.unwrap();
     assert_eq!(migration.slots, Some(moved));
     assert_eq!(migration.destination_node, b_id.as_str());
+    // Before any new topology, A already sends the migrated slot's requests to B, and serves
+    // every other slot it owns.
+    assert_eq!(a.redirect_for(slot).await.unwrap(), Some(procs[1].addr()));
+    let other = (0..8192).find(|s| *s != slot).unwrap();
+    assert_eq!(a.redirect_for(other).await.unwrap(), None);
 
     for node in &nodes {
         node.clusterx_setslot(moved, b_id, 2).await.unwrap();
@@ -141,6 +146,11 @@ async fn cluster_topology_migration_and_promotion() {
 
     let view = b.cluster_nodes().await.unwrap();
     assert_eq!(view.owner_of(slot).map(|n| &n.id), Some(b_id));
+    // After it, A still reports its last migration as a success, whatever came since.
+    assert_eq!(
+        a.cluster_info().await.unwrap().migration_state(),
+        MigrationState::Success
+    );
     let a_slots = SlotRange::from_slots((0..8192).filter(|s| *s != slot));
     assert_eq!(view.get(a_id).unwrap().slots, a_slots);
     let value = b.raw("GET", &[&format!("{tag}:7")]).await.unwrap();

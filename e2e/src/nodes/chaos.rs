@@ -200,6 +200,28 @@ pub fn cut_path(netns: &Path, peer: &str, cut: bool) -> Result<()> {
     Ok(())
 }
 
+/// Drops (or, with `cut == false`, allows again) every packet between the pod whose namespace is
+/// `netns` and the other pods (`cidr`), in that pod's own namespace: the host (`gateway`, the
+/// address the operator, kubelet and the tests' clients come from) still reaches it.
+pub fn cut_from_pods(netns: &Path, cidr: &str, gateway: &str, cut: bool) -> Result<()> {
+    let ns = format!("--net={}", netns.display());
+    // Inserted in this order, the gateway's ACCEPT comes first in each chain.
+    let rules: [[&str; 4]; 4] = [
+        ["INPUT", "-s", cidr, "DROP"],
+        ["OUTPUT", "-d", cidr, "DROP"],
+        ["INPUT", "-s", gateway, "ACCEPT"],
+        ["OUTPUT", "-d", gateway, "ACCEPT"],
+    ];
+    for [chain, dir, addr, target] in rules {
+        let op = if cut { "-I" } else { "-D" };
+        run(
+            "nsenter",
+            &[&ns, "iptables", op, chain, dir, addr, "-j", target],
+        )?;
+    }
+    Ok(())
+}
+
 /// Freezes (or thaws) every process in the node's cgroup root: its containers and shims' children.
 pub fn freeze(node: &NodeLayout, frozen: bool) -> Result<()> {
     let file = node.cgroup_dir("freezer").join("freezer.state");

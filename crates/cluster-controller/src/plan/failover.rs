@@ -29,8 +29,8 @@ pub struct Candidate {
     pub pod: String,
     /// The operator could talk to it in this pass.
     pub reachable: bool,
-    /// It completed a sync with its master (its link is up, or it holds data: an offset > 0),
-    /// so it holds the shard's data and not an empty database.
+    /// It completed a sync with its master (see `NodeObs::synced`), so it holds the shard's data
+    /// and not an empty database.
     pub synced: bool,
     /// Its replication offset (`slave_repl_offset`); higher is more data.
     pub offset: i64,
@@ -89,7 +89,7 @@ pub fn candidates(input: &Input<'_>, shard: &ShardStatus) -> Vec<Candidate> {
             Candidate {
                 pod: n.pod.clone(),
                 reachable: obs.reachable,
-                synced: obs.reachable && (obs.link_up || obs.offset > 0),
+                synced: obs.reachable && obs.synced,
                 offset: obs.offset,
             }
         })
@@ -131,7 +131,7 @@ fn down_since(input: &Input<'_>, shard: &ShardStatus, master: &str) -> SystemTim
 }
 
 /// `at` as status records it: whole seconds.
-fn status_time(at: SystemTime) -> Option<Time> {
+pub(crate) fn status_time(at: SystemTime) -> Option<Time> {
     let secs = at.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
     k8s_openapi::jiff::Timestamp::from_second(i64::try_from(secs).ok()?)
         .ok()

@@ -6,11 +6,16 @@
 //! `CLUSTERX MIGRATE` (and sends it again when the source forgot it after a restart or a
 //! failover); a pass that finds it succeeded records the new owner, which goes out with the next
 //! topology version. An operator stopped at any point resumes from status; a migration a source
-//! reports that status does not record (`Observed::adopt`) is taken over the same way.
+//! reports that status does not record (`Observed::adopt`) is taken over the same way. A
+//! migration the source reports failed is counted in status (an Event each time) and sent again
+//! after a backoff ([`retry_after`]); the `Degraded` condition says so from the
+//! [`FAILURES_DEGRADED`]th failure on.
 
 use kvrocks_api::cluster::{
     KvrocksClusterSpec, KvrocksClusterStatus, MigrationStatus, ShardStatus,
 };
+use std::time::{Duration, SystemTime};
+
 use kvrocks_client::MigrationState;
 
 use super::slots::{Assignment, Move, manual_moves, next_moves, rebalance_moves};
@@ -52,11 +57,25 @@ impl Slots {
     }
 }
 
+/// From this many failures of one migration on, the cluster is `Degraded`.
+pub const FAILURES_DEGRADED: i32 = 3;
+
+/// How long after its `failures`th failure a migration is sent again: 2 s, doubling, at most a
+/// minute.
+pub fn retry_after(failures: i32) -> Duration {
+    let doublings = failures.saturating_sub(1).clamp(0, 5).unsigned_abs();
+    Duration::from_secs(2u64 << doublings).min(Duration::from_secs(60))
+}
+
 /// What driving did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Driven {
     /// A migration finished: its slots now belong to the destination in the layout.
     pub moved: Option<Move>,
+    /// The source reported the migration failed (again): the move and its failure count.
+    pub failed: Option<(Move, i32)>,
+    /// A failed migration is sent again after this.
+    pub retry_in: Option<Duration>,
     /// Why slots cannot move.
     pub wait: Option<Wait>,
     /// A migration is in flight (or about to be sent): look again soon.
@@ -163,7 +182,10 @@ fn resume(
             }
         }
         Some(MigrationState::Start) => {
-            slots.migration = Some(mv.to_status(state_text(state.as_ref())));
+            slots.migration = Some(MigrationStatus {
+                state: state_text(state.as_ref()),
+                ..recorded.clone()
+            });
             Driven {
                 polling: true,
                 ..Driven::default()
@@ -173,7 +195,16 @@ fn resume(
             let Some(target) = master_id(layout, mv.to) else {
                 return blocked(format!("shard {} has no master", mv.to));
             };
-            slots.migration = Some(mv.to_status(state_text(state.as_ref())));
+            if state == Some(MigrationState::Fail)
+                && let Some(waiting) = failed(input.now, slots, recorded, &mv)
+            {
+                return waiting;
+            }
+            // Sent (again): a `fail` read after this is a new failure.
+            slots.migration = Some(MigrationStatus {
+                state: state_text(None),
+                ..recorded.clone()
+            });
             slots.action = Some(Action::Migrate {
                 mv,
                 source_ip: source_ip.to_owned(),
@@ -185,6 +216,43 @@ fn resume(
             }
         }
     }
+}
+
+/// A migration the source reports failed: a failure not counted yet is counted (and waited
+/// out), a counted one is waited out until [`retry_after`] passed; None when it is time to send
+/// it again.
+fn failed(
+    now: SystemTime,
+    slots: &mut Slots,
+    recorded: &MigrationStatus,
+    mv: &Move,
+) -> Option<Driven> {
+    let failures = recorded.failures.unwrap_or(0);
+    if recorded.state != state_text(Some(&MigrationState::Fail)) {
+        let failures = failures.saturating_add(1);
+        slots.migration = Some(MigrationStatus {
+            state: state_text(Some(&MigrationState::Fail)),
+            failures: Some(failures),
+            last_failure_time: super::failover::status_time(now),
+            ..recorded.clone()
+        });
+        return Some(Driven {
+            failed: Some((*mv, failures)),
+            retry_in: Some(retry_after(failures)),
+            ..Driven::default()
+        });
+    }
+    let since = recorded
+        .last_failure_time
+        .as_ref()
+        .map(|t| SystemTime::from(t.0))
+        .unwrap_or(now);
+    let waited = now.duration_since(since).unwrap_or_default();
+    let left = retry_after(failures).checked_sub(waited)?;
+    (!left.is_zero()).then(|| Driven {
+        retry_in: Some(left),
+        ..Driven::default()
+    })
 }
 
 /// The next move: the first entry of `spec.slotMigrations` not done (entries with nothing left

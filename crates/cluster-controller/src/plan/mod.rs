@@ -60,6 +60,10 @@ pub struct NodeObs {
     /// It answers only to the fence password: a switchover fenced it and did not lift the fence
     /// yet (see `kvrocks_operator_core::fence`).
     pub fenced: bool,
+    /// It was seen linked to its master (or serving as one) since its process started, by this
+    /// operator: it holds the shard's data. Its offset alone cannot tell: a node started on an
+    /// empty volume counts a few sequences of its own (seen: 1).
+    pub synced: bool,
 }
 
 /// A data pod of the cluster as listed.
@@ -344,6 +348,13 @@ pub enum Note {
     },
     /// A migration finished; the new owner goes out with this plan's version.
     SlotsMigrated(Move),
+    /// The source reported a migration failed; it is sent again after a backoff.
+    MigrationFailed {
+        /// The migration.
+        mv: Move,
+        /// Its failures so far.
+        failures: i32,
+    },
     /// A layout a node ran, newer than status, was taken over.
     Adopted(u64),
     /// A master came back with less data than a replica (an emptied volume): the replica took
@@ -468,8 +479,16 @@ pub fn plan(input: &Input<'_>) -> Plan {
         let driven = migration::drive(input, &mut layout, &mut slots);
         wait = wait.or(driven.wait);
         notes.extend(driven.moved.map(Note::SlotsMigrated));
+        notes.extend(
+            driven
+                .failed
+                .map(|(mv, failures)| Note::MigrationFailed { mv, failures }),
+        );
         if driven.polling {
             next = Next::Migration;
+        }
+        if let Some(retry) = driven.retry_in {
+            next = Next::In(retry);
         }
         layout::drop_drained(input, &mut layout, &slots);
     }

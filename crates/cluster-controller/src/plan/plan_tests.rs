@@ -76,6 +76,8 @@ struct NodeDraw {
     current: bool,
     offset: i64,
     link_up: bool,
+    /// Seen linked earlier, since it started (its link may be down now).
+    seen_linked: bool,
     template_ok: bool,
     config_ok: bool,
     live_refused: bool,
@@ -87,19 +89,29 @@ fn arb_node() -> impl Strategy<Value = NodeDraw> {
         proptest::bool::weighted(0.8),
         proptest::bool::weighted(0.8),
         0i64..4,
-        any::<bool>(),
+        (any::<bool>(), any::<bool>()),
         proptest::bool::weighted(0.8),
         proptest::bool::weighted(0.8),
         any::<bool>(),
         proptest::option::weighted(0.3, 0u64..6000),
     )
         .prop_map(
-            |(reachable, current, offset, link_up, template_ok, config_ok, live_refused, down)| {
+            |(
+                reachable,
+                current,
+                offset,
+                (link_up, seen_linked),
+                template_ok,
+                config_ok,
+                live_refused,
+                down,
+            )| {
                 NodeDraw {
                     reachable,
                     current,
                     offset,
                     link_up,
+                    seen_linked,
                     template_ok,
                     config_ok,
                     live_refused,
@@ -219,6 +231,7 @@ fn build(
                     version: Some(if d.current { version } else { version - 1 }),
                     offset: d.offset,
                     link_up: d.link_up,
+                    synced: d.link_up || d.seen_linked,
                     ..Default::default()
                 },
             );
@@ -290,7 +303,7 @@ proptest! {
                 .iter()
                 .filter(|n| n.role == Role::Replica)
                 .filter_map(|n| Some((&n.pod, case.observed.nodes.get(&n.pod)?)))
-                .filter(|(_, o)| o.reachable && (o.link_up || o.offset > 0))
+                .filter(|(_, o)| o.reachable && o.synced)
                 .collect();
             let chosen = case.observed.nodes.get(to).unwrap();
             prop_assert!(eligible.iter().any(|(p, _)| *p == to), "{to} was not eligible");
@@ -399,6 +412,24 @@ proptest! {
 }
 
 #[test]
+fn a_replica_with_data_of_its_own_but_never_seen_linked_is_not_promoted() {
+    // A node started on an empty volume counts a few sequences of its own: its offset is no
+    // proof that it holds the shard's data.
+    let mut case = one_shard_of_two();
+    case.observed.nodes.get_mut("c-0-0").unwrap().reachable = false;
+    let replica = case.observed.nodes.get_mut("c-0-1").unwrap();
+    (replica.link_up, replica.synced, replica.offset) = (false, false, 1);
+    case.observed.pods[0].unreachable_since = Some(case.now - Duration::from_secs(10));
+    let plan = plan_of(&case);
+    assert_eq!(master_pod(&plan.layout, 0).as_deref(), Some("c-0-0"));
+    assert_eq!(plan.wait.unwrap().reason(), "NoFailoverCandidate");
+    // Seen linked since it started (its link dropped with the master): promoted.
+    case.observed.nodes.get_mut("c-0-1").unwrap().synced = true;
+    let plan = plan_of(&case);
+    assert_eq!(master_pod(&plan.layout, 0).as_deref(), Some("c-0-1"));
+}
+
+#[test]
 fn a_master_down_for_less_than_the_timeout_keeps_its_shard() {
     let mut case = build(
         vec![(vec![0, 1], 0, vec![node(true), node(true)])],
@@ -485,6 +516,7 @@ fn node(reachable: bool) -> NodeDraw {
         current: true,
         offset: 1,
         link_up: true,
+        seen_linked: false,
         template_ok: true,
         config_ok: true,
         live_refused: false,
@@ -603,6 +635,99 @@ fn a_running_migration_status_lost_is_adopted_not_started_again() {
         done.layout
     );
     assert!(done.version > running.version);
+}
+
+#[test]
+fn a_finished_migration_status_lost_is_adopted_and_its_new_owner_pushed() {
+    // Observe adopts a `success` only when the source already sends the slots to the
+    // destination (`MOVED`): the plan then applies it at once.
+    let mut case = build(
+        vec![
+            (vec![0], 0, vec![node(true)]),
+            (vec![0], 0, vec![node(true)]),
+        ],
+        2,
+        0,
+        None,
+        0,
+        false,
+        1,
+    );
+    let mv = Move {
+        from: 0,
+        to: 1,
+        range: SlotRange::new(0, 9).unwrap(),
+    };
+    case.observed.adopt = Some(mv);
+    case.observed.migration = Some(MigrationState::Success);
+    let done = plan(&case.input());
+    assert_eq!(done.migration, None);
+    assert!(done.layout[1].slots.iter().any(|r| r.starts_with("0-9")));
+    assert!(done.version > case.status.topology_version.unwrap() as u64);
+    assert!(done.notes.contains(&Note::SlotsMigrated(mv)));
+}
+
+#[test]
+fn a_failed_migration_is_counted_told_and_sent_again_after_a_backoff() {
+    let mut case = build(
+        vec![
+            (vec![0], 0, vec![node(true)]),
+            (vec![0], 0, vec![node(true)]),
+        ],
+        2,
+        0,
+        None,
+        0,
+        false,
+        1,
+    );
+    let mv = Move {
+        from: 0,
+        to: 1,
+        range: SlotRange::new(0, 9).unwrap(),
+    };
+    let sends = |plan: &Plan| {
+        plan.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Migrate { .. }))
+            .count()
+    };
+    case.status.migration = Some(mv.to_status("start"));
+    for failure in 1..=migration::FAILURES_DEGRADED {
+        // The source reports it failed: counted, told, not sent at once.
+        case.observed.migration = Some(MigrationState::Fail);
+        let failed = plan(&case.input());
+        let recorded = failed.migration.clone().unwrap();
+        assert_eq!(
+            (recorded.state.as_str(), recorded.failures),
+            ("fail", Some(failure))
+        );
+        assert_eq!(sends(&failed), 0);
+        assert!(failed.notes.contains(&Note::MigrationFailed {
+            mv,
+            failures: failure
+        }));
+        let backoff = migration::retry_after(failure);
+        assert_eq!(failed.next, Next::In(backoff));
+        // Read back, before the backoff passed: still waiting, nothing told again.
+        case.status.migration = Some(recorded.clone());
+        let early = plan(&case.input());
+        assert_eq!(sends(&early), 0);
+        assert!(early.notes.is_empty());
+        assert_eq!(early.migration.as_ref(), Some(&recorded));
+        // After it: sent again, and a `fail` read after that is a new failure.
+        case.now += backoff;
+        let again = plan(&case.input());
+        assert_eq!(sends(&again), 1);
+        let resent = again.migration.clone().unwrap();
+        assert_eq!(
+            (resent.state.as_str(), resent.failures),
+            ("none", Some(failure))
+        );
+        case.status.migration = Some(resent);
+    }
+    assert!(migration::retry_after(2) > migration::retry_after(1));
+    assert_eq!(migration::retry_after(100), Duration::from_secs(60));
 }
 
 #[test]

@@ -352,6 +352,8 @@ impl Move {
             from_shard: i32::try_from(self.from).unwrap_or(i32::MAX),
             to_shard: i32::try_from(self.to).unwrap_or(i32::MAX),
             state: state.into(),
+            failures: None,
+            last_failure_time: None,
         }
     }
 

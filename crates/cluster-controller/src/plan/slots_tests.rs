@@ -309,7 +309,8 @@ fn moves_round_trip_through_status() {
             slots: "7".into(),
             from_shard: 2,
             to_shard: 0,
-            state: "start".into()
+            state: "start".into(),
+            ..MigrationStatus::default()
         }
     );
     assert_eq!(Move::from_status(&status), Ok(mv));
