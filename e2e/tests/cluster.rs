@@ -1078,3 +1078,92 @@ async fn a_replica_that_never_completed_a_sync_is_not_promoted() {
     kc.none_lost(&log, "cluster: master down with only an unsynced replica")
         .await;
 }
+
+#[tokio::test]
+async fn a_finished_migration_whose_record_was_lost_reaches_its_new_owner() {
+    let Some(mut kc) = Kc::start(
+        "cluster: lost migration record",
+        "kc-lostmig",
+        2,
+        0,
+        json!({"migrate-speed": "0"}),
+    )
+    .await
+    else {
+        return;
+    };
+    let c = kc.get().await;
+    let source = master_of_shard(&c, 0).unwrap();
+    let destination = c.status.as_ref().unwrap().shards[1].nodes[0]
+        .node_id
+        .clone();
+    let writer = kc.writer("lost record").await;
+    // An operator sent MIGRATE and stopped before status recorded it: here the operator is
+    // stopped and the migration sent by hand, so status never hears of it.
+    kc.sc.operator.kill();
+    let password = kc.password.get();
+    let on_source = |args: Vec<String>| {
+        let (kc, password, source) = (&kc, password.clone(), source.clone());
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            kc.sc
+                .testbed
+                .redis_at(&kc.sc.pod(&source), 6379, Some(&password), &args)
+                .await
+        }
+    };
+    let sent = on_source(
+        ["CLUSTERX", "MIGRATE", "0-99", &destination]
+            .map(str::to_owned)
+            .to_vec(),
+    )
+    .await
+    .unwrap();
+    assert!(sent.contains("OK"), "CLUSTERX MIGRATE: {sent:?}");
+    wait::until(
+        "the source reports the migration succeeded",
+        READY_TIMEOUT,
+        async || {
+            let info = on_source(vec!["CLUSTER".into(), "INFO".into()])
+                .await
+                .map_err(|e| e.to_string())?;
+            if info.contains("migrating_state: success") || info.contains("migrating_state:success")
+            {
+                Ok(())
+            } else {
+                Err(info)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    // Slots 0-99 are wedged now: the source redirects them, the topology does not give them to
+    // the destination. A new operator, with nothing in status, must finish the move.
+    let started = Instant::now();
+    kc.sc.operator =
+        kvrocks_e2e::operator::start_operator(kc.sc.testbed, &["--namespaces", &kc.sc.ns])
+            .await
+            .unwrap()
+            .unwrap();
+    let moved = wait::for_object(
+        &kc.clusters(),
+        KC,
+        READY_TIMEOUT,
+        "slots 0-99 owned by shard 1",
+        |c| {
+            ready(c)
+                && c.status.as_ref().is_some_and(|s| {
+                    s.shards[1].slots.iter().any(|r| r.starts_with("0-99")) && s.migration.is_none()
+                })
+        },
+    )
+    .await
+    .unwrap();
+    kvrocks_e2e::say!(
+        "cluster: the lost migration adopted and pushed {:.1} s after the operator started (topology version {:?})",
+        started.elapsed().as_secs_f64(),
+        moved.status.as_ref().and_then(|s| s.topology_version)
+    );
+    let log = kc.finish(writer).await;
+    kc.none_lost(&log, "cluster: a lost migration record").await;
+}
