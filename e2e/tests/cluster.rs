@@ -1167,3 +1167,95 @@ async fn a_finished_migration_whose_record_was_lost_reaches_its_new_owner() {
     let log = kc.finish(writer).await;
     kc.none_lost(&log, "cluster: a lost migration record").await;
 }
+
+#[tokio::test]
+async fn a_cluster_created_again_over_its_kept_volumes_keeps_its_layout_and_data() {
+    let Some(kc) = Kc::start(
+        "cluster: created again over kept volumes",
+        "kc-again",
+        2,
+        1,
+        json!({}),
+    )
+    .await
+    else {
+        return;
+    };
+    // A layout an even split with ordinal 0 as master would get wrong: slots 0-99 moved to
+    // shard 1, and shard 0's master handed to ordinal 1.
+    kc.planned(
+        "slots 0-99 to shard 1",
+        json!({"slotMigrations": [{"toShard": 1, "slots": ["0-99"]}]}),
+        |c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.slot_migrations_done == Some(1))
+        },
+    )
+    .await;
+    let pods: Api<Pod> = kc.sc.api();
+    let old = master_of_shard(&kc.get().await, 0).unwrap();
+    pods.delete(&old, &Default::default()).await.unwrap();
+    let handed = wait::for_object(
+        &kc.clusters(),
+        KC,
+        READY_TIMEOUT,
+        "Ready, shard 0 handed over",
+        |c| shape(c, 2, 2) && master_of_shard(c, 0).is_some_and(|m| m != old),
+    )
+    .await
+    .unwrap();
+    let master0 = master_of_shard(&handed, 0).unwrap();
+    let loaded = writer::load("kept", &kc.target().await, 5_000, VALUE_BYTES)
+        .await
+        .unwrap();
+    // The cluster goes; its claims stay (the default).
+    kc.clusters().delete(KC, &Default::default()).await.unwrap();
+    wait::for_deletion(&kc.clusters(), KC, READY_TIMEOUT)
+        .await
+        .unwrap();
+    wait::until("its pods gone", READY_TIMEOUT, async || {
+        let left = kc.sc.pod_uids("kc-").await;
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    })
+    .await
+    .unwrap();
+    kc.clusters()
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "kvrocks.io/v1alpha1", "kind": "KvrocksCluster",
+                "metadata": {"name": KC},
+                "spec": {"shards": 2, "replicasPerShard": 1, "storage": {"size": "256Mi"}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let again = kc
+        .wait_shape(2, 2, "Ready again over the kept volumes")
+        .await;
+    kc.password.set(kc.sc.password("kc-auth").await);
+    let status = again.status.as_ref().unwrap();
+    kvrocks_e2e::say!(
+        "cluster: created again: shard 0 master {:?} slots {:?}, shard 1 slots {:?}",
+        master_of_shard(&again, 0),
+        status.shards[0].slots,
+        status.shards[1].slots
+    );
+    assert_eq!(
+        master_of_shard(&again, 0).as_deref(),
+        Some(master0.as_str())
+    );
+    assert!(
+        status.shards[1].slots.iter().any(|r| r == "0-99"),
+        "shard 1 keeps slots 0-99: {:?}",
+        status.shards[1].slots
+    );
+    kc.none_lost(&loaded, "cluster: created again over kept volumes")
+        .await;
+}

@@ -28,6 +28,7 @@ pub mod act;
 pub mod objects;
 pub mod observe;
 pub mod plan;
+pub mod previous;
 pub mod report;
 pub mod state;
 pub mod topo;
@@ -114,7 +115,8 @@ async fn reconcile(
     )
     .await;
     let hashes = objects::apply(&ctx, &cr, &verdict).await?;
-    let observed = observe::observe(&cr, &listed, &hashes, &password, &state, &key).await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = ctx.api_for(&cr);
+    let observed = observe::observe(&pods, &cr, &listed, &hashes, &password, &state, &key).await;
     let input = plan::Input {
         spec: &cr.spec,
         status: &previous,
@@ -127,7 +129,7 @@ async fn reconcile(
     }
     let live_config = verdict.supported(&cr.spec.pod.config);
     let tools = act::Tools {
-        pods: &ctx.api_for(&cr),
+        pods: &pods,
         password: &password,
         live_config: &live_config,
         config_hash: &hashes.config,

@@ -49,6 +49,7 @@ const PROBER_DOWN_CONNECT: std::time::Duration = std::time::Duration::from_milli
 /// Everything the planner reads besides spec and status. The prober is pointed at the pods
 /// that run; a pod it counts unreachable is asked with a short connect timeout.
 pub async fn observe(
+    api: &Api<Pod>,
     cr: &KvrocksCluster,
     listed: &[Pod],
     hashes: &Hashes,
@@ -111,6 +112,11 @@ pub async fn observe(
         }
     }
     let status = cr.status.clone().unwrap_or_default();
+    let (previous, previous_unread) = if status.shards.is_empty() {
+        read_previous(api, &pods).await
+    } else {
+        (BTreeMap::new(), None)
+    };
     let mut observed = Observed {
         uid: cr.uid().unwrap_or_default(),
         pods,
@@ -119,6 +125,8 @@ pub async fn observe(
         ahead: None,
         migration: None,
         adopt: None,
+        previous,
+        previous_unread,
     };
     let version = status.topology_version.unwrap_or(0).max(0).unsigned_abs();
     observed.ahead = ahead(&status.shards, &observed, version, password).await;
@@ -131,6 +139,39 @@ pub async fn observe(
         observed.migration = Some(state);
     }
     observed
+}
+
+/// How much of a pod's log is read for the topology its start script printed first.
+const PREVIOUS_LOG_BYTES: i64 = 256 * 1024;
+
+/// Before the first layout: the topology each running pod's volume persisted, as its start
+/// script printed it (see [`crate::previous`]), and why one could not be read.
+async fn read_previous(
+    api: &Api<Pod>,
+    pods: &[PodObs],
+) -> (BTreeMap<String, crate::previous::Previous>, Option<String>) {
+    let params = kube::api::LogParams {
+        container: Some(kb::CONTAINER.to_owned()),
+        limit_bytes: Some(PREVIOUS_LOG_BYTES),
+        ..Default::default()
+    };
+    let reads = futures::future::join_all(pods.iter().filter(|p| p.ip.is_some()).map(|p| {
+        let params = &params;
+        async move { (p.pod.clone(), api.logs(&p.pod, params).await) }
+    }))
+    .await;
+    let (mut previous, mut unread) = (BTreeMap::new(), None);
+    for (pod, read) in reads {
+        match read.map(|log| crate::previous::parse_log(&log)) {
+            Ok(None) => {}
+            Ok(Some(Ok(p))) => {
+                previous.insert(pod, p);
+            }
+            Ok(Some(Err(e))) => unread = Some(format!("{pod}: {e}")),
+            Err(e) => unread = Some(format!("cannot read the log of {pod}: {e}")),
+        }
+    }
+    (previous, unread)
 }
 
 /// A migration of slots status still gives to a source master, to a node status knows as another

@@ -328,6 +328,14 @@ fn note_event(note: &Note) -> Event {
                 "shard {shard}: {pod} came back holding {count} write(s) (sequences {sequences}) that {to} never received when it was promoted; they are discarded as {pod} resyncs from {to}"
             ),
         },
+        Note::VolumesAdopted(version) => Event {
+            type_: EventType::Normal,
+            reason: "VolumesAdopted",
+            action: "Adopt",
+            text: format!(
+                "the pods' volumes hold data laid out by topology version {version} of an earlier cluster of this name: the first layout keeps its masters and slots"
+            ),
+        },
         Note::Adopted(version) => Event {
             type_: EventType::Normal,
             reason: "TopologyAdopted",

@@ -50,14 +50,45 @@ pub fn render_slots(ranges: &[SlotRange]) -> Vec<String> {
 /// the others replicate it. None until every pod has an IP.
 pub fn initial(cr_uid: &str, shards: &[Vec<PlacedPod>], port: u16) -> Option<Vec<ShardStatus>> {
     let split = SlotRange::split_evenly(u16::try_from(shards.len()).ok()?);
+    let seeds = shards
+        .iter()
+        .enumerate()
+        .map(|(index, pods)| {
+            Some(Seed {
+                master: pods.iter().find(|p| p.ordinal == 0)?.pod.clone(),
+                slots: split.get(index).copied().into_iter().collect(),
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    seeded(cr_uid, shards, port, &seeds)
+}
+
+/// What the first layout gives one shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seed {
+    /// The master's pod.
+    pub master: String,
+    /// Its slots.
+    pub slots: Vec<SlotRange>,
+}
+
+/// The first layout from one seed per shard (its master's pod and slots); every other pod of
+/// the shard a replica of that master.
+pub fn seeded(
+    cr_uid: &str,
+    shards: &[Vec<PlacedPod>],
+    port: u16,
+    seeds: &[Seed],
+) -> Option<Vec<ShardStatus>> {
     let mut out = Vec::new();
     for (index, pods) in shards.iter().enumerate() {
-        let master = pods.iter().find(|p| p.ordinal == 0)?;
+        let seed = seeds.get(index)?;
+        let master = pods.iter().find(|p| p.pod == seed.master)?;
         let master_id = node_id(cr_uid, &master.pod);
         let mut nodes = Vec::new();
         for pod in pods {
             let id = node_id(cr_uid, &pod.pod);
-            let is_master = pod.ordinal == 0;
+            let is_master = pod.pod == master.pod;
             nodes.push(ClusterNodeStatus {
                 pod: pod.pod.clone(),
                 ip: pod.ip.clone()?,
@@ -73,10 +104,7 @@ pub fn initial(cr_uid: &str, shards: &[Vec<PlacedPod>], port: u16) -> Option<Vec
         }
         out.push(ShardStatus {
             index: i32::try_from(index).ok()?,
-            slots: split
-                .get(index)
-                .map(|r| vec![r.to_string()])
-                .unwrap_or_default(),
+            slots: seed.slots.iter().map(ToString::to_string).collect(),
             nodes,
             master_unreachable_since: None,
             last_failover: None,

@@ -1,5 +1,5 @@
 //! The layout (shards, their slots and nodes) this pass starts from and how pods change it: the
-//! first split once every pod runs, a newer layout a node already runs, pods that moved, joined
+//! first split once every pod runs (or the layout the volumes hold, see [`crate::previous`]), a newer layout a node already runs, pods that moved, joined
 //! or left, new shards joining empty, drained shards leaving.
 
 use kvrocks_api::cluster::ShardStatus;
@@ -16,6 +16,8 @@ pub struct Start {
     pub shards: Vec<ShardStatus>,
     /// The version of a newer layout a node ran, taken over.
     pub adopted: Option<u64>,
+    /// The version of the topology the volumes held, the first layout's masters and slots.
+    pub from_volumes: Option<u64>,
     /// Why there is no layout yet.
     pub wait: Option<Wait>,
 }
@@ -56,6 +58,7 @@ pub fn current(input: &Input<'_>) -> Start {
     Start {
         shards,
         adopted,
+        from_volumes: None,
         wait: None,
     }
 }
@@ -86,17 +89,34 @@ fn first(input: &Input<'_>, placed: &[PlacedPod]) -> Start {
         .collect();
     let complete = by_shard.iter().all(|s| s.len() == per_shard as usize)
         && placed.iter().all(|p| input.observed.reachable(&p.pod));
-    match topo::initial(&input.observed.uid, &by_shard, port()) {
-        Some(first) if complete => Start {
-            shards: first,
+    let waiting = |wait: Wait| Start {
+        shards: Vec::new(),
+        adopted: None,
+        from_volumes: None,
+        wait: Some(wait),
+    };
+    if !complete {
+        return waiting(Wait::Pods { shards, per_shard });
+    }
+    if let Some(why) = &input.observed.previous_unread {
+        return waiting(Wait::VolumesNotAdopted(why.clone()));
+    }
+    let first = match crate::previous::seeds(&by_shard, &input.observed.previous) {
+        Err(why) => return waiting(Wait::VolumesNotAdopted(why)),
+        Ok(Some(seeds)) => topo::seeded(&input.observed.uid, &by_shard, port(), &seeds).map(|s| {
+            let version = input.observed.previous.values().map(|p| p.version).max();
+            (s, version)
+        }),
+        Ok(None) => topo::initial(&input.observed.uid, &by_shard, port()).map(|s| (s, None)),
+    };
+    match first {
+        Some((shards, from_volumes)) => Start {
+            shards,
             adopted: None,
+            from_volumes,
             wait: None,
         },
-        _ => Start {
-            shards: Vec::new(),
-            adopted: None,
-            wait: Some(Wait::Pods { shards, per_shard }),
-        },
+        None => waiting(Wait::Pods { shards, per_shard }),
     }
 }
 

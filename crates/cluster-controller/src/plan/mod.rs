@@ -109,6 +109,11 @@ pub struct Observed {
     /// lost: a pass on an older copy wrote it away): adopted rather than started again, which
     /// kvrocks would refuse.
     pub adopt: Option<Move>,
+    /// Before the first layout: the topology each pod's volume persisted, by pod (see
+    /// [`crate::previous`]).
+    pub previous: BTreeMap<String, crate::previous::Previous>,
+    /// Before the first layout: why a pod's persisted topology could not be read (its log).
+    pub previous_unread: Option<String>,
 }
 
 impl Observed {
@@ -268,6 +273,8 @@ pub enum Wait {
     InvalidTopology(String),
     /// A planned switchover was given up this pass (the message says why); it is tried again.
     SwitchoverPostponed(String),
+    /// The volumes hold a topology the first layout cannot take, or it could not be read.
+    VolumesNotAdopted(String),
 }
 
 impl Wait {
@@ -283,6 +290,7 @@ impl Wait {
             Wait::RollingUpdate(_) => "RollingUpdate",
             Wait::InvalidTopology(_) => "InvalidTopology",
             Wait::SwitchoverPostponed(_) => "SwitchoverPostponed",
+            Wait::VolumesNotAdopted(_) => "VolumesNotAdopted",
         }
     }
 
@@ -317,6 +325,9 @@ impl Wait {
                 "{n} pod(s) run an old template or kvrocks.conf; restarting them one at a time, masters last"
             ),
             Wait::InvalidTopology(message) | Wait::SwitchoverPostponed(message) => message.clone(),
+            Wait::VolumesNotAdopted(message) => format!(
+                "the pods' volumes hold data of an earlier cluster of this name: {message}; nothing is pushed until its layout can be taken over (fix spec.shards, or delete the claims to start empty)"
+            ),
         }
     }
 }
@@ -357,6 +368,9 @@ pub enum Note {
     },
     /// A layout a node ran, newer than status, was taken over.
     Adopted(u64),
+    /// The first layout took masters and slots from the topology (this version) the volumes
+    /// hold.
+    VolumesAdopted(u64),
     /// A master came back with less data than a replica (an emptied volume): the replica took
     /// its shard.
     MasterBehind {
@@ -451,6 +465,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
     let mut layout = start.shards;
     let mut wait = start.wait;
     let mut notes: Vec<Note> = start.adopted.map(Note::Adopted).into_iter().collect();
+    notes.extend(start.from_volumes.map(Note::VolumesAdopted));
     let mut next = if wait.is_some() {
         Next::Pods
     } else {
@@ -520,6 +535,10 @@ pub fn plan(input: &Input<'_>) -> Plan {
         Note::Failover { from, .. } => Some(Action::Stop { pod: from.clone() }),
         _ => None,
     }));
+    if next == Next::Steady && syncing(input, &layout) {
+        // Nothing wakes the controller when a replica's link comes up: look again.
+        next = Next::Pods;
+    }
     Plan {
         layout,
         version: versioned.version,
@@ -534,6 +553,21 @@ pub fn plan(input: &Input<'_>) -> Plan {
         notes,
         next,
     }
+}
+
+/// Whether a replica of the layout answers but has not completed its sync (its link is down).
+fn syncing(input: &Input<'_>, layout: &[ShardStatus]) -> bool {
+    layout
+        .iter()
+        .flat_map(|s| &s.nodes)
+        .filter(|n| n.role == kvrocks_api::labels::Role::Replica)
+        .any(|n| {
+            input
+                .observed
+                .nodes
+                .get(&n.pod)
+                .is_some_and(|o| o.reachable && !o.link_up)
+        })
 }
 
 /// The fences the plan's switchovers need (a master that does not answer cannot be fenced, and

@@ -104,6 +104,11 @@ pub fn config_map(meta: ObjectMeta, conf: String) -> ConfigMap {
     }
 }
 
+/// The line before the topology a cluster node persisted, in its log (see [`start_script`]).
+pub const PREVIOUS_TOPOLOGY_BEGIN: &str = "kvrocks-operator: previous topology begin";
+/// The line after it.
+pub const PREVIOUS_TOPOLOGY_END: &str = "kvrocks-operator: previous topology end";
+
 /// The start script: a private kvrocks.conf with the password and `slaveof` itself appended.
 /// `cluster` nodes get no `slaveof` (kvrocks refuses replication commands in cluster mode);
 /// instead a node starts as a stranger until the operator has looked at it: the topology it
@@ -111,13 +116,18 @@ pub fn config_map(meta: ObjectMeta, conf: String) -> ConfigMap {
 /// fenced (`requirepass` is the fence password, see `crate::fence`; the operator lifts it once it
 /// pushed the current topology), so no replica resyncs from it: a master that comes back on an
 /// emptied volume at its old address would otherwise make its replicas copy the empty database
-/// before anyone could decide. Without `sha256sum` in the image a node starts unfenced.
+/// before anyone could decide. The topology set aside is printed to the log between
+/// [`PREVIOUS_TOPOLOGY_BEGIN`] and [`PREVIOUS_TOPOLOGY_END`], for the operator to adopt when it
+/// creates a cluster over volumes that hold one. Without `sha256sum` in the image a node starts unfenced.
 pub fn start_script(cluster: bool) -> String {
     let (slaveof, prepare, requirepass): (&str, String, String) = if cluster {
         (
             "",
             format!(
                 "if [ -f {DATA_DIR}/nodes.conf ]; then mv -f {DATA_DIR}/nodes.conf {DATA_DIR}/nodes.conf.last; fi\n\
+                 if [ -f {DATA_DIR}/nodes.conf.last ]; then\n\
+                 \x20 echo '{PREVIOUS_TOPOLOGY_BEGIN}'; cat {DATA_DIR}/nodes.conf.last; echo; echo '{PREVIOUS_TOPOLOGY_END}'\n\
+                 fi\n\
                  requirepass=\"${PASSWORD_ENV}\"\n\
                  if command -v sha256sum >/dev/null 2>&1; then\n\
                  \x20 requirepass=\"fenced-$(printf '{prefix}%s' \"${PASSWORD_ENV}\" | sha256sum | cut -c1-32)\"\n\
@@ -488,12 +498,18 @@ mod tests {
             .replace(RUNTIME_DIR, &dir.join("run").display().to_string())
             .replace(DATA_DIR, &dir.join("data").display().to_string())
             .replace("exec kvrocks", "true");
-        let status = std::process::Command::new("sh")
+        let out = std::process::Command::new("sh")
             .args(["-c", &script])
             .env(PASSWORD_ENV, password)
-            .status()
+            .output()
             .unwrap();
-        assert!(status.success());
+        assert!(out.status.success());
+        if cluster {
+            // The persisted topology is in the log, between the markers.
+            let log = String::from_utf8_lossy(&out.stdout);
+            let block = format!("{PREVIOUS_TOPOLOGY_BEGIN}\npersisted\n\n{PREVIOUS_TOPOLOGY_END}");
+            assert!(log.contains(&block), "{log:?}");
+        }
         let conf = std::fs::read_to_string(dir.join("run/kvrocks.conf")).unwrap();
         if cluster {
             assert!(!dir.join("data/nodes.conf").exists());

@@ -78,6 +78,10 @@ watches. Keep both in step with config/rbac/role.yaml (no wildcards).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "patch", "delete"]
+# A cluster created over kept claims: the topology each node persisted, from its log.
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 # Claims are only deleted when the spec asks for it, and grown when storage.size grows.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
