@@ -3,12 +3,18 @@
 //! writes. Cluster mode is never faked: without a real kvrocks (`KVROCKS_BIN`) these scenarios
 //! print that they were skipped, and why. Each scenario has its own namespace, cluster and
 //! operator:
-//! - a killed master process (unplanned: only the last second before the fault may be lost),
-//!   and a master cut off the network (ignored: the returning old master is not fenced yet);
+//! - a killed master process and a master cut off the network (unplanned: only the last second
+//!   before the fault may be lost; the cut-off master's pod is stopped, its discarded writes
+//!   recorded);
+//! - a master only the operator cannot reach (a firewall rule on the operator's cgroup): no
+//!   failover; a master down with only a replica that never synced: no promotion;
 //! - shards 3 -> 4 -> 2 and manual slot moves (planned: nothing lost), with the migration
 //!   throughput at the default `migrate-speed`;
 //! - replicas 1 -> 2, a config roll, replicas -> 0, and the operator killed in the middle of a
-//!   migration (planned: nothing lost), with the throughput at `migrate-speed 0`.
+//!   migration (planned: nothing lost), with the throughput at `migrate-speed 0`;
+//! - a finished migration whose record was lost, a master pod deleted gracefully, evictions as a
+//!   drain, a refused and a grown storage size, a password rotation, a master back on an emptied
+//!   volume, and the cluster created again over its kept claims.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
