@@ -1265,3 +1265,104 @@ async fn a_cluster_created_again_over_its_kept_volumes_keeps_its_layout_and_data
     kc.none_lost(&loaded, "cluster: created again over kept volumes")
         .await;
 }
+
+#[tokio::test]
+async fn a_master_only_clients_still_reach_is_failed_over_and_what_it_discarded_reported() {
+    let Some(kc) = Kc::start(
+        "cluster: master cut off its replica and the operator",
+        "kc-clients",
+        2,
+        1,
+        json!({}),
+    )
+    .await
+    else {
+        return;
+    };
+    let c = kc.get().await;
+    let old = master_of_shard(&c, 1).unwrap();
+    let replica = c.status.as_ref().unwrap().shards[1]
+        .nodes
+        .iter()
+        .find(|n| n.role != "master")
+        .map(|n| n.pod.clone())
+        .unwrap();
+    let ip = kc.sc.testbed.pod_ip(&kc.sc.pod(&old)).await.unwrap();
+    let writer = kc.writer("clients only").await;
+    // The operator and the replica lose the master; the writer still reaches it and it keeps
+    // acknowledging writes, which its successor never gets.
+    let started = Instant::now();
+    kc.sc
+        .testbed
+        .cut_between(&kc.sc.pod(&old), &kc.sc.pod(&replica), true)
+        .await
+        .unwrap();
+    let cut = kc.sc.operator.cut_from(&ip).unwrap();
+    let told = wait::for_object(
+        &kc.clusters(),
+        KC,
+        READY_TIMEOUT,
+        "shard 1 failed over and its old master read back",
+        |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.shards[1]
+                    .last_failover
+                    .as_ref()
+                    .is_some_and(|f| f.from == old && f.discarded.is_some())
+            })
+        },
+    )
+    .await
+    .unwrap();
+    let done = Instant::now();
+    drop(cut);
+    let record = told.status.as_ref().unwrap().shards[1]
+        .last_failover
+        .clone()
+        .unwrap();
+    kvrocks_e2e::say!(
+        "cluster: shard 1 failed over from {old} and read back {:.1} s after the cut: {record:?}",
+        started.elapsed().as_secs_f64()
+    );
+    kc.wait_shape(2, 2, "Ready, 2 x 2 after the partition")
+        .await;
+    let log = kc.finish(writer).await;
+    let verdict = log.verify(&kc.target().await).await.unwrap();
+    verdict.report("cluster: master only clients reach");
+    // What it discarded is what status says it discarded: every acknowledged write lost is
+    // counted in the reported range, and nothing is lost from before the fault's window.
+    let discarded = match record.discarded.as_deref() {
+        Some("none") | None => 0,
+        Some(range) => {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            b.parse::<i64>().unwrap() - a.parse::<i64>().unwrap() + 1
+        }
+    };
+    assert!(
+        verdict.lost.len() as i64 <= discarded,
+        "{} acknowledged writes lost, {discarded} reported discarded ({record:?})",
+        verdict.lost.len()
+    );
+    let window = started - kvrocks_e2e::writer::UNPLANNED_WINDOW;
+    let outside: Vec<&str> = verdict
+        .lost
+        .iter()
+        .filter(|a| a.at < window || a.sent > done)
+        .map(|a| a.key.as_str())
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "lost writes acknowledged before the fault's window or sent after the old master was read back: {outside:?}"
+    );
+    if discarded > 0 {
+        let events: Api<k8s_openapi::api::core::v1::Event> = kc.sc.api();
+        let listed = events.list(&Default::default()).await.unwrap();
+        assert!(
+            listed
+                .items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("WritesDiscarded")),
+            "a WritesDiscarded Event tells of the {discarded} discarded writes"
+        );
+    }
+}
