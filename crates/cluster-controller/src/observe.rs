@@ -4,6 +4,7 @@
 //! the source's state of the migration status records.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
@@ -243,6 +244,16 @@ fn pod_obs(pod: &Pod, hashes: &Hashes, state: &State, key: &WakeTarget) -> Optio
         config_ok,
         live_refused: !config_ok && state.live_refused(key, &name, &hashes.config),
         unreachable_since: None,
+        created: pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| SystemTime::from(t.0)),
+        stop_by: pod
+            .metadata
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| SystemTime::from(t.0)),
         pod: name,
     })
 }

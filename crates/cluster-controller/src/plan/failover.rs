@@ -1,8 +1,10 @@
 //! Failover: a shard's master that has not answered for `spec.failover.timeout` is replaced by
 //! the replica with the most data among those that completed a sync, unless one of its replicas
 //! still hears from it (the operator alone lost it: a failover would leave a live master taking
-//! writes). The old master's pod is then stopped (`Action::Stop`) so it cannot take writes when
-//! its network returns.
+//! writes). The old master's pod is stopped first (`Action::Stop`, its kubelet stops it even when
+//! the operator cannot reach it), and the replica promoted once it is gone, so two masters never
+//! serve the same slots to clients that still reach the old one (a pod whose node is gone is
+//! waited for [`STOP_CONFIRM`] past its grace period).
 //!
 //! kvrocks refuses SLAVEOF in cluster mode, so the operator promotes by pushing a topology in
 //! which the chosen replica is the shard's master. The time a master has been unreachable counts
@@ -105,6 +107,37 @@ pub struct Failed {
     pub wait: Option<Wait>,
     /// The earliest failover still to come, from now.
     pub due: Option<Duration>,
+    /// Pods of masters due for failover to delete now (see [`old_master_stopped`]).
+    pub stop: Vec<String>,
+}
+
+/// How long after the end of its grace period a deleted master's pod still counts as possibly
+/// running: its kubelet reports the stop within about a second; one that does not (its node is
+/// gone) cannot stop it either, and the failover goes on.
+pub const STOP_CONFIRM: Duration = Duration::from_secs(2);
+
+/// How often a failover waiting for the old master's pod to stop looks again.
+const STOP_POLL: Duration = Duration::from_millis(250);
+
+/// Whether the process of `master`, unreachable since `since`, can no longer serve clients:
+/// its pod is gone, or was created after that (the process that answered then is gone), or was
+/// deleted and its grace period ended [`STOP_CONFIRM`] ago. `Err(delete)`: not yet, and whether
+/// its pod is still to be deleted.
+fn old_master_stopped(input: &Input<'_>, master: &str, since: SystemTime) -> Result<(), bool> {
+    let observed = input.observed;
+    if let Some(pod) = observed.pods.iter().find(|p| p.pod == master) {
+        return match pod.created {
+            Some(created) if created > since => Ok(()),
+            _ => Err(true),
+        };
+    }
+    match observed.stopping.iter().find(|p| p.pod == master) {
+        None => Ok(()),
+        Some(pod) => match pod.stop_by {
+            Some(by) if input.now >= by + STOP_CONFIRM => Ok(()),
+            _ => Err(false),
+        },
+    }
 }
 
 /// Since when the master of `shard` has been unreachable: the prober's verdict (its last answer), or
@@ -188,6 +221,18 @@ pub fn apply(input: &Input<'_>, layout: &mut [ShardStatus]) -> Failed {
             continue;
         }
         let chosen = choose_promotion(&candidates(input, shard)).map(|c| (c.pod.clone(), c.offset));
+        if let (Some((to, _)), Err(delete)) = (&chosen, old_master_stopped(input, &master, since)) {
+            if delete {
+                failed.stop.push(master.clone());
+            }
+            failed.due = Some(failed.due.map_or(STOP_POLL, |d| d.min(STOP_POLL)));
+            failed.wait.get_or_insert(Wait::StoppingOldMaster {
+                shard: shard.index,
+                master,
+                to: to.clone(),
+            });
+            continue;
+        }
         match chosen {
             Some((to, offset)) => {
                 topo::promote(shard, &to);

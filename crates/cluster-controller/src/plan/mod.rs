@@ -85,6 +85,11 @@ pub struct PodObs {
     pub live_refused: bool,
     /// Since when the prober has seen it unreachable (None: reachable, or not probed yet).
     pub unreachable_since: Option<SystemTime>,
+    /// When the pod was created (None: not known).
+    pub created: Option<SystemTime>,
+    /// For a pod being deleted: by when its containers should have stopped (its deletion
+    /// timestamp, the end of its grace period).
+    pub stop_by: Option<SystemTime>,
 }
 
 /// Everything the planner reads besides spec and status.
@@ -256,6 +261,16 @@ pub enum Wait {
         /// How long until the failover.
         left: Duration,
     },
+    /// A master is due for failover: its pod is being stopped first, so it cannot serve clients
+    /// that still reach it once its replica serves its slots.
+    StoppingOldMaster {
+        /// Shard index.
+        shard: i32,
+        /// The master's pod.
+        master: String,
+        /// The replica to promote once it stopped.
+        to: String,
+    },
     /// A master the operator cannot reach is still heard by one of its replicas: no failover.
     MasterHeardByReplica {
         /// Shard index.
@@ -286,6 +301,7 @@ impl Wait {
             Wait::NoFailoverCandidate { .. } => "NoFailoverCandidate",
             Wait::MasterUnreachable { .. } => "MasterUnreachable",
             Wait::MasterHeardByReplica { .. } => "MasterUnreachableFromOperator",
+            Wait::StoppingOldMaster { .. } => "StoppingOldMaster",
             Wait::SlotMigrationBlocked(_) => "SlotMigrationBlocked",
             Wait::RollingUpdate(_) => "RollingUpdate",
             Wait::InvalidTopology(_) => "InvalidTopology",
@@ -312,6 +328,9 @@ impl Wait {
             } => format!(
                 "shard {shard}: master {master} does not answer; failover in {:.1} s unless it comes back",
                 left.as_secs_f64()
+            ),
+            Wait::StoppingOldMaster { shard, master, to } => format!(
+                "shard {shard}: master {master} did not answer for the failover timeout; its pod is stopped before {to} takes its slots, so two masters never serve them"
             ),
             Wait::MasterHeardByReplica {
                 shard,
@@ -532,9 +551,14 @@ pub fn plan(input: &Input<'_>) -> Plan {
     actions.extend(roll.actions);
     actions.extend(slots.action.take());
     actions.extend(notes.iter().filter_map(|n| match n {
-        Note::Failover { from, .. } => Some(Action::Stop { pod: from.clone() }),
         _ => None,
     }));
+    actions.extend(
+        failed
+            .stop
+            .iter()
+            .map(|pod| Action::Stop { pod: pod.clone() }),
+    );
     if next == Next::Steady && syncing(input, &layout) {
         // Nothing wakes the controller when a replica's link comes up: look again.
         next = Next::Pods;

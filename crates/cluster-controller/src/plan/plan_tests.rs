@@ -78,6 +78,8 @@ struct NodeDraw {
     link_up: bool,
     /// Seen linked earlier, since it started (its link may be down now).
     seen_linked: bool,
+    /// Its pod was created just now (a process that stopped answering before is gone).
+    recreated: bool,
     template_ok: bool,
     config_ok: bool,
     live_refused: bool,
@@ -89,7 +91,7 @@ fn arb_node() -> impl Strategy<Value = NodeDraw> {
         proptest::bool::weighted(0.8),
         proptest::bool::weighted(0.8),
         0i64..4,
-        (any::<bool>(), any::<bool>()),
+        (any::<bool>(), any::<bool>(), proptest::bool::weighted(0.3)),
         proptest::bool::weighted(0.8),
         proptest::bool::weighted(0.8),
         any::<bool>(),
@@ -100,7 +102,7 @@ fn arb_node() -> impl Strategy<Value = NodeDraw> {
                 reachable,
                 current,
                 offset,
-                (link_up, seen_linked),
+                (link_up, seen_linked, recreated),
                 template_ok,
                 config_ok,
                 live_refused,
@@ -112,6 +114,7 @@ fn arb_node() -> impl Strategy<Value = NodeDraw> {
                     offset,
                     link_up,
                     seen_linked,
+                    recreated,
                     template_ok,
                     config_ok,
                     live_refused,
@@ -221,6 +224,12 @@ fn build(
                 config_ok: d.config_ok,
                 live_refused: d.live_refused,
                 unreachable_since: d.probed_down_ms.map(|ms| now - Duration::from_millis(ms)),
+                created: Some(if d.recreated {
+                    now
+                } else {
+                    now - Duration::from_secs(3600)
+                }),
+                stop_by: None,
             });
             let id = topo::node_id(UID, &name);
             observed.nodes.insert(
@@ -297,6 +306,12 @@ proptest! {
             let Note::Failover { shard, from, to, down_for } = note else { continue };
             prop_assert!(*down_for >= failover::DEFAULT_TIMEOUT);
             prop_assert!(!case.observed.reachable(from));
+            // Never while the old master's process may still serve clients.
+            let since = case.now - *down_for;
+            prop_assert!(
+                case.observed.pods.iter().find(|p| p.pod == *from).is_none_or(|p| p.created > Some(since)),
+                "{from} promoted away while its pod may still run"
+            );
             let old = case.status.shards.iter().find(|s| s.index == *shard).unwrap();
             let eligible: Vec<(&String, &NodeObs)> = old
                 .nodes
@@ -423,8 +438,10 @@ fn a_replica_with_data_of_its_own_but_never_seen_linked_is_not_promoted() {
     let plan = plan_of(&case);
     assert_eq!(master_pod(&plan.layout, 0).as_deref(), Some("c-0-0"));
     assert_eq!(plan.wait.unwrap().reason(), "NoFailoverCandidate");
-    // Seen linked since it started (its link dropped with the master): promoted.
+    // Seen linked since it started (its link dropped with the master): promoted, once the old
+    // master's pod is gone.
     case.observed.nodes.get_mut("c-0-1").unwrap().synced = true;
+    recreated(&mut case, "c-0-0");
     let plan = plan_of(&case);
     assert_eq!(master_pod(&plan.layout, 0).as_deref(), Some("c-0-1"));
 }
@@ -447,6 +464,7 @@ fn a_master_down_for_less_than_the_timeout_keeps_its_shard() {
     assert!(matches!(plan.next, Next::In(d) if d <= Duration::from_millis(100)));
     assert!(plan.layout[0].master_unreachable_since.is_some());
     case.observed.pods[0].unreachable_since = Some(case.now - Duration::from_millis(3000));
+    recreated(&mut case, "c-0-0");
     let plan = super::plan(&case.input());
     assert_eq!(master_pod(&plan.layout, 0).as_deref(), Some("c-0-1"));
     assert!(plan.layout[0].master_unreachable_since.is_none());
@@ -470,6 +488,7 @@ fn a_restarted_operator_continues_the_count_from_status() {
             k8s_openapi::jiff::Timestamp::try_from(case.now - Duration::from_secs(5)).unwrap(),
         ));
     case.observed.pods[0].unreachable_since = Some(case.now);
+    recreated(&mut case, "c-0-0");
     let plan = plan(&case.input());
     assert_eq!(master_pod(&plan.layout, 0).as_deref(), Some("c-0-1"));
 }
@@ -517,6 +536,7 @@ fn node(reachable: bool) -> NodeDraw {
         offset: 1,
         link_up: true,
         seen_linked: false,
+        recreated: false,
         template_ok: true,
         config_ok: true,
         live_refused: false,
@@ -568,16 +588,74 @@ fn plan_of(case: &Case) -> Plan {
     plan(&case.input())
 }
 
+/// The pod of `pod` was recreated now: the process that stopped answering is gone.
+fn recreated(case: &mut Case, pod: &str) {
+    let now = case.now;
+    let p = case
+        .observed
+        .pods
+        .iter_mut()
+        .find(|p| p.pod == pod)
+        .unwrap();
+    p.created = Some(now);
+}
+
 #[test]
-fn a_failed_over_master_is_stopped_and_a_fence_left_behind_is_lifted() {
+fn a_master_due_for_failover_is_stopped_first_and_a_fence_left_behind_is_lifted() {
     let mut case = one_shard_of_two();
     case.observed.nodes.get_mut("c-0-0").unwrap().reachable = false;
     case.observed.pods[0].unreachable_since = Some(case.now - Duration::from_secs(3));
+    // Its pod is deleted; the replica waits.
     let plan = plan_of(&case);
-    assert_eq!(master_pod(&plan.layout, 0).as_deref(), Some("c-0-1"));
+    assert_eq!(master_pod(&plan.layout, 0).as_deref(), Some("c-0-0"));
+    assert_eq!(plan.wait.as_ref().unwrap().reason(), "StoppingOldMaster");
     assert!(plan.actions.contains(&Action::Stop {
         pod: "c-0-0".into()
     }));
+    assert!(matches!(plan.next, Next::In(d) if d <= Duration::from_millis(250)));
+    // Being deleted, within its grace period and the kubelet's report: still waiting, not
+    // deleted again.
+    let mut deleting = case.clone();
+    // (status recorded since when it does not answer: the prober no longer probes it)
+    deleting.status.shards[0].master_unreachable_since =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::try_from(deleting.now - Duration::from_secs(10)).unwrap(),
+        ));
+    let mut pod = deleting.observed.pods.remove(0);
+    pod.stop_by = Some(deleting.now - Duration::from_millis(500));
+    deleting.observed.stopping.push(pod);
+    let plan = plan_of(&deleting);
+    assert_eq!(master_pod(&plan.layout, 0).as_deref(), Some("c-0-0"));
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Stop { .. }))
+    );
+    // Its kubelet never reported (its node is gone): the failover goes on.
+    deleting.observed.stopping[0].stop_by =
+        Some(deleting.now - failover::STOP_CONFIRM - Duration::from_millis(1));
+    assert_eq!(
+        master_pod(&plan_of(&deleting).layout, 0).as_deref(),
+        Some("c-0-1")
+    );
+    // Gone: promoted.
+    let mut gone = deleting.clone();
+    gone.observed.stopping.clear();
+    assert_eq!(
+        master_pod(&plan_of(&gone).layout, 0).as_deref(),
+        Some("c-0-1")
+    );
+    // Recreated since it stopped answering: promoted.
+    recreated(&mut case, "c-0-0");
+    let plan = plan_of(&case);
+    assert_eq!(master_pod(&plan.layout, 0).as_deref(), Some("c-0-1"));
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Stop { .. }))
+    );
     // Not while a replica still hears it.
     let replica = case.observed.nodes.get_mut("c-0-1").unwrap();
     replica.last_io_secs = Some(0);
@@ -737,6 +815,7 @@ fn a_failed_over_master_that_comes_back_has_its_discarded_writes_told() {
     case.observed.nodes.get_mut("c-0-0").unwrap().reachable = false;
     case.observed.nodes.get_mut("c-0-1").unwrap().offset = 100;
     case.observed.pods[0].unreachable_since = Some(case.now - Duration::from_secs(3));
+    recreated(&mut case, "c-0-0");
     let failed = plan_of(&case);
     let record = failed.layout[0].last_failover.clone().unwrap();
     assert_eq!(
