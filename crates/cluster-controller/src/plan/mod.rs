@@ -550,9 +550,6 @@ pub fn plan(input: &Input<'_>) -> Plan {
     ));
     actions.extend(roll.actions);
     actions.extend(slots.action.take());
-    actions.extend(notes.iter().filter_map(|n| match n {
-        _ => None,
-    }));
     actions.extend(
         failed
             .stop
