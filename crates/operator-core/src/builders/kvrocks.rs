@@ -159,18 +159,29 @@ pub const PRE_STOP_HOLD_SECS: u32 = 10;
 /// The preStop hook: a pod being deleted (drain, eviction, `kubectl delete pod`, a rolling
 /// update) that is a master with replicas keeps running until the operator has handed its role to
 /// a replica, at most [`PRE_STOP_HOLD_SECS`]. It goes at once when it is a replica, has no
-/// replica, or does not answer (or the image has no `redis-cli`); a fenced master (it refuses the
-/// password while the switchover runs) is waited for.
+/// replica, none of its replicas answers a `PING` (within a second: no handover can happen, and
+/// the operator stops a master it fails over before promoting its replica, so holding it would
+/// only delay the failover), or it does not answer (or the image has no `redis-cli`); a fenced
+/// master (it refuses the password while the switchover runs) is waited for.
 pub fn pre_stop_script() -> String {
     let rounds = PRE_STOP_HOLD_SECS * 5;
     format!(
-        "i=0\n\
+        "ask() {{ REDISCLI_AUTH=\"${PASSWORD_ENV}\" redis-cli \"$@\" 2>/dev/null | tr -d '\\r'; }}\n\
+         if command -v timeout >/dev/null 2>&1; then bounded='timeout 1'; else bounded=''; fi\n\
+         i=0\n\
          while [ $i -lt {rounds} ]; do\n\
-         \x20 info=$(REDISCLI_AUTH=\"${PASSWORD_ENV}\" redis-cli -p {KVROCKS_PORT} INFO replication 2>/dev/null | tr -d '\\r')\n\
+         \x20 info=$(ask -p {KVROCKS_PORT} INFO replication)\n\
          \x20 case \"$info\" in\n\
          \x20   *role:slave*|'') exit 0 ;;\n\
          \x20   *role:master*connected_slaves:0*) exit 0 ;;\n\
          \x20 esac\n\
+         \x20 if [ $i -eq 0 ]; then\n\
+         \x20   reached=no\n\
+         \x20   for r in $(echo \"$info\" | sed -n 's/^slave[0-9]*:ip=\\([^,]*\\),port=\\([0-9]*\\).*/\\1:\\2/p'); do\n\
+         \x20     if [ \"$(REDISCLI_AUTH=\"${PASSWORD_ENV}\" $bounded redis-cli -h \"${{r%:*}}\" -p \"${{r##*:}}\" PING 2>/dev/null | tr -d '\\r')\" = PONG ]; then reached=yes; break; fi\n\
+         \x20   done\n\
+         \x20   [ $reached = no ] && exit 0\n\
+         \x20 fi\n\
          \x20 sleep 0.2\n\
          \x20 i=$((i+1))\n\
          done\n"
@@ -446,7 +457,7 @@ mod tests {
 
     /// Runs the preStop script under `sh` with a stand-in `redis-cli` that answers `replies` in
     /// turn (the last one from then on); how many times it was asked, and how long it took.
-    fn hold(replies: &[&str]) -> (usize, std::time::Duration) {
+    fn hold(replies: &[&str], replicas_answer: bool) -> (usize, std::time::Duration) {
         let dir = std::env::temp_dir().join(format!(
             "prestop-{}-{}",
             std::process::id(),
@@ -457,8 +468,14 @@ mod tests {
             std::fs::write(dir.join(format!("reply{i}")), reply).unwrap();
         }
         let last = replies.len() - 1;
+        // `PING` to a replica answers from `ping` (PONG when its replicas answer).
+        std::fs::write(
+            dir.join("ping"),
+            if replicas_answer { "PONG\r\n" } else { "" },
+        )
+        .unwrap();
         let fake = format!(
-            "#!/bin/sh\n[ \"$REDISCLI_AUTH\" = secret ] || exit 1\nn=$(cat {d}/count 2>/dev/null || echo 0)\necho $((n+1)) > {d}/count\n[ $n -gt {last} ] && n={last}\ncat {d}/reply$n\n",
+            "#!/bin/sh\n[ \"$REDISCLI_AUTH\" = secret ] || exit 1\ncase \"$*\" in *PING*) cat {d}/ping; exit 0 ;; esac\nn=$(cat {d}/count 2>/dev/null || echo 0)\necho $((n+1)) > {d}/count\n[ $n -gt {last} ] && n={last}\ncat {d}/reply$n\n",
             d = dir.display()
         );
         std::fs::write(dir.join("redis-cli"), fake).unwrap();
@@ -545,16 +562,22 @@ mod tests {
         let replica = "# Replication\r\nrole:slave\r\nmaster_host:10.0.0.2\r\n";
         let fenced = "NOAUTH Authentication required.\n";
         // A replica, a master without replicas, or no answer: it goes at once.
-        assert_eq!(hold(&[replica]).0, 1);
+        assert_eq!(hold(&[replica], true).0, 1);
         assert_eq!(
-            hold(&["# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"]).0,
+            hold(
+                &["# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"],
+                true
+            )
+            .0,
             1
         );
-        assert_eq!(hold(&[""]).0, 1);
+        assert_eq!(hold(&[""], true).0, 1);
         // A master, then fenced while it hands over, then a replica: held until then.
-        let (asked, took) = hold(&[master, fenced, fenced, replica]);
+        let (asked, took) = hold(&[master, fenced, fenced, replica], true);
         assert_eq!(asked, 4);
         assert!(took < std::time::Duration::from_secs(PRE_STOP_HOLD_SECS.into()));
+        // A master none of whose replicas answers cannot hand over: it goes at once.
+        assert_eq!(hold(&[master, fenced, replica], false).0, 1);
     }
 
     fn spec() -> KvrocksPodSpec {
