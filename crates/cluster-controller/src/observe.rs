@@ -34,11 +34,13 @@ pub async fn pods(ctx: &Context, cr: &KvrocksCluster) -> Result<Vec<Pod>, Error>
         .items)
 }
 
-/// The listed pods the prober does not count unreachable.
+/// The listed pods the prober does not count unreachable, but for those being deleted (the
+/// prober does not watch them, and one cut off would cost a connect timeout).
 pub fn answering(listed: &[Pod], state: &State, key: &WakeTarget) -> Vec<Pod> {
     let verdicts = state.probers.verdicts(key);
     listed
         .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| verdicts.get(&p.name_any()).is_none_or(|v| v.reachable))
         .cloned()
         .collect()
@@ -90,10 +92,11 @@ pub async fn observe(
     let nodes: BTreeMap<String, NodeObs> =
         futures::future::join_all(pods.iter().chain(&stopping).map(|p| async {
             // Counted down by the prober: asked again, briefly (fresh evidence beats a verdict that
-            // may be a slow second; a pod really gone costs this, not a connect timeout).
-            let connect = match p.unreachable_since {
-                None => node::CONNECT_TIMEOUT,
-                Some(_) => PROBER_DOWN_CONNECT,
+            // may be a slow second; a pod really gone costs this, not a connect timeout). A pod
+            // being deleted is not probed: asked briefly too (a failover waits for it to stop).
+            let connect = match (p.unreachable_since, p.stop_by) {
+                (None, None) => node::CONNECT_TIMEOUT,
+                _ => PROBER_DOWN_CONNECT,
             };
             let obs = match &p.ip {
                 Some(ip) => read_node(ip, password, connect).await,
