@@ -54,6 +54,14 @@ fn master_of_shard(c: &KvrocksCluster, shard: usize) -> Option<String> {
         .map(|n| n.pod.clone())
 }
 
+fn replica_of_shard(c: &KvrocksCluster, shard: usize) -> Option<String> {
+    let s = c.status.as_ref()?.shards.get(shard)?;
+    s.nodes
+        .iter()
+        .find(|n| n.role != "master")
+        .map(|n| n.pod.clone())
+}
+
 fn shape(c: &KvrocksCluster, shards: usize, nodes_per_shard: usize) -> bool {
     ready(c)
         && c.status.as_ref().is_some_and(|s| {
@@ -991,12 +999,7 @@ async fn a_replica_that_never_completed_a_sync_is_not_promoted() {
     };
     let c = kc.get().await;
     let master = master_of_shard(&c, 1).unwrap();
-    let replica = c.status.as_ref().unwrap().shards[1]
-        .nodes
-        .iter()
-        .find(|n| n.role != "master")
-        .map(|n| n.pod.clone())
-        .unwrap();
+    let replica = replica_of_shard(&c, 1).unwrap();
     let writer = kc.writer("unsynced replica").await;
     // The master is cut off the other pods (the host still reaches it), then its replica comes
     // back on an empty volume: it can never sync.
@@ -1281,12 +1284,7 @@ async fn a_master_only_clients_still_reach_is_failed_over_and_what_it_discarded_
     };
     let c = kc.get().await;
     let old = master_of_shard(&c, 1).unwrap();
-    let replica = c.status.as_ref().unwrap().shards[1]
-        .nodes
-        .iter()
-        .find(|n| n.role != "master")
-        .map(|n| n.pod.clone())
-        .unwrap();
+    let replica = replica_of_shard(&c, 1).unwrap();
     let ip = kc.sc.testbed.pod_ip(&kc.sc.pod(&old)).await.unwrap();
     let writer = kc.writer("clients only").await;
     // The operator and the replica lose the master; the writer still reaches it and it keeps
@@ -1365,4 +1363,104 @@ async fn a_master_only_clients_still_reach_is_failed_over_and_what_it_discarded_
             "a WritesDiscarded Event tells of the {discarded} discarded writes"
         );
     }
+}
+
+#[tokio::test]
+async fn a_secret_the_operator_did_not_make_is_used_only_once_labelled_and_sound() {
+    let Some(sc) = common::Scenario::start("cluster: a named password Secret", "kc-secret").await
+    else {
+        return;
+    };
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = sc.api();
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "someone-elses"},
+                "stringData": {"password": "not-for-kvrocks-pods"},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    sc.api::<KvrocksCluster>()
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "kvrocks.io/v1alpha1", "kind": "KvrocksCluster",
+                "metadata": {"name": KC},
+                "spec": {"shards": 1, "replicasPerShard": 0,
+                         "auth": {"secretName": "someone-elses"}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let clusters: Api<KvrocksCluster> = sc.api();
+    let refused = |needle: &'static str| {
+        move |c: &KvrocksCluster| {
+            c.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Ready"
+                        && c.reason == "AuthSecretUnusable"
+                        && c.message.contains(needle)
+                })
+            })
+        }
+    };
+    // Not labelled: refused, and no pod was made to receive it.
+    wait::for_object(
+        &clusters,
+        KC,
+        READY_TIMEOUT,
+        "AuthSecretUnusable: not labelled",
+        refused("kvrocks.io/auth=true"),
+    )
+    .await
+    .unwrap();
+    let sets: Api<StatefulSet> = sc.api();
+    assert!(
+        sets.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "no StatefulSet gets a Secret the operator may not use"
+    );
+    // Labelled, but a password that would break kvrocks.conf: still refused.
+    secrets
+        .patch(
+            "someone-elses",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({
+                "metadata": {"labels": {"kvrocks.io/auth": "true"}},
+                "stringData": {"password": "two\nlines"},
+            })),
+        )
+        .await
+        .unwrap();
+    wait::for_object(
+        &clusters,
+        KC,
+        READY_TIMEOUT,
+        "AuthSecretUnusable: not usable",
+        refused("not usable"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        sets.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    // A sound one: the cluster comes up.
+    sc.set_password("someone-elses", "now-Meant-for-kvrocks")
+        .await;
+    wait::for_object(&clusters, KC, READY_TIMEOUT, "Ready, 1 x 1", |c| {
+        shape(c, 1, 1)
+    })
+    .await
+    .unwrap();
 }

@@ -142,3 +142,82 @@ async fn owned_config_keys_are_refused() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_storage_size_that_is_no_quantity_is_refused() {
+    let testbed = testbed().await;
+    let client = testbed.client().await.unwrap();
+    namespace(&client, "cel").await;
+    for (name, size) in [
+        ("lots", serde_json::json!("lots")),
+        ("negative", serde_json::json!(-1)),
+    ] {
+        let mut object = example("cluster.yaml");
+        object.metadata.name = Some(format!("size-{name}"));
+        object.data["spec"]["storage"] = serde_json::json!({"size": size});
+        let message = rejection(&client, "cel", object).await;
+        assert!(
+            message.contains("spec.storage.size")
+                && message.contains("storage.size must be a quantity such as 10Gi or 500Mi"),
+            "{message}"
+        );
+    }
+    // A valid one is accepted.
+    let mut object = example("cluster.yaml");
+    object.metadata.name = Some("size-ok".into());
+    object.data["spec"]["storage"] = serde_json::json!({"size": "1.5Gi"});
+    let api = api_for(&client, "cel", &object);
+    api.create(&PostParams::default(), &object).await.unwrap();
+    api.delete("size-ok", &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_name_too_long_for_the_objects_named_after_it_is_refused() {
+    let testbed = testbed().await;
+    let client = testbed.client().await.unwrap();
+    namespace(&client, "cel").await;
+    for file in ["sentinel.yaml", "standard.yaml", "cluster.yaml"] {
+        let mut object = example(file);
+        object.metadata.name = Some("n".repeat(kvrocks_api::common::MAX_NAME_LEN + 1));
+        let message = rejection(&client, "cel", object).await;
+        assert!(
+            message.contains("metadata.name must be at most 40 characters"),
+            "{file}: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn credentials_paths_and_writable_replicas_in_config_are_refused() {
+    let testbed = testbed().await;
+    let client = testbed.client().await.unwrap();
+    namespace(&client, "cel").await;
+    for (key, value, says) in [
+        (
+            "namespace.tenant",
+            "a-token",
+            "config may not carry credentials",
+        ),
+        (
+            "backup-dir",
+            "/tmp/elsewhere",
+            "config may not set keys the operator owns",
+        ),
+        (
+            "slave-read-only",
+            "no",
+            "config may not set keys the operator owns",
+        ),
+    ] {
+        let mut object = example("standard.yaml");
+        object.metadata.name = Some(format!("cfg-{}", key.replace('.', "-")));
+        object.data["spec"]["config"][key] = value.into();
+        let message = rejection(&client, "cel", object).await;
+        assert!(
+            message.contains("spec.config") && message.contains(says),
+            "{key}: {message}"
+        );
+    }
+}

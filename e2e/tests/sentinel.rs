@@ -261,7 +261,8 @@ async fn a_sentinel_group_monitors_scales_and_outlives_its_users() {
         .create(
             &PostParams::default(),
             &serde_json::from_value(json!({
-                "metadata": {"name": format!("{STANDARD}-auth")},
+                "metadata": {"name": format!("{STANDARD}-auth"),
+                             "labels": {"kvrocks.io/auth": "true"}},
                 "stringData": {"password": PASSWORD},
             }))
             .unwrap(),

@@ -39,6 +39,7 @@ pub struct SlotMigration {
     group = "kvrocks.io",
     version = "v1alpha1",
     kind = "KvrocksCluster",
+    validation = crate::common::name_rule(),
     plural = "kvrocksclusters",
     shortname = "kvcluster",
     category = "kvrocks",

@@ -65,6 +65,20 @@ pub struct AuthSpec {
     pub secret_name: Option<String>,
 }
 
+/// Longest name of a KvrocksStandard, KvrocksCluster or KvrocksSentinel: the names derived from
+/// it must stay valid, the longest being a cluster's StatefulSet `<name>-<shard>` in the
+/// `controller-revision-hash` label `<name>-<shard>-<10 characters>` (63 at most).
+pub const MAX_NAME_LEN: usize = 40;
+
+/// The CEL rule that bounds a resource's name ([`MAX_NAME_LEN`]).
+pub fn name_rule() -> kube::core::Rule {
+    kube::core::Rule::new(format!("size(self.metadata.name) <= {MAX_NAME_LEN}")).message(
+        kube::core::Message::Message(format!(
+            "metadata.name must be at most {MAX_NAME_LEN} characters: the pods, StatefulSets and labels named after it must stay within Kubernetes' limits"
+        )),
+    )
+}
+
 fn default_storage_size() -> Quantity {
     Quantity("10Gi".to_string())
 }
@@ -79,6 +93,9 @@ fn default_storage_size() -> Quantity {
 pub struct StorageSpec {
     /// Size of each pod's PersistentVolumeClaim.
     #[serde(default = "default_storage_size")]
+    #[x_kube(validation = kube::core::Rule::new(
+        "string(self).matches('^[0-9]+(\\\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')"
+    ).message("storage.size must be a quantity such as 10Gi or 500Mi"))]
     pub size: Quantity,
     /// StorageClass of the claims; the cluster default when absent. Immutable once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,7 +167,7 @@ pub struct KvrocksPodSpec {
     /// latency; kvrocks 2.17 replaces it with `migrate-batch-rate-limit-mb`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = MAX_CONFIG_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": MAX_CONFIG_VALUE_LEN}))]
-    #[x_kube(validation = config_rules()[0].clone(), validation = config_rules()[1].clone(), validation = config_rules()[2].clone())]
+    #[x_kube(validation = config_rules()[0].clone(), validation = config_rules()[1].clone(), validation = config_rules()[2].clone(), validation = config_rules()[3].clone())]
     pub config: BTreeMap<String, String>,
     /// Persistent storage; an emptyDir when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -16,6 +16,8 @@ use kube::core::{Message, Rule};
 /// - `cluster-enabled`, `persist-cluster-nodes-enabled`: decided by the kind of resource.
 /// - `log-dir`: logs go to stdout so `kubectl logs` works.
 /// - `rename-command`: renaming CLUSTERX, SLAVEOF or CONFIG would blind the operator.
+/// - `backup-dir`: a path of the pod's filesystem (backups are the operator's to place).
+/// - `slave-read-only`: a writable replica takes writes its master never sees.
 pub const OPERATOR_OWNED_KEYS: &[&str] = &[
     "bind",
     "port",
@@ -33,7 +35,13 @@ pub const OPERATOR_OWNED_KEYS: &[&str] = &[
     "use-rsid-psync",
     "log-dir",
     "rename-command",
+    "backup-dir",
+    "slave-read-only",
 ];
+
+/// Prefixes of keys that carry credentials (`namespace.<name> <token>`: a namespace's token, which
+/// would end up in a ConfigMap).
+pub const CREDENTIAL_PREFIXES: &[&str] = &["namespace."];
 
 /// Largest number of entries `spec.config` may hold (bounds the CEL cost).
 pub const MAX_CONFIG_ENTRIES: u32 = 128;
@@ -67,6 +75,18 @@ pub fn config_rules() -> Vec<Rule> {
         .message(Message::Message(format!(
             "config values are single lines of at most {MAX_CONFIG_VALUE_LEN} characters"
         ))),
+        Rule::new(format!(
+            "self.all(k, {})",
+            CREDENTIAL_PREFIXES
+                .iter()
+                .map(|p| format!("!k.startsWith('{p}')"))
+                .collect::<Vec<_>>()
+                .join(" && ")
+        ))
+        .message(Message::Message(format!(
+            "config may not carry credentials: keys starting with {} hold tokens that would end up in a ConfigMap",
+            CREDENTIAL_PREFIXES.join(", ")
+        ))),
     ]
 }
 
@@ -84,6 +104,9 @@ pub enum ConfigError {
         "config value of {0:?} must be a single line of at most {MAX_CONFIG_VALUE_LEN} characters"
     )]
     BadValue(String),
+    /// The key carries a credential.
+    #[error("config key {0:?} carries a credential (a namespace token) and cannot be set")]
+    Credential(String),
     /// Too many entries.
     #[error("config has {0} entries, at most {MAX_CONFIG_ENTRIES} are allowed")]
     TooMany(usize),
@@ -110,6 +133,8 @@ pub fn check_config(config: &BTreeMap<String, String>) -> Vec<ConfigError> {
     for (key, value) in config {
         if OPERATOR_OWNED_KEYS.contains(&key.as_str()) {
             problems.push(ConfigError::Owned(key.clone()));
+        } else if CREDENTIAL_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            problems.push(ConfigError::Credential(key.clone()));
         } else if !is_plain_key(key) {
             problems.push(ConfigError::BadKey(key.clone()));
         }
@@ -142,6 +167,19 @@ mod tests {
                 vec![ConfigError::Owned(key.to_string())]
             );
         }
+    }
+
+    #[test]
+    fn credential_keys_are_refused() {
+        assert_eq!(
+            check_config(&map(&[("namespace.tenant1", "token")])),
+            vec![ConfigError::Credential("namespace.tenant1".into())]
+        );
+        assert!(
+            config_rules()[3]
+                .rule
+                .contains("!k.startsWith('namespace.')")
+        );
     }
 
     #[test]

@@ -145,6 +145,10 @@ pub const KVROCKS_PORT: i32 = 6379;
 pub const SENTINEL_PORT: i32 = 26379;
 /// Key of the password in the auth Secret.
 pub const PASSWORD_KEY: &str = "password";
+/// The label a Secret the operator did not create needs before its password is used: without
+/// it, anyone allowed to create a resource could point it at any Secret of the namespace and
+/// hand that Secret to pods running an image of their choice.
+pub const AUTH_LABEL: &str = "kvrocks.io/auth";
 
 /// Names of the objects derived from a custom resource.
 pub mod names {

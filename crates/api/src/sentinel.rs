@@ -30,6 +30,7 @@ fn default_parallel_syncs() -> i32 {
     group = "kvrocks.io",
     version = "v1alpha1",
     kind = "KvrocksSentinel",
+    validation = crate::common::name_rule(),
     plural = "kvrockssentinels",
     shortname = "kvsentinel",
     category = "kvrocks",

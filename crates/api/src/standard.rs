@@ -18,6 +18,7 @@ fn default_replicas() -> i32 {
     group = "kvrocks.io",
     version = "v1alpha1",
     kind = "KvrocksStandard",
+    validation = crate::common::name_rule(),
     plural = "kvrocksstandards",
     shortname = "kvstandard",
     category = "kvrocks",

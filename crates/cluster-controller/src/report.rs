@@ -71,16 +71,7 @@ impl Counts {
             masters_down: masters(layout).into_iter().filter(|m| !answers(m)).count(),
             unreachable: all_nodes().filter(|n| !answers(&n.pod)).count(),
             nodes: all_nodes().count(),
-            syncing: all_nodes()
-                .filter(|n| n.role == kvrocks_api::labels::Role::Replica)
-                .filter(|n| {
-                    inputs
-                        .observed
-                        .nodes
-                        .get(&n.pod)
-                        .is_some_and(|o| o.reachable && !o.link_up)
-                })
-                .count(),
+            syncing: crate::plan::syncing(inputs.observed, layout),
             moving: plan.migration.is_some()
                 || plan.rebalance.is_some()
                 || layout.len() != wanted

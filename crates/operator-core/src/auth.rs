@@ -23,9 +23,67 @@ pub fn secret_name(cr: &str, named: Option<&str>) -> String {
         .unwrap_or_else(|| names::auth_secret(cr))
 }
 
-/// A usable password: not empty, no whitespace or newline (it goes into kvrocks.conf lines).
+/// Shortest password taken from a Secret.
+pub const MIN_LEN: usize = 8;
+/// Longest password taken from a Secret.
+pub const MAX_LEN: usize = 512;
+
+/// A usable password: 8 to 512 bytes, no whitespace or control character (it goes into
+/// kvrocks.conf and sentinel.conf lines).
 pub fn usable(value: &str) -> bool {
-    !value.is_empty() && !value.chars().any(char::is_whitespace)
+    (MIN_LEN..=MAX_LEN).contains(&value.len())
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Whether the operator may use the Secret's password: it created it (an owner reference to a
+/// kvrocks.io resource), or someone allowed to edit Secrets labelled it [`labels::AUTH_LABEL`]
+/// `"true"`.
+pub fn trusted(secret: &Secret) -> bool {
+    let labelled = secret.labels().get(labels::AUTH_LABEL).map(String::as_str) == Some("true");
+    let owned = secret
+        .owner_references()
+        .iter()
+        .any(|o| o.api_version.starts_with("kvrocks.io/"));
+    labelled || owned
+}
+
+/// The password a Secret holds under [`PASSWORD_KEY`], or a message for a person saying what is
+/// wrong with it (never the value).
+pub fn password_from(
+    namespace: &str,
+    name: &str,
+    secret: &Secret,
+) -> std::result::Result<String, String> {
+    if !trusted(secret) {
+        return Err(format!(
+            "the Secret {namespace}/{name} was not created by the operator and is not labelled {}=true; label it if it is meant for this instance: kubectl label secret -n {namespace} {name} {}=true",
+            labels::AUTH_LABEL,
+            labels::AUTH_LABEL
+        ));
+    }
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(PASSWORD_KEY))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(PASSWORD_KEY))
+                .map(|s| s.clone().into_bytes())
+        })
+        .ok_or_else(|| format!("the Secret {namespace}/{name} has no key {PASSWORD_KEY:?}"))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        format!("the {PASSWORD_KEY:?} of Secret {namespace}/{name} is not UTF-8 text")
+    })?;
+    if usable(&text) {
+        Ok(text)
+    } else {
+        Err(format!(
+            "the {PASSWORD_KEY:?} of Secret {namespace}/{name} is not usable: it must be {MIN_LEN} to {MAX_LEN} bytes with no whitespace or control character"
+        ))
+    }
 }
 
 fn generate() -> String {
@@ -79,17 +137,7 @@ where
             )));
         }
     };
-    let value = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(PASSWORD_KEY))
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-        .filter(|p| usable(p));
-    Ok(value.ok_or_else(|| {
-        format!(
-            "the Secret {name} has no usable \"{PASSWORD_KEY}\" key (missing, empty, or with whitespace)"
-        )
-    }))
+    Ok(password_from(&ns, &name, &secret))
 }
 
 /// A Secret `name` owned by `owner` holding `password` under [`PASSWORD_KEY`].
@@ -198,6 +246,67 @@ pub async fn rotate(
 mod tests {
     use super::*;
 
+    fn secret(labels: &[(&str, &str)], owner: Option<&str>, password: &[u8]) -> Secret {
+        let mut s = Secret {
+            data: Some([(PASSWORD_KEY.to_owned(), ByteString(password.to_vec()))].into()),
+            ..Secret::default()
+        };
+        s.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        if let Some(api_version) = owner {
+            s.metadata.owner_references = Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: api_version.to_owned(),
+                    kind: "KvrocksStandard".into(),
+                    name: "db".into(),
+                    uid: "u".into(),
+                    ..Default::default()
+                },
+            ]);
+        }
+        s
+    }
+
+    #[test]
+    fn only_a_labelled_or_operator_made_secret_with_a_sound_password_is_used() {
+        let good = b"a-Sound-passw0rd";
+        let read = |s: &Secret| password_from("ns", "s", s);
+        assert!(
+            read(&secret(&[], None, good))
+                .unwrap_err()
+                .contains("kvrocks.io/auth=true")
+        );
+        assert!(read(&secret(&[(labels::AUTH_LABEL, "yes")], None, good)).is_err());
+        assert!(read(&secret(&[], Some("v1"), good)).is_err());
+        assert_eq!(
+            read(&secret(&[(labels::AUTH_LABEL, "true")], None, good)).unwrap(),
+            "a-Sound-passw0rd"
+        );
+        assert!(read(&secret(&[], Some("kvrocks.io/v1alpha1"), good)).is_ok());
+        let bad = read(&secret(
+            &[(labels::AUTH_LABEL, "true")],
+            None,
+            b"two\nlines-of-config",
+        ));
+        assert!(bad.unwrap_err().contains("not usable"));
+        assert!(
+            read(&secret(
+                &[(labels::AUTH_LABEL, "true")],
+                None,
+                &[0xff, 0xfe, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41]
+            ))
+            .unwrap_err()
+            .contains("UTF-8")
+        );
+        let mut none = secret(&[(labels::AUTH_LABEL, "true")], None, good);
+        none.data = None;
+        assert!(read(&none).unwrap_err().contains("no key"));
+    }
+
     #[test]
     fn generated_passwords_are_usable_and_differ() {
         let a = generate();
@@ -207,6 +316,11 @@ mod tests {
         assert!(!usable("with space"));
         assert!(!usable("line\nbreak"));
         assert!(!usable(""));
+        assert!(!usable("short"));
+        assert!(!usable("tab\tinside-it"));
+        assert!(!usable("escape\u{1b}[0m-sequence"));
+        assert!(!usable(&"x".repeat(MAX_LEN + 1)));
+        assert!(usable("rotated-Pa55word-2026"));
         assert_eq!(secret_name("c", None), "c-auth");
         assert_eq!(secret_name("c", Some("mine")), "mine");
     }

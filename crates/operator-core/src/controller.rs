@@ -174,10 +174,10 @@ where
 }
 
 /// Reason of the Ready condition while the password Secret is missing or unusable.
-pub const REASON_AUTH_SECRET_MISSING: &str = "AuthSecretMissing";
+pub const REASON_AUTH_SECRET_UNUSABLE: &str = "AuthSecretUnusable";
 
 /// The data pods' password from the instance's Secret (see [`crate::auth::ensure_password`]);
-/// None, with Ready=False ([`REASON_AUTH_SECRET_MISSING`]) reported, when the named Secret is
+/// None, with Ready=False ([`REASON_AUTH_SECRET_UNUSABLE`]) reported, when the named Secret is
 /// missing or unusable.
 pub async fn password_or_report<K>(
     ctx: &Context,
@@ -200,7 +200,7 @@ where
         Err(message) => {
             let ready = conditions::ready(
                 ConditionStatus::False,
-                REASON_AUTH_SECRET_MISSING,
+                REASON_AUTH_SECRET_UNUSABLE,
                 message,
                 cr.meta().generation,
             );

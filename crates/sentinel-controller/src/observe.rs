@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use kvrocks_api::labels::ordinal;
-use kvrocks_api::labels::{COMPONENT, INSTANCE, PASSWORD_KEY, SENTINEL_PORT, selector};
+use kvrocks_api::labels::{COMPONENT, INSTANCE, SENTINEL_PORT, selector};
 use kvrocks_api::{KvrocksCluster, KvrocksStandard, labels::Component};
 use kvrocks_client::{Endpoint, NodeAddr, Password, SentinelClient, Timeouts};
 use kvrocks_operator_core::Context;
@@ -71,29 +71,7 @@ pub fn password_in(namespace: &str, name: &str, secret: Option<&Secret>) -> Pass
     let Some(secret) = secret else {
         return Err(format!("Secret {namespace}/{name} does not exist yet"));
     };
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(PASSWORD_KEY))
-        .map(|b| b.0.clone())
-        .or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get(PASSWORD_KEY))
-                .map(|s| s.clone().into_bytes())
-        });
-    match bytes {
-        None => Err(format!(
-            "Secret {namespace}/{name} has no key {PASSWORD_KEY:?}"
-        )),
-        Some(b) if b.is_empty() => Err(format!(
-            "Secret {namespace}/{name} has an empty {PASSWORD_KEY:?}"
-        )),
-        Some(b) => String::from_utf8(b).map(Password::new).map_err(|_| {
-            format!("the {PASSWORD_KEY:?} of Secret {namespace}/{name} is not UTF-8 text")
-        }),
-    }
+    kvrocks_operator_core::auth::password_from(namespace, name, secret).map(Password::new)
 }
 
 /// The group's pods, in ordinal order.
@@ -306,15 +284,22 @@ mod tests {
                 .contains("does not exist")
         );
         let mut secret = Secret::default();
+        // Neither made by the operator nor labelled: not used (the rules are `auth::password_from`'s).
+        assert!(
+            password_in("ns", "a-auth", Some(&secret))
+                .unwrap_err()
+                .contains("kvrocks.io/auth=true")
+        );
+        secret.metadata.labels = Some([("kvrocks.io/auth".to_owned(), "true".to_owned())].into());
         assert!(
             password_in("ns", "a-auth", Some(&secret))
                 .unwrap_err()
                 .contains("no key")
         );
-        secret.data = Some([("password".to_owned(), ByteString(b"s3cret".to_vec()))].into());
+        secret.data = Some([("password".to_owned(), ByteString(b"s3cret-Pass".to_vec()))].into());
         assert_eq!(
             password_in("ns", "a-auth", Some(&secret)).unwrap().expose(),
-            "s3cret"
+            "s3cret-Pass"
         );
         secret.data = Some([("password".to_owned(), ByteString(vec![0xff]))].into());
         let err = password_in("ns", "a-auth", Some(&secret)).unwrap_err();

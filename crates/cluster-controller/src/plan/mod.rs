@@ -556,7 +556,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
             .iter()
             .map(|pod| Action::Stop { pod: pod.clone() }),
     );
-    if next == Next::Steady && syncing(input, &layout) {
+    if next == Next::Steady && syncing(input.observed, &layout) > 0 {
         // Nothing wakes the controller when a replica's link comes up: look again.
         next = Next::Pods;
     }
@@ -576,19 +576,19 @@ pub fn plan(input: &Input<'_>) -> Plan {
     }
 }
 
-/// Whether a replica of the layout answers but has not completed its sync (its link is down).
-fn syncing(input: &Input<'_>, layout: &[ShardStatus]) -> bool {
+/// The replicas of the layout that answer but have not completed their sync (their link is down).
+pub fn syncing(observed: &Observed, layout: &[ShardStatus]) -> usize {
     layout
         .iter()
         .flat_map(|s| &s.nodes)
         .filter(|n| n.role == kvrocks_api::labels::Role::Replica)
-        .any(|n| {
-            input
-                .observed
+        .filter(|n| {
+            observed
                 .nodes
                 .get(&n.pod)
                 .is_some_and(|o| o.reachable && !o.link_up)
         })
+        .count()
 }
 
 /// The fences the plan's switchovers need (a master that does not answer cannot be fenced, and

@@ -70,10 +70,12 @@ watches. Keep both in step with config/rbac/role.yaml (no wildcards).
 - apiGroups: [""]
   resources: ["services", "configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Secrets: the generated password Secret, and reading a user-provided one.
+# Secrets: read by name (a named one only when labelled kvrocks.io/auth=true), the generated
+# password Secret and the record of the password in effect created and patched; never listed,
+# watched or deleted (owned ones go with their resource through garbage collection).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch"]
 # Pods: read state and IPs, keep the role label true, delete a pod to roll it.
 - apiGroups: [""]
   resources: ["pods"]
@@ -82,10 +84,11 @@ watches. Keep both in step with config/rbac/role.yaml (no wildcards).
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
-# Claims are only deleted when the spec asks for it, and grown when storage.size grows.
+# Claims are grown when storage.size grows (read by name, then patched); the StatefulSet
+# controller deletes them when the spec asks for it, never the operator.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "patch"]
 # Whether a claim's StorageClass allows it to grow (cluster-scoped: ignored in a Role).
 - apiGroups: ["storage.k8s.io"]
   resources: ["storageclasses"]
