@@ -221,3 +221,215 @@ async fn credentials_paths_and_writable_replicas_in_config_are_refused() {
         );
     }
 }
+
+/// Merges `patch` into `value` (objects key by key; anything else replaced).
+fn merge(value: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (value, patch) {
+        (serde_json::Value::Object(into), serde_json::Value::Object(from)) => {
+            for (k, v) in from {
+                merge(into.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
+
+#[tokio::test]
+async fn every_invalid_spec_of_the_table_is_refused_naming_its_field() {
+    use serde_json::json;
+    let testbed = testbed().await;
+    let client = testbed.client().await.unwrap();
+    namespace(&client, "invalid").await;
+    let long = "n".repeat(kvrocks_api::common::MAX_NAME_LEN + 1);
+    // (example, spec patch or a name, the field the message names, what it says)
+    let table: Vec<(&str, serde_json::Value, &str, &str)> = vec![
+        (
+            "sentinel.yaml",
+            json!({"replicas": 4}),
+            "spec.replicas",
+            "odd and at least 3",
+        ),
+        (
+            "sentinel.yaml",
+            json!({"replicas": 1}),
+            "spec.replicas",
+            "odd and at least 3",
+        ),
+        (
+            "sentinel.yaml",
+            json!({"replicas": "three"}),
+            "spec.replicas",
+            "integer",
+        ),
+        (
+            "sentinel.yaml",
+            json!({"downAfterMilliseconds": "soon"}),
+            "spec.downAfterMilliseconds",
+            "integer",
+        ),
+        (
+            "sentinel.yaml",
+            json!({"name": long}),
+            "metadata.name",
+            "at most 40",
+        ),
+        (
+            "standard.yaml",
+            json!({"replicas": 0}),
+            "spec.replicas",
+            "at least 1",
+        ),
+        (
+            "standard.yaml",
+            json!({"replicas": "x"}),
+            "spec.replicas",
+            "integer",
+        ),
+        (
+            "standard.yaml",
+            json!({"config": {"port": "6380"}}),
+            "spec.config",
+            "operator owns",
+        ),
+        (
+            "standard.yaml",
+            json!({"config": {"requirepass": "x"}}),
+            "spec.config",
+            "operator owns",
+        ),
+        (
+            "standard.yaml",
+            json!({"config": {"rename-command": "CONFIG x"}}),
+            "spec.config",
+            "operator owns",
+        ),
+        (
+            "standard.yaml",
+            json!({"config": {"dir": "/tmp"}}),
+            "spec.config",
+            "operator owns",
+        ),
+        (
+            "standard.yaml",
+            json!({"config": {"namespace.team": "token"}}),
+            "spec.config",
+            "credentials",
+        ),
+        (
+            "standard.yaml",
+            json!({"config": {"Workers": "4"}}),
+            "spec.config",
+            "lower-case",
+        ),
+        (
+            "standard.yaml",
+            json!({"config": {"workers": "4\nrequirepass x"}}),
+            "spec.config",
+            "single lines",
+        ),
+        (
+            "standard.yaml",
+            json!({"config": {"workers": 4}}),
+            "spec.config.workers",
+            "string",
+        ),
+        (
+            "standard.yaml",
+            json!({"storage": {"size": "lots"}}),
+            "spec.storage.size",
+            "quantity",
+        ),
+        (
+            "standard.yaml",
+            json!({"storage": {"size": "10 Gi"}}),
+            "spec.storage.size",
+            "quantity",
+        ),
+        (
+            "standard.yaml",
+            json!({"name": long}),
+            "metadata.name",
+            "at most 40",
+        ),
+        (
+            "cluster.yaml",
+            json!({"shards": 0}),
+            "spec.shards",
+            "between 1 and 1024",
+        ),
+        (
+            "cluster.yaml",
+            json!({"shards": 2000}),
+            "spec.shards",
+            "between 1 and 1024",
+        ),
+        (
+            "cluster.yaml",
+            json!({"replicasPerShard": 17}),
+            "spec.replicasPerShard",
+            "between 0 and 16",
+        ),
+        (
+            "cluster.yaml",
+            json!({"replicasPerShard": -1}),
+            "spec.replicasPerShard",
+            "between 0 and 16",
+        ),
+        (
+            "cluster.yaml",
+            json!({"failover": {"timeout": "soon"}}),
+            "spec.failover.timeout",
+            "3s or 1500ms",
+        ),
+        (
+            "cluster.yaml",
+            json!({"slotMigrations": [{"toShard": 5, "slots": ["1"]}]}),
+            "spec",
+            "existing shard",
+        ),
+        (
+            "cluster.yaml",
+            json!({"slotMigrations": [{"toShard": 1, "slots": ["5-5"]}]}),
+            "spec.slotMigrations[0].slots",
+            "0 <= A < B <= 16383",
+        ),
+        (
+            "cluster.yaml",
+            json!({"slotMigrations": [{"toShard": 1, "slots": ["20000"]}]}),
+            "spec.slotMigrations[0].slots",
+            "0 <= A < B <= 16383",
+        ),
+        (
+            "cluster.yaml",
+            json!({"storage": {"size": -1}}),
+            "spec.storage.size",
+            "quantity",
+        ),
+        (
+            "cluster.yaml",
+            json!({"config": {"slave-read-only": "no"}}),
+            "spec.config",
+            "operator owns",
+        ),
+        (
+            "cluster.yaml",
+            json!({"name": long}),
+            "metadata.name",
+            "at most 40",
+        ),
+    ];
+    assert!(table.len() >= 25);
+    for (i, (file, patch, field, says)) in table.into_iter().enumerate() {
+        let mut object = example(file);
+        object.metadata.name = Some(format!("invalid-{i}"));
+        match patch.get("name").and_then(|n| n.as_str()) {
+            Some(name) => object.metadata.name = Some(name.to_owned()),
+            None => merge(&mut object.data["spec"], &patch),
+        }
+        let message = rejection(&client, "invalid", object).await;
+        assert!(
+            message.contains(field) && message.contains(says),
+            "case {i} ({file} {patch}): expected {field:?} and {says:?} in {message:?}"
+        );
+    }
+}
