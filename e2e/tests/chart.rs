@@ -152,9 +152,38 @@ fn helm_lint_and_template_with_defaults_and_every_option() {
         "ClusterRoleBinding",
         "Service",
         "PodDisruptionBudget",
+        "NetworkPolicy",
     ] {
         assert!(default_kinds.contains(kind), "defaults render no {kind}");
     }
+    // The data pods' NetworkPolicy is on by default, in the release namespace, and can be
+    // switched off.
+    let policy = defaults
+        .split("\n---")
+        .find(|d| d.contains("kind: NetworkPolicy"))
+        .unwrap();
+    assert!(
+        policy.contains(&format!("namespace: {RELEASE_NS}"))
+            && policy.contains("app.kubernetes.io/managed-by: kvrocks-operator")
+            && policy.contains("port: 6379")
+            && !policy.contains("port: 9121"),
+        "{policy}"
+    );
+    let without = helm(
+        &bins,
+        &home,
+        None,
+        &[
+            "template",
+            RELEASE,
+            chart,
+            "-n",
+            RELEASE_NS,
+            "--set",
+            "networkPolicy.enabled=false",
+        ],
+    );
+    assert!(!kinds(&without).contains("NetworkPolicy"), "{without}");
     for off in [
         "ServiceMonitor",
         "PodMonitor",
@@ -186,6 +215,13 @@ fn helm_lint_and_template_with_defaults_and_every_option() {
             "every option on renders no {kind}"
         );
     }
+    // One NetworkPolicy per watched namespace, letting the named clients in.
+    assert_eq!(
+        everything.matches("kind: NetworkPolicy").count(),
+        2,
+        "{everything}"
+    );
+    assert!(everything.contains("app: checkout") && everything.contains("port: 9121"));
     // Namespaced mode: Roles only, never a ClusterRole.
     assert!(!all_kinds.contains("ClusterRole"), "{everything}");
     assert!(everything.contains("--namespaces=chart-team-a,chart-team-b"));
