@@ -42,7 +42,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use kvrocks_api::labels::{COMPONENT, Component, SENTINEL_FINALIZER, selector};
-use kvrocks_api::{KvrocksCluster, KvrocksSentinel, KvrocksStandard};
+use kvrocks_api::{KvrocksCluster, KvrocksSentinel, KvrocksSentinelStatus, KvrocksStandard};
 use kvrocks_operator_core::builders::sentinel as builders;
 use kvrocks_operator_core::conditions::{self, ConditionStatus};
 use kvrocks_operator_core::controller;
@@ -172,23 +172,7 @@ async fn reconcile(
         return report_invalid(&ctx, &cr, &problems, in_use_by).await;
     }
 
-    // Objects.
-    get_and_apply_if_changed(
-        &ctx.api_for::<ConfigMap, _>(&*cr),
-        &builders::config_map(&cr)?,
-    )
-    .await?;
-    get_and_apply_if_changed(&ctx.api_for::<Service, _>(&*cr), &builders::service(&cr)?).await?;
-    get_and_apply_if_changed(
-        &ctx.api_for::<PodDisruptionBudget, _>(&*cr),
-        &builders::pdb(&cr)?,
-    )
-    .await?;
-    get_and_apply_if_changed(
-        &ctx.api_for::<StatefulSet, _>(&*cr),
-        &builders::statefulset(&cr)?,
-    )
-    .await?;
+    apply_objects(&ctx, &cr).await?;
 
     // Observe.
     let pods = observe::sentinel_pods(&ctx, &group).await?;
@@ -255,29 +239,10 @@ async fn reconcile(
         previous: &previous,
         in_use_by,
     });
-    ctx.metrics
-        .set_ready(CONTROLLER, &namespace, &name, &status.conditions);
-    ctx.metrics.set_sentinel(
-        &namespace,
-        &name,
-        status.ready_replicas.unwrap_or(0),
-        status.quorum.unwrap_or(0),
-    );
-    let written = patch_status_if_changed(&groups, &*cr, &status).await?;
+    publish(&ctx, &cr, &groups, &status, &previous, in_use_by).await?;
     for note in report::notes(&plan, &outcomes) {
         ctx.publish(&*cr, note.type_, note.reason, note.action, note.text)
             .await;
-    }
-    if let Some(owners) = in_use_by
-        && in_use_changed(&previous, owners, written.is_some())
-    {
-        ctx.warning(
-            &*cr,
-            report::REASON_IN_USE,
-            "Delete",
-            report::in_use_message(owners),
-        )
-        .await;
     }
     let next = if !plan.stale.is_empty() {
         RESET_SPACING
@@ -287,6 +252,56 @@ async fn reconcile(
         BUSY
     };
     Ok(Action::requeue(next))
+}
+
+/// The group's ConfigMap, Service, PodDisruptionBudget and StatefulSet, applied when they changed.
+async fn apply_objects(ctx: &Context, cr: &KvrocksSentinel) -> Result<(), Error> {
+    get_and_apply_if_changed(&ctx.api_for::<ConfigMap, _>(cr), &builders::config_map(cr)?).await?;
+    get_and_apply_if_changed(&ctx.api_for::<Service, _>(cr), &builders::service(cr)?).await?;
+    get_and_apply_if_changed(
+        &ctx.api_for::<PodDisruptionBudget, _>(cr),
+        &builders::pdb(cr)?,
+    )
+    .await?;
+    get_and_apply_if_changed(
+        &ctx.api_for::<StatefulSet, _>(cr),
+        &builders::statefulset(cr)?,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The pass's status, its metrics, and the `InUse` warning when a deletion waits on new owners.
+async fn publish(
+    ctx: &Context,
+    cr: &KvrocksSentinel,
+    groups: &Api<KvrocksSentinel>,
+    status: &KvrocksSentinelStatus,
+    previous: &KvrocksSentinelStatus,
+    in_use_by: Option<&[Owner]>,
+) -> Result<(), Error> {
+    let (namespace, name) = (cr.namespace().unwrap_or_default(), cr.name_any());
+    ctx.metrics
+        .set_ready(CONTROLLER, &namespace, &name, &status.conditions);
+    ctx.metrics.set_sentinel(
+        &namespace,
+        &name,
+        status.ready_replicas.unwrap_or(0),
+        status.quorum.unwrap_or(0),
+    );
+    let written = patch_status_if_changed(groups, cr, status).await?;
+    if let Some(owners) = in_use_by
+        && in_use_changed(previous, owners, written.is_some())
+    {
+        ctx.warning(
+            cr,
+            report::REASON_IN_USE,
+            "Delete",
+            report::in_use_message(owners),
+        )
+        .await;
+    }
+    Ok(())
 }
 
 /// The last pass of a group being deleted that nothing uses any more: every monitor of ours is

@@ -71,7 +71,6 @@ pub fn status(inputs: &Inputs<'_>) -> (KvrocksSentinelStatus, bool) {
         generation,
         pods,
         desired,
-        pending,
         quorum,
         plan,
         outcomes,
@@ -126,33 +125,7 @@ pub fn status(inputs: &Inputs<'_>) -> (KvrocksSentinelStatus, bool) {
         .iter()
         .filter_map(|(pod, o)| Some(format!("{pod}: {}", o.error.as_ref()?)))
         .collect();
-    let progressing = if current != replicas_n {
-        Some((
-            REASON_SCALING,
-            format!("{current} sentinel pod(s) exist, {replicas} wanted"),
-        ))
-    } else if !plan.is_empty() && errors.is_empty() {
-        Some((REASON_CONFIGURING, summary(plan)))
-    } else if ready < replicas_n {
-        Some((
-            REASON_WAITING_FOR_PODS,
-            format!("{ready} of {replicas} sentinels are ready"),
-        ))
-    } else if !pending.is_empty() {
-        Some((
-            REASON_PENDING,
-            format!(
-                "not monitored yet: {}",
-                list(
-                    pending
-                        .iter()
-                        .map(|p| format!("{}: {}", p.name.render(), p.reason))
-                )
-            ),
-        ))
-    } else {
-        None
-    };
+    let progressing = progressing(inputs, current, ready, &errors);
     let progressing_condition = match &progressing {
         Some((reason, message)) => {
             conditions::progressing(ConditionStatus::True, reason, message.clone(), generation)
@@ -165,45 +138,7 @@ pub fn status(inputs: &Inputs<'_>) -> (KvrocksSentinelStatus, bool) {
         ),
     };
 
-    let unreachable: Vec<String> = live
-        .iter()
-        .filter_map(|p| match &p.reach {
-            Reach::Unreachable(e) => Some(format!("{}: {e}", p.name)),
-            _ => None,
-        })
-        .collect();
-    let stale: Vec<String> = plan
-        .stale
-        .iter()
-        .map(|s| {
-            format!(
-                "{} counts gone sentinels {} for {}; they are reset one at a time so they \
-                 rediscover their peers",
-                s.pod,
-                s.peers
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                s.monitor
-            )
-        })
-        .collect();
-    let degraded = if !errors.is_empty() {
-        Some((REASON_COMMANDS_FAILED, list(errors.iter().cloned())))
-    } else if !unreachable.is_empty() {
-        Some((
-            REASON_UNREACHABLE,
-            format!(
-                "these sentinels do not answer on port 26379 (check their logs): {}",
-                list(unreachable.iter().cloned())
-            ),
-        ))
-    } else if !stale.is_empty() {
-        Some((REASON_STALE_PEERS, list(stale.iter().cloned())))
-    } else {
-        None
-    };
+    let degraded = degraded(plan, &live, &errors);
     let degraded_condition = match &degraded {
         Some((reason, message)) => {
             conditions::degraded(ConditionStatus::True, reason, message.clone(), generation)
@@ -231,6 +166,93 @@ pub fn status(inputs: &Inputs<'_>) -> (KvrocksSentinelStatus, bool) {
         conditions,
     };
     (status, steady)
+}
+
+/// Why the group is still changing (None: steady).
+fn progressing(
+    inputs: &Inputs<'_>,
+    current: usize,
+    ready: usize,
+    errors: &[String],
+) -> Option<(&'static str, String)> {
+    let replicas = inputs.replicas;
+    let replicas_n = usize::try_from(replicas.max(0)).unwrap_or(0);
+    if current != replicas_n {
+        Some((
+            REASON_SCALING,
+            format!("{current} sentinel pod(s) exist, {replicas} wanted"),
+        ))
+    } else if !inputs.plan.is_empty() && errors.is_empty() {
+        Some((REASON_CONFIGURING, summary(inputs.plan)))
+    } else if ready < replicas_n {
+        Some((
+            REASON_WAITING_FOR_PODS,
+            format!("{ready} of {replicas} sentinels are ready"),
+        ))
+    } else if !inputs.pending.is_empty() {
+        Some((
+            REASON_PENDING,
+            format!(
+                "not monitored yet: {}",
+                list(
+                    inputs
+                        .pending
+                        .iter()
+                        .map(|p| format!("{}: {}", p.name.render(), p.reason))
+                )
+            ),
+        ))
+    } else {
+        None
+    }
+}
+
+/// What is wrong with the group (None: healthy): failed commands, sentinels that do not answer,
+/// sentinels counting gone peers.
+fn degraded(
+    plan: &Plan,
+    live: &[&ObservedPod],
+    errors: &[String],
+) -> Option<(&'static str, String)> {
+    let unreachable: Vec<String> = live
+        .iter()
+        .filter_map(|p| match &p.reach {
+            Reach::Unreachable(e) => Some(format!("{}: {e}", p.name)),
+            _ => None,
+        })
+        .collect();
+    let stale: Vec<String> = plan
+        .stale
+        .iter()
+        .map(|s| {
+            format!(
+                "{} counts gone sentinels {} for {}; they are reset one at a time so they \
+                 rediscover their peers",
+                s.pod,
+                s.peers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                s.monitor
+            )
+        })
+        .collect();
+    if !errors.is_empty() {
+        Some((REASON_COMMANDS_FAILED, list(errors.iter().cloned())))
+    } else if !unreachable.is_empty() {
+        Some((
+            REASON_UNREACHABLE,
+            format!(
+                "these sentinels do not answer on port 26379 (check their logs): {}",
+                list(unreachable.iter().cloned())
+            ),
+        ))
+    } else if !stale.is_empty() {
+        Some((REASON_STALE_PEERS, list(stale.iter().cloned())))
+    } else {
+        None
+    }
 }
 
 /// The message of `Ready=False, InUse`.
