@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{PodMetadata, Scheduling};
+use crate::common::{AuthSpec, PodMetadata, Scheduling};
 
 fn default_replicas() -> i32 {
     3
@@ -74,6 +74,13 @@ pub struct KvrocksSentinelSpec {
     #[serde(default = "default_failover_timeout")]
     #[schemars(range(min = 1000, max = 3600000))]
     pub failover_timeout_milliseconds: i64,
+    /// The group's own password: every sentinel requires it (`requirepass`, `protected-mode
+    /// yes`) and sends it to its peers. When `secretName` is absent the operator creates
+    /// `<name>-auth`; clients of sentinel (applications discovering a master) need it too.
+    /// Changing the Secret's value rotates it on the running sentinels, without a restart or a
+    /// failover.
+    #[serde(default)]
+    pub auth: AuthSpec,
     /// Number of replicas reconfigured at the same time after a failover.
     #[serde(default = "default_parallel_syncs")]
     #[schemars(range(min = 1, max = 64))]

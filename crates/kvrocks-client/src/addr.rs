@@ -82,6 +82,17 @@ impl Password {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// The password as a Redis ACL stores it (`ACL GETUSER` lists these): the SHA-256 of its
+    /// bytes in lowercase hex. Comparing hashes tells which passwords a server accepts without
+    /// ever reading one back.
+    pub fn acl_hash(&self) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.0.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 impl fmt::Debug for Password {

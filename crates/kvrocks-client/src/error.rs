@@ -218,6 +218,8 @@ fn is_auth_message(message: &str) -> bool {
         // kvrocks 2.10.1 answers a wrong AUTH with "ERR Invalid password".
         || lower.contains("invalid password")
         || lower.contains("authentication required")
+        // redis 6+ when a password is sent to a server that needs none.
+        || lower.contains("without any password configured")
 }
 
 /// Removes every occurrence of `secret` from `message`.

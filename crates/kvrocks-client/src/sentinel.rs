@@ -272,6 +272,66 @@ impl SentinelClient {
         }
     }
 
+    /// `ACL GETUSER default`: the hashes ([`Password::acl_hash`]) of the passwords this sentinel
+    /// accepts (its `requirepass`, plus any added during a rotation).
+    pub async fn accepted_password_hashes(&self) -> Result<Vec<String>> {
+        let reply = self
+            .link
+            .call("ACL GETUSER", "ACL", args(["GETUSER", "default"]), None)
+            .await?;
+        crate::parse::acl::password_hashes(&reply).map_err(|e| self.parse_err("ACL GETUSER", e))
+    }
+
+    /// `ACL SETUSER default ><password>`: accept `password` too (the others stay accepted).
+    pub async fn accept_password(&self, password: &Password) -> Result<()> {
+        let rule = format!(">{}", password.expose());
+        self.link
+            .call_ok(
+                "ACL SETUSER",
+                "ACL",
+                args(["SETUSER", "default", rule.as_str()]),
+                Some(password.expose()),
+            )
+            .await
+    }
+
+    /// `ACL SETUSER default !<hash>`: stop accepting the password whose hash is `hash`.
+    pub async fn refuse_password_hash(&self, hash: &str) -> Result<()> {
+        let rule = format!("!{hash}");
+        self.link
+            .call_ok(
+                "ACL SETUSER",
+                "ACL",
+                args(["SETUSER", "default", rule.as_str()]),
+                None,
+            )
+            .await
+    }
+
+    /// `SENTINEL CONFIG GET sentinel-pass`: the password this sentinel sends to its peers, if any.
+    pub async fn sentinel_pass(&self) -> Result<Option<Password>> {
+        const CMD: &str = "SENTINEL CONFIG GET";
+        let reply = self
+            .sentinel(CMD, args(["CONFIG", "GET", "sentinel-pass"]), None)
+            .await?;
+        let fields = crate::parse::field_map(&reply, "SENTINEL CONFIG GET reply")
+            .map_err(|e| self.parse_err(CMD, e))?;
+        Ok(fields
+            .get("sentinel-pass")
+            .filter(|p| !p.is_empty())
+            .map(|p| Password::new(p.as_str())))
+    }
+
+    /// `SENTINEL CONFIG SET sentinel-pass <password>`: the password sent to the other sentinels.
+    pub async fn set_sentinel_pass(&self, password: &Password) -> Result<()> {
+        self.sentinel_ok(
+            "SENTINEL CONFIG SET",
+            args(["CONFIG", "SET", "sentinel-pass", password.expose()]),
+            Some(password.expose()),
+        )
+        .await
+    }
+
     /// `SENTINEL CKQUORUM <name>`: whether this sentinel can reach the quorum and a failover majority.
     pub async fn ckquorum(&self, name: &str) -> Result<QuorumStatus> {
         match self

@@ -153,3 +153,65 @@ async fn unreachable_sentinel_fails_fast() {
     assert_eq!(err.command(), "SENTINEL MASTERS");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// A sentinel with a password of its own: the passwords it accepts are read as hashes, a second
+/// one is accepted and the first retired without a restart, and `sentinel-pass` is read and set.
+#[tokio::test]
+async fn a_sentinel_password_is_rotated_live() {
+    use kvrocks_client::{Endpoint, Password};
+    // The support starts a process only once it answers with its test password.
+    let old = Password::new(support::PASSWORD);
+    let new = Password::new("new-sentinel-pass");
+    let proc = support::start_sentinel_with(&[
+        format!("requirepass {}", old.expose()),
+        format!("sentinel sentinel-pass {}", old.expose()),
+    ]);
+    let as_old = SentinelClient::new(Endpoint::new(proc.addr()).with_password(old.clone()));
+    let as_new = SentinelClient::new(Endpoint::new(proc.addr()).with_password(new.clone()));
+    let anonymous = SentinelClient::new(proc.endpoint());
+
+    let err = anonymous.failover(NAME).await.unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "no password: {err:?}");
+    assert_eq!(
+        as_old.accepted_password_hashes().await.unwrap(),
+        vec![old.acl_hash()]
+    );
+    assert_eq!(
+        as_old
+            .sentinel_pass()
+            .await
+            .unwrap()
+            .map(|p| p.expose().to_owned()),
+        Some(old.expose().to_owned())
+    );
+
+    as_old.accept_password(&new).await.unwrap();
+    as_new.ping().await.unwrap();
+    let mut both = as_old.accepted_password_hashes().await.unwrap();
+    both.sort();
+    let mut wanted = vec![old.acl_hash(), new.acl_hash()];
+    wanted.sort();
+    assert_eq!(both, wanted);
+
+    as_new.set_sentinel_pass(&new).await.unwrap();
+    assert_eq!(
+        as_new
+            .sentinel_pass()
+            .await
+            .unwrap()
+            .map(|p| p.expose().to_owned()),
+        Some(new.expose().to_owned())
+    );
+    as_new.refuse_password_hash(&old.acl_hash()).await.unwrap();
+    assert_eq!(
+        as_new.accepted_password_hashes().await.unwrap(),
+        vec![new.acl_hash()]
+    );
+    let fresh = SentinelClient::new(Endpoint::new(proc.addr()).with_password(old.clone()));
+    let err = fresh.ping().await.unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "old password: {err:?}");
+    assert!(
+        !err.to_string().contains(old.expose()),
+        "the error shows the password: {err}"
+    );
+}

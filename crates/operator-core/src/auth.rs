@@ -28,11 +28,37 @@ pub const MIN_LEN: usize = 8;
 /// Longest password taken from a Secret.
 pub const MAX_LEN: usize = 512;
 
-/// A usable password: 8 to 512 bytes, no whitespace or control character (it goes into
-/// kvrocks.conf and sentinel.conf lines).
+/// Characters a password may not hold even though printable: they quote or escape in
+/// kvrocks.conf and sentinel.conf lines.
+pub const QUOTING: [char; 3] = ['"', '\'', '\\'];
+
+/// A usable password: 8 to 512 printable ASCII characters, none of them a space or one of
+/// [`QUOTING`] (it goes into kvrocks.conf and sentinel.conf lines). The pods' start scripts
+/// check the same with [`shell_guard`], so a Secret edited behind the operator's back cannot
+/// inject configuration either.
 pub fn usable(value: &str) -> bool {
     (MIN_LEN..=MAX_LEN).contains(&value.len())
-        && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !QUOTING.contains(&c))
+}
+
+/// What [`usable`] asks of a password, for messages.
+pub fn rule() -> String {
+    format!("{MIN_LEN} to {MAX_LEN} printable ASCII characters, with no space, quote or backslash")
+}
+
+/// A shell snippet for a start script: exits 1, saying why, unless the variable `var` holds a
+/// [`usable`] password.
+pub fn shell_guard(var: &str) -> String {
+    let refuse = format!(
+        "{{ echo \"kvrocks-operator: the password in {var} is not {}: refusing to start\" >&2; exit 1; }}",
+        rule()
+    );
+    format!(
+        "case \"${var}\" in *[![:graph:]]*|*[\\\"\\'\\\\]*) {refuse} ;; esac\n\
+         if [ ${{#{var}}} -lt {MIN_LEN} ] || [ ${{#{var}}} -gt {MAX_LEN} ]; then {refuse}; fi\n"
+    )
 }
 
 /// Whether the operator may use the Secret's password: it created it (an owner reference to a
@@ -81,7 +107,8 @@ pub fn password_from(
         Ok(text)
     } else {
         Err(format!(
-            "the {PASSWORD_KEY:?} of Secret {namespace}/{name} is not usable: it must be {MIN_LEN} to {MAX_LEN} bytes with no whitespace or control character"
+            "the {PASSWORD_KEY:?} of Secret {namespace}/{name} is not usable: it must be {}",
+            rule()
         ))
     }
 }
@@ -321,7 +348,50 @@ mod tests {
         assert!(!usable("escape\u{1b}[0m-sequence"));
         assert!(!usable(&"x".repeat(MAX_LEN + 1)));
         assert!(usable("rotated-Pa55word-2026"));
+        assert!(!usable("quote\"inside"));
+        assert!(!usable("apostrophe'inside"));
+        assert!(!usable("back\\slash-inside"));
+        assert!(!usable("n\u{e4}her-an-umlaut"));
         assert_eq!(secret_name("c", None), "c-auth");
         assert_eq!(secret_name("c", Some("mine")), "mine");
+    }
+    /// The start scripts' guard, run by the real `sh`, agrees with [`usable`].
+    fn guard_accepts(password: &str) -> bool {
+        let script = format!("{}echo ok", shell_guard("PW"));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("PW", password)
+            .output()
+            .expect("sh runs");
+        out.status.success() && out.stdout == b"ok\n"
+    }
+
+    #[test]
+    fn the_shell_guard_agrees_with_usable() {
+        for p in [
+            "rotated-Pa55word-2026",
+            "with space-inside",
+            "line\nbreak-inside",
+            "tab\tinside-it",
+            "quote\"inside",
+            "apostrophe'inside",
+            "back\\slash-inside",
+            "n\u{e4}her-an-umlaut",
+            "short",
+            "[x]*?$(id)`id`;|&<>~#{}!%^",
+        ] {
+            assert_eq!(guard_accepts(p), usable(p), "{p:?}");
+        }
+        assert!(guard_accepts(&"x".repeat(MAX_LEN)));
+        assert!(!guard_accepts(&"x".repeat(MAX_LEN + 1)));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn the_shell_guard_agrees_with_usable_on_any_text(p in "[ -~\t\n\u{e4}]{0,24}") {
+            proptest::prop_assert_eq!(guard_accepts(&p), usable(&p));
+        }
     }
 }

@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod act;
+pub mod auth;
 pub mod desired;
 pub mod model;
 pub mod observe;
@@ -172,15 +173,22 @@ async fn reconcile(
         return report_invalid(&ctx, &cr, &problems, in_use_by).await;
     }
 
+    let named = cr.spec.auth.secret_name.as_deref();
+    let Some(wanted) =
+        controller::password_or_report(&ctx, CONTROLLER, &*cr, Component::Sentinel, named).await?
+    else {
+        return Ok(Action::requeue(BUSY));
+    };
+    let own = observe::group_passwords(&ctx, &cr, wanted).await?;
     apply_objects(&ctx, &cr).await?;
 
     // Observe.
     let pods = observe::sentinel_pods(&ctx, &group).await?;
-    shared.sync_watchers(&ctx, &group, &observe::watched(&pods));
+    shared.sync_watchers(&ctx, &group, &observe::watched(&pods, &own.applied));
     let live_uids: BTreeSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
     shared.retain_pods(&group, &live_uids.iter().map(String::as_str).collect());
-    let (observed, clients) =
-        observe::ask_sentinels(&pods, cr.spec.replicas, &shared, &group).await;
+    let (observed, clients, pod_auth) =
+        observe::ask_sentinels(&pods, cr.spec.replicas, &shared, &group, &own).await;
     let secrets = desired::needed_secrets(&name, &standards, &clusters);
     let passwords = observe::passwords(&ctx, &namespace, &secrets).await?;
     let (desired, pending) = desired::desired_monitors(&name, &standards, &clusters, &passwords);
@@ -212,6 +220,7 @@ async fn reconcile(
     for note in &plan.notes {
         tracing::info!(note = %note, "plan");
     }
+    let password = rotate_password(&ctx, &cr, &own, &pod_auth, &clients).await?;
     let outcomes = act::run(&plan, &clients, &observed, &desired, &shared, &group).await;
     for client in clients.values() {
         client.close().await;
@@ -238,6 +247,7 @@ async fn reconcile(
         outcomes: &outcomes,
         previous: &previous,
         in_use_by,
+        password: &password,
     });
     publish(&ctx, &cr, &groups, &status, &previous, in_use_by).await?;
     for note in report::notes(&plan, &outcomes) {
@@ -254,6 +264,43 @@ async fn reconcile(
     Ok(Action::requeue(next))
 }
 
+/// The group's own password, brought to what its Secret says on every sentinel that answers
+/// ([`auth`]), and recorded as in effect once every sentinel takes it.
+async fn rotate_password(
+    ctx: &Context,
+    cr: &KvrocksSentinel,
+    passwords: &observe::GroupPasswords,
+    pods: &std::collections::BTreeMap<String, auth::PodAuth>,
+    clients: &std::collections::BTreeMap<String, kvrocks_client::SentinelClient>,
+) -> Result<report::PasswordReport, Error> {
+    let hashes = auth::Hashes::of(&passwords.applied, &passwords.wanted);
+    let replicas = usize::try_from(cr.spec.replicas.max(0)).unwrap_or(0);
+    let plan = auth::plan(&hashes, pods, replicas);
+    for step in &plan.steps {
+        tracing::info!(step = %auth::describe(step), "sentinel password");
+    }
+    let sent = auth::act(&plan, clients, &passwords.applied, &passwords.wanted).await;
+    let recorded = sent.is_ok() && plan.record;
+    if recorded {
+        kvrocks_operator_core::auth::record_password(
+            &ctx.client,
+            cr,
+            Component::Sentinel,
+            &passwords.wanted,
+        )
+        .await?;
+        ctx.publish(
+            cr,
+            kube::runtime::events::EventType::Normal,
+            report::REASON_PASSWORD_ROTATED,
+            "RotatePassword",
+            "every sentinel of the group now requires the new password".to_owned(),
+        )
+        .await;
+    }
+    Ok(report::PasswordReport::new(&plan, sent.err(), recorded))
+}
+
 /// The group's ConfigMap, Service, PodDisruptionBudget and StatefulSet, applied when they changed.
 async fn apply_objects(ctx: &Context, cr: &KvrocksSentinel) -> Result<(), Error> {
     get_and_apply_if_changed(&ctx.api_for::<ConfigMap, _>(cr), &builders::config_map(cr)?).await?;
@@ -265,7 +312,13 @@ async fn apply_objects(ctx: &Context, cr: &KvrocksSentinel) -> Result<(), Error>
     .await?;
     get_and_apply_if_changed(
         &ctx.api_for::<StatefulSet, _>(cr),
-        &builders::statefulset(cr)?,
+        &builders::statefulset(
+            cr,
+            &kvrocks_operator_core::auth::secret_name(
+                &cr.name_any(),
+                cr.spec.auth.secret_name.as_deref(),
+            ),
+        )?,
     )
     .await?;
     Ok(())
@@ -314,7 +367,15 @@ async fn release(
     shared: &Shared,
 ) -> Result<(), Error> {
     let pods = observe::sentinel_pods(ctx, group).await?;
-    let (observed, clients) = observe::ask_sentinels(&pods, i32::MAX, shared, group).await;
+    let applied = kvrocks_operator_core::auth::applied_password(&ctx.client, cr)
+        .await?
+        .unwrap_or_else(|| kvrocks_client::Password::new(""));
+    let passwords = observe::GroupPasswords {
+        applied: applied.clone(),
+        wanted: applied,
+    };
+    let (observed, clients, _) =
+        observe::ask_sentinels(&pods, i32::MAX, shared, group, &passwords).await;
     let settings = Settings {
         quorum: plan::effective_quorum(cr.spec.replicas, 0),
         down_after_ms: 0,

@@ -9,11 +9,12 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use kvrocks_api::labels::ordinal;
 use kvrocks_api::labels::{COMPONENT, INSTANCE, SENTINEL_PORT, selector};
-use kvrocks_api::{KvrocksCluster, KvrocksStandard, labels::Component};
+use kvrocks_api::{KvrocksCluster, KvrocksSentinel, KvrocksStandard, labels::Component};
 use kvrocks_client::{Endpoint, NodeAddr, Password, SentinelClient, Timeouts};
 use kvrocks_operator_core::Context;
 
 use crate::Error;
+use crate::auth::PodAuth;
 use crate::desired::PasswordLookup;
 use crate::model::{Addr, MonitorName, ObservedMonitor, ObservedPod, Owner, Reach};
 use crate::state::{GroupKey, PodKey, Shared, WatchedPod};
@@ -105,7 +106,7 @@ pub fn pod_ip(pod: &Pod) -> Option<String> {
 }
 
 /// The pods worth an event subscription: with an IP and not being deleted.
-pub fn watched(pods: &[Pod]) -> Vec<WatchedPod> {
+pub fn watched(pods: &[Pod], password: &Password) -> Vec<WatchedPod> {
     pods.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter_map(|p| {
@@ -114,7 +115,9 @@ pub fn watched(pods: &[Pod]) -> Vec<WatchedPod> {
                 key: PodKey {
                     uid: p.uid()?,
                     ip: pod_ip(p)?,
+                    password: crate::model::fingerprint(password.expose()),
                 },
+                password: password.clone(),
             })
         })
         .collect()
@@ -132,14 +135,21 @@ pub fn leaving(pod: &Pod, group: &str, replicas: i32) -> bool {
     pod.metadata.deletion_timestamp.is_some() || ordinal.is_some_and(|n| n >= i64::from(replicas))
 }
 
-/// Asks every sentinel pod that is not [`leaving`] (in parallel) for its monitors of ours;
-/// returns the observations and a client per pod that answered.
+/// Asks every sentinel pod that is not [`leaving`] (in parallel) for its monitors of ours and
+/// its passwords, authenticating with the first of `passwords` it accepts (then with none: a
+/// sentinel started before it had a password); returns the observations, a client per pod that
+/// answered, and what each pod showed about its password.
 pub async fn ask_sentinels(
     pods: &[Pod],
     replicas: i32,
     shared: &Shared,
     group: &GroupKey,
-) -> (Vec<ObservedPod>, BTreeMap<String, SentinelClient>) {
+    passwords: &GroupPasswords,
+) -> (
+    Vec<ObservedPod>,
+    BTreeMap<String, SentinelClient>,
+    BTreeMap<String, PodAuth>,
+) {
     let with_ip = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ip(p).is_some())
@@ -149,21 +159,9 @@ pub async fn ask_sentinels(
         let uid = pod.uid().unwrap_or_default();
         let ip = pod_ip(pod);
         let terminating = leaving(pod, &group.name, replicas);
-        let mut client = None;
-        let reach = match (&ip, terminating) {
-            (Some(ip), false) => {
-                let c = SentinelClient::new(
-                    Endpoint::new(NodeAddr::new(ip.clone(), sentinel_port()))
-                        .with_timeouts(timeouts()),
-                );
-                let reach = match monitors_of(&c, with_ip.saturating_sub(1)).await {
-                    Ok(monitors) => Reach::Monitors(monitors),
-                    Err(e) => Reach::Unreachable(e.to_string()),
-                };
-                client = Some(c);
-                reach
-            }
-            _ => Reach::NotAsked,
+        let (client, reach, auth) = match (&ip, terminating) {
+            (Some(ip), false) => ask(ip, with_ip.saturating_sub(1), passwords).await,
+            _ => (None, Reach::NotAsked, PodAuth::Unknown),
         };
         let auth_applied = match &reach {
             Reach::Monitors(m) => m
@@ -181,20 +179,98 @@ pub async fn ask_sentinels(
             reach,
             auth_applied,
         };
-        (observed, client.map(|c| (name, c)))
+        (observed, client, auth)
     });
     let answers = join_all(asks).await;
     let mut observed = Vec::with_capacity(answers.len());
     let mut clients = BTreeMap::new();
-    for (pod, client) in answers {
+    let mut auths = BTreeMap::new();
+    for (pod, client, auth) in answers {
+        if !pod.terminating {
+            auths.insert(pod.name.clone(), auth);
+        }
         if matches!(pod.reach, Reach::Monitors(_))
-            && let Some((name, c)) = client
+            && let Some(c) = client
         {
-            clients.insert(name, c);
+            clients.insert(pod.name.clone(), c);
         }
         observed.push(pod);
     }
-    (observed, clients)
+    (observed, clients, auths)
+}
+
+/// The group's passwords: `wanted` (from its Secret) and the one in effect (the operator's
+/// record, written with the wanted one the first time).
+pub async fn group_passwords(
+    ctx: &Context,
+    cr: &KvrocksSentinel,
+    wanted: Password,
+) -> Result<GroupPasswords, Error> {
+    use kvrocks_operator_core::auth;
+    let applied = match auth::applied_password(&ctx.client, cr).await? {
+        Some(p) => p,
+        None => {
+            auth::record_password(&ctx.client, cr, Component::Sentinel, &wanted).await?;
+            wanted.clone()
+        }
+    };
+    Ok(GroupPasswords { applied, wanted })
+}
+
+/// The group's two passwords (see [`crate::auth`]).
+#[derive(Clone, Debug)]
+pub struct GroupPasswords {
+    /// The one in effect.
+    pub applied: Password,
+    /// The one the Secret holds.
+    pub wanted: Password,
+}
+
+/// One sentinel: its monitors and its password state, through the first password it accepts.
+async fn ask(
+    ip: &str,
+    other_pods: usize,
+    passwords: &GroupPasswords,
+) -> (Option<SentinelClient>, Reach, PodAuth) {
+    let endpoint =
+        Endpoint::new(NodeAddr::new(ip.to_owned(), sentinel_port())).with_timeouts(timeouts());
+    let candidates = [
+        Some(passwords.applied.clone()),
+        Some(passwords.wanted.clone()),
+        None,
+    ];
+    let mut last = String::new();
+    for password in candidates {
+        let c = SentinelClient::new(endpoint.clone().with_optional_password(password));
+        match monitors_of(&c, other_pods).await {
+            Ok(monitors) => {
+                let auth = password_state(&c, passwords).await;
+                return (Some(c), Reach::Monitors(monitors), auth);
+            }
+            Err(e @ kvrocks_client::Error::Auth { .. }) => {
+                last = e.to_string();
+                c.close().await;
+            }
+            Err(e) => return (Some(c), Reach::Unreachable(e.to_string()), PodAuth::Unknown),
+        }
+    }
+    (None, Reach::Unreachable(last), PodAuth::Refused)
+}
+
+/// Which passwords a sentinel accepts and which it sends its peers.
+async fn password_state(client: &SentinelClient, passwords: &GroupPasswords) -> PodAuth {
+    let (accepts, sent) = futures::join!(client.accepted_password_hashes(), client.sentinel_pass());
+    match (accepts, sent) {
+        (Ok(accepts), Ok(sent)) => PodAuth::Known {
+            accepts: accepts.into_iter().collect(),
+            peer_pass: crate::auth::peer_pass_of(
+                sent.as_ref(),
+                &passwords.applied,
+                &passwords.wanted,
+            ),
+        },
+        _ => PodAuth::Unknown,
+    }
 }
 
 /// `SENTINEL MASTERS`, keeping ours; the peers of a monitor are read only when the count of

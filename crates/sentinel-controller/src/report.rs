@@ -36,6 +36,54 @@ pub const REASON_COMMANDS_FAILED: &str = "CommandsFailed";
 pub const REASON_STALE_PEERS: &str = "StalePeers";
 /// `Degraded=False`.
 pub const REASON_HEALTHY: &str = "Healthy";
+/// Progressing while the group's password is being rotated.
+pub const REASON_ROTATING_PASSWORD: &str = "RotatingPassword";
+/// Degraded while a sentinel refuses the group's passwords or a rotation step fails.
+pub const REASON_PASSWORD_REFUSED: &str = "SentinelPasswordRefused";
+/// Event when every sentinel requires the new password.
+pub const REASON_PASSWORD_ROTATED: &str = "PasswordRotated";
+
+/// How the group's own password fared this pass (see [`crate::auth`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PasswordReport {
+    /// Set while a rotation runs: what it does or waits for.
+    pub rotating: Option<String>,
+    /// Set when something is wrong: pods refusing both passwords, a step that failed.
+    pub problem: Option<String>,
+}
+
+impl PasswordReport {
+    /// The report of a pass that planned `plan`, whose steps failed with `error` if they did,
+    /// and that `recorded` the new password.
+    pub fn new(plan: &crate::auth::Plan, error: Option<String>, recorded: bool) -> Self {
+        let rotating = if recorded {
+            None
+        } else if let Some(waiting) = &plan.waiting {
+            Some(waiting.clone())
+        } else if plan.busy() {
+            Some(format!(
+                "rotating the sentinel password: {}",
+                list(plan.steps.iter().map(crate::auth::describe))
+            ))
+        } else {
+            None
+        };
+        let mut problems = Vec::new();
+        if !plan.refused.is_empty() {
+            problems.push(format!(
+                "{} refuse(s) both the current and the new password of the group; restart them so they start with the Secret's",
+                plan.refused.join(", ")
+            ));
+        }
+        if let Some(e) = error {
+            problems.push(format!("a password step failed: {e}"));
+        }
+        Self {
+            rotating,
+            problem: (!problems.is_empty()).then(|| problems.join("; ")),
+        }
+    }
+}
 
 /// Everything the report is made from.
 #[derive(Clone, Copy, Debug)]
@@ -62,6 +110,8 @@ pub struct Inputs<'a> {
     pub previous: &'a KvrocksSentinelStatus,
     /// Set while the group is being deleted: the owners that still use it.
     pub in_use_by: Option<&'a [Owner]>,
+    /// How the group's own password fared.
+    pub password: &'a PasswordReport,
 }
 
 /// The new status, and whether the group is steady (nothing in motion, nothing wrong).
@@ -138,7 +188,7 @@ pub fn status(inputs: &Inputs<'_>) -> (KvrocksSentinelStatus, bool) {
         ),
     };
 
-    let degraded = degraded(plan, &live, &errors);
+    let degraded = degraded(plan, &live, &errors, inputs.password.problem.as_ref());
     let degraded_condition = match &degraded {
         Some((reason, message)) => {
             conditions::degraded(ConditionStatus::True, reason, message.clone(), generation)
@@ -155,7 +205,10 @@ pub fn status(inputs: &Inputs<'_>) -> (KvrocksSentinelStatus, bool) {
         &previous.conditions,
         [ready_condition, progressing_condition, degraded_condition],
     );
-    let steady = progressing.is_none() && degraded.is_none() && plan.is_empty();
+    let steady = progressing.is_none()
+        && degraded.is_none()
+        && plan.is_empty()
+        && *inputs.password == PasswordReport::default();
     let status = KvrocksSentinelStatus {
         observed_generation: generation,
         current_replicas: Some(i32::try_from(current).unwrap_or(i32::MAX)),
@@ -182,6 +235,8 @@ fn progressing(
             REASON_SCALING,
             format!("{current} sentinel pod(s) exist, {replicas} wanted"),
         ))
+    } else if let Some(rotating) = &inputs.password.rotating {
+        Some((REASON_ROTATING_PASSWORD, rotating.clone()))
     } else if !inputs.plan.is_empty() && errors.is_empty() {
         Some((REASON_CONFIGURING, summary(inputs.plan)))
     } else if ready < replicas_n {
@@ -213,6 +268,7 @@ fn degraded(
     plan: &Plan,
     live: &[&ObservedPod],
     errors: &[String],
+    password_problem: Option<&String>,
 ) -> Option<(&'static str, String)> {
     let unreachable: Vec<String> = live
         .iter()
@@ -240,6 +296,8 @@ fn degraded(
         .collect();
     if !errors.is_empty() {
         Some((REASON_COMMANDS_FAILED, list(errors.iter().cloned())))
+    } else if let Some(problem) = password_problem {
+        Some((REASON_PASSWORD_REFUSED, problem.clone()))
     } else if !unreachable.is_empty() {
         Some((
             REASON_UNREACHABLE,

@@ -49,8 +49,14 @@ fn inputs<'a>(
         outcomes,
         previous,
         in_use_by: None,
+        password: &NO_ROTATION,
     }
 }
+
+static NO_ROTATION: PasswordReport = PasswordReport {
+    rotating: None,
+    problem: None,
+};
 
 fn condition<'a>(status: &'a KvrocksSentinelStatus, type_: &str) -> &'a Condition {
     conditions::find(&status.conditions, type_).unwrap()

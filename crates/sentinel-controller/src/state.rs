@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use kvrocks_api::labels::{Component, SENTINEL_PORT};
 use kvrocks_client::{
-    EventOptions, InstanceKind, NodeAddr, SentinelClient, SentinelEvent, SentinelEventKind,
+    EventOptions, InstanceKind, NodeAddr, Password, SentinelClient, SentinelEvent,
+    SentinelEventKind,
 };
 use kvrocks_operator_core::{Context, WakeTarget};
 use tokio::task::JoinHandle;
@@ -33,22 +34,27 @@ pub struct GroupKey {
     pub name: String,
 }
 
-/// A sentinel pod incarnation: a pod that gets a new IP gets a new subscription.
+/// A sentinel pod incarnation: a pod that gets a new IP, or a group whose password in effect
+/// changed, gets a new subscription.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PodKey {
     /// Pod UID.
     pub uid: String,
     /// Pod IP.
     pub ip: String,
+    /// Fingerprint of the password the subscription authenticates with.
+    pub password: u64,
 }
 
 /// One sentinel pod to subscribe to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct WatchedPod {
     /// Pod name (for logs).
     pub name: String,
     /// Which incarnation.
     pub key: PodKey,
+    /// The group's password in effect.
+    pub password: Password,
 }
 
 /// Auth-pass fingerprints set on a group's pods, by (pod UID, monitor name).
@@ -180,10 +186,10 @@ pub fn wake_targets(namespace: &str, group: &str, event: &SentinelEvent) -> Vec<
 /// it could not subscribe for [`GIVE_UP_AFTER`].
 async fn watch(ctx: Arc<Context>, group: GroupKey, pod: WatchedPod) {
     let port = u16::try_from(SENTINEL_PORT).unwrap_or(26379);
-    let client = SentinelClient::new(kvrocks_client::Endpoint::new(NodeAddr::new(
-        pod.key.ip.clone(),
-        port,
-    )));
+    let client = SentinelClient::new(
+        kvrocks_client::Endpoint::new(NodeAddr::new(pod.key.ip.clone(), port))
+            .with_password(pod.password.clone()),
+    );
     let mut events = client.events(EventOptions::default().with_channels(EVENT_CHANNELS));
     let mut link = events.link();
     let mut down_since = Some(Instant::now());

@@ -1,5 +1,6 @@
 //! Parsers from raw replies (text or RESP values) to typed structs; none of them panics on any input.
 
+pub mod acl;
 pub mod cluster;
 pub mod event;
 pub mod info;

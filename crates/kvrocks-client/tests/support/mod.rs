@@ -316,17 +316,23 @@ pub fn start_redis(extra: &[String]) -> Proc {
 
 /// Starts a redis-sentinel with an empty monitoring set.
 pub fn start_sentinel() -> Proc {
+    start_sentinel_with(&[])
+}
+
+/// Starts a redis-sentinel with an empty monitoring set; `extra` config lines are appended.
+pub fn start_sentinel_with(extra: &[String]) -> Proc {
     let bin = redis_sentinel_bin();
-    Proc::start(Kind::Sentinel, &bin, |port, dir| {
-        [
+    let extra = extra.to_vec();
+    Proc::start(Kind::Sentinel, &bin, move |port, dir| {
+        let mut lines = vec![
             format!("port {port}"),
             "bind 127.0.0.1".to_owned(),
             format!("dir {}", dir.display()),
             "daemonize no".to_owned(),
             "sentinel resolve-hostnames no".to_owned(),
-        ]
-        .join("\n")
-            + "\n"
+        ];
+        lines.extend(extra.iter().cloned());
+        lines.join("\n") + "\n"
     })
 }
 

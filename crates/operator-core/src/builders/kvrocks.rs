@@ -17,13 +17,13 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, ExecAction, Lifecycle, LifecycleHandler, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
-    SecretKeySelector, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kvrocks_api::common::KvrocksPodSpec;
-use kvrocks_api::labels::{KVROCKS_PORT, PASSWORD_KEY};
+use kvrocks_api::labels::KVROCKS_PORT;
 
 use super::{apply_scheduling, container_security_context, label_selector, pod_security_context};
 
@@ -146,10 +146,12 @@ pub fn start_script(cluster: bool) -> String {
     format!(
         "set -e\n\
          umask 077\n\
+         {guard}\
          {prepare}\
          cp {CONF_DIR}/{CONF_KEY} {RUNTIME_DIR}/kvrocks.conf\n\
          printf 'requirepass %s\\nmasterauth %s\\n{slaveof}' \"{requirepass}\" \"${PASSWORD_ENV}\" >> {RUNTIME_DIR}/kvrocks.conf\n\
-         exec kvrocks -c {RUNTIME_DIR}/kvrocks.conf\n"
+         exec kvrocks -c {RUNTIME_DIR}/kvrocks.conf\n",
+        guard = crate::auth::shell_guard(PASSWORD_ENV),
     )
 }
 
@@ -276,7 +278,7 @@ pub fn statefulset(set: &KvrocksSet<'_>) -> StatefulSet {
     };
     apply_scheduling(&mut pod, &spec.scheduling, &set.selector);
     let mut container_env = pod.containers[0].env.take().unwrap_or_default();
-    container_env.push(password_env(PASSWORD_ENV, &set.secret));
+    container_env.push(super::password_env(PASSWORD_ENV, &set.secret));
     pod.containers[0].env = Some(container_env);
     pod.containers[0].command = Some(vec!["sh".into(), "-c".into(), start_script(set.cluster)]);
     pod.containers[0].lifecycle = Some(Lifecycle {
@@ -297,7 +299,7 @@ pub fn statefulset(set: &KvrocksSet<'_>) -> StatefulSet {
                 value: Some(format!("localhost:{KVROCKS_PORT}")),
                 ..Default::default()
             },
-            password_env("KVROCKS_PASSWORD", &set.secret),
+            super::password_env("KVROCKS_PASSWORD", &set.secret),
         ]);
     }
     let retention = spec.storage.as_ref().map(|s| {
@@ -415,22 +417,6 @@ pub fn service(
         vec![super::port("kvrocks", KVROCKS_PORT)],
         headless,
     )
-}
-
-/// The environment variable `name` holding the password from the Secret `secret`.
-fn password_env(name: &str, secret: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: PASSWORD_KEY.into(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 fn exporter_container(spec: &KvrocksPodSpec) -> Container {

@@ -8,8 +8,9 @@ pub mod sentinel;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, WeightedPodAffinityTerm,
+    Affinity, Capabilities, EnvVar, EnvVarSource, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, SeccompProfile, SecretKeySelector, SecurityContext, Service,
+    ServicePort, ServiceSpec, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -285,5 +286,21 @@ mod tests {
         };
         apply_scheduling(&mut pod, &own, &sel);
         assert_eq!(pod.affinity, Some(Affinity::default()));
+    }
+}
+
+/// The environment variable `name` holding the password (key `password`) of the Secret `secret`.
+pub fn password_env(name: &str, secret: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: kvrocks_api::labels::PASSWORD_KEY.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }

@@ -16,6 +16,11 @@
 //!   so nothing needs the address of a sentinel that is not serving yet.
 //! - **Pods.** Created in parallel (sentinels do not depend on each other), readiness is TCP on
 //!   26379, and without an affinity of the user's own the pods prefer different nodes.
+//! - **Password.** Every sentinel requires the group's password (`requirepass`, with
+//!   `protected-mode yes`) and sends it to its peers (`sentinel sentinel-pass`). It comes from
+//!   the group's Secret through [`PASSWORD_ENV`] and is written into the configuration at every
+//!   start, replacing what a previous container left there, after the same check the operator
+//!   makes (see `crate::auth::shell_guard`); the controller rotates it live with `ACL SETUSER`.
 
 use std::collections::BTreeMap;
 
@@ -53,6 +58,8 @@ pub const CONFIG_HASH_ANNOTATION: &str = "kvrocks.io/config-hash";
 const TERMINATION_GRACE_SECONDS: i64 = 10;
 /// Readiness probe period.
 const READINESS_PERIOD_SECONDS: i32 = 2;
+/// The environment variable holding the group's password.
+pub const PASSWORD_ENV: &str = "SENTINEL_PASSWORD";
 
 /// Name of the ConfigMap holding the base configuration: `<cr>-config`.
 pub fn config_map_name(cr: &str) -> String {
@@ -65,13 +72,13 @@ pub fn labels(cr: &KvrocksSentinel) -> BTreeMap<String, String> {
 }
 
 /// The base `sentinel.conf`: where to listen and where to write. No monitor: the controller
-/// adds them at run time. Addresses stay IPs (`resolve-hostnames no`): pod IPs are what the
+/// adds them at run time; no password: the start script appends it. Addresses stay IPs (`resolve-hostnames no`): pod IPs are what the
 /// controller monitors and what sentinel reports after a failover.
 pub fn base_config() -> String {
     [
         format!("port {SENTINEL_PORT}"),
         "bind 0.0.0.0".to_owned(),
-        "protected-mode no".to_owned(),
+        "protected-mode yes".to_owned(),
         format!("dir {DATA_DIR}"),
         "sentinel resolve-hostnames no".to_owned(),
         "sentinel announce-hostnames no".to_owned(),
@@ -80,15 +87,26 @@ pub fn base_config() -> String {
         + "\n"
 }
 
-/// The container command: copy the base configuration into `/data` unless a previous container
-/// of this pod left its rewritten one there, then run redis-sentinel on it.
+/// The container command: check the password, copy the base configuration into `/data` unless
+/// a previous container of this pod left its rewritten one there, put the current password in
+/// place of any earlier one (sentinel rewrites it as `requirepass` plus a `user default` line),
+/// then run redis-sentinel on it.
 pub fn start_command() -> Vec<String> {
     let conf = format!("{DATA_DIR}/{CONFIG_KEY}");
     let base = format!("{BASE_CONFIG_DIR}/{CONFIG_KEY}");
     vec![
         "sh".to_owned(),
         "-c".to_owned(),
-        format!("[ -s {conf} ] || cp {base} {conf} || exit 1; exec redis-sentinel {conf}"),
+        format!(
+            "set -e\n\
+             umask 077\n\
+             {guard}\
+             [ -s {conf} ] || cp {base} {conf}\n\
+             sed -i -e '/^requirepass /d' -e '/^user default /d' -e '/^sentinel sentinel-user /d' -e '/^sentinel sentinel-pass /d' {conf}\n\
+             printf 'requirepass \"%s\"\\nsentinel sentinel-pass \"%s\"\\n' \"${PASSWORD_ENV}\" \"${PASSWORD_ENV}\" >> {conf}\n\
+             exec redis-sentinel {conf}\n",
+            guard = crate::auth::shell_guard(PASSWORD_ENV),
+        ),
     ]
 }
 
@@ -101,8 +119,9 @@ pub fn config_map(cr: &KvrocksSentinel) -> Result<ConfigMap> {
     })
 }
 
-/// The StatefulSet `<cr>` of `spec.replicas` redis-sentinel pods.
-pub fn statefulset(cr: &KvrocksSentinel) -> Result<StatefulSet> {
+/// The StatefulSet `<cr>` of `spec.replicas` redis-sentinel pods, whose password is the key
+/// `password` of the Secret `secret`.
+pub fn statefulset(cr: &KvrocksSentinel, secret: &str) -> Result<StatefulSet> {
     let name = cr.name_any();
     let ours = labels(cr);
     let spec = &cr.spec;
@@ -119,6 +138,7 @@ pub fn statefulset(cr: &KvrocksSentinel) -> Result<StatefulSet> {
         image_pull_policy: Some("IfNotPresent".to_owned()),
         security_context: Some(super::container_security_context()),
         command: Some(start_command()),
+        env: Some(vec![super::password_env(PASSWORD_ENV, secret)]),
         ports: Some(vec![ContainerPort {
             name: Some(PORT_NAME.to_owned()),
             container_port: SENTINEL_PORT,
@@ -247,19 +267,23 @@ mod tests {
         for line in [
             "port 26379",
             "bind 0.0.0.0",
-            "protected-mode no",
+            "protected-mode yes",
             "dir /data",
             "sentinel resolve-hostnames no",
         ] {
             assert!(conf.lines().any(|l| l == line), "{line:?} in {conf}");
         }
         assert!(!conf.contains("monitor"), "monitors are added at run time");
+        assert!(
+            !conf.contains("requirepass"),
+            "the password is added at start"
+        );
     }
 
     #[test]
     fn the_statefulset_runs_sentinel_on_a_writable_copy() {
         let cr = group(json!({"replicas": 5, "podLabels": {"team": "a", NAME: "mine"}}));
-        let sts = statefulset(&cr).unwrap();
+        let sts = statefulset(&cr, "s-auth").unwrap();
         assert_eq!(sts.metadata.name.as_deref(), Some("s"));
         assert_eq!(sts.metadata.namespace.as_deref(), Some("ns"));
         assert_eq!(
@@ -289,7 +313,12 @@ mod tests {
         let command = c.command.as_ref().unwrap();
         assert_eq!(command[0], "sh");
         assert!(command[2].contains("cp /etc/sentinel-base/sentinel.conf /data/sentinel.conf"));
-        assert!(command[2].ends_with("exec redis-sentinel /data/sentinel.conf"));
+        assert!(command[2].ends_with("exec redis-sentinel /data/sentinel.conf\n"));
+        let env = c.env.as_ref().unwrap();
+        assert_eq!(env[0].name, PASSWORD_ENV);
+        let from = env[0].value_from.as_ref().unwrap();
+        assert_eq!(from.secret_key_ref.as_ref().unwrap().name, "s-auth");
+        assert!(!command[2].contains("s-auth"), "never the password itself");
         let probe = c.readiness_probe.as_ref().unwrap();
         assert_eq!(
             probe.tcp_socket.as_ref().unwrap().port,
@@ -322,5 +351,54 @@ mod tests {
         let cm = config_map(&cr).unwrap();
         assert_eq!(cm.metadata.name.as_deref(), Some("s-config"));
         assert_eq!(cm.data.unwrap()[CONFIG_KEY], base_config());
+    }
+    /// The start script, run by the real `sh` on a rewritten configuration a previous container
+    /// left: the old password lines go, the current one is written once, quoted.
+    #[test]
+    fn the_start_script_replaces_the_password_of_a_previous_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, base) = (dir.path().join("data"), dir.path().join("base"));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::write(base.join(CONFIG_KEY), base_config()).unwrap();
+        std::fs::write(
+            data.join(CONFIG_KEY),
+            "port 26379\nrequirepass \"old-password\"\nsentinel sentinel-pass old-password\nsentinel myid abc\nuser default on #0123 ~* &* +@all\n",
+        )
+        .unwrap();
+        let script = start_command()[2]
+            .replace(DATA_DIR, &data.display().to_string())
+            .replace(BASE_CONFIG_DIR, &base.display().to_string())
+            .replace("exec redis-sentinel", "cat");
+        let run = |password: &str| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .env(PASSWORD_ENV, password)
+                .output()
+                .unwrap()
+        };
+        let out = run("new-Pa55word#1");
+        assert!(out.status.success(), "{out:?}");
+        let conf = String::from_utf8(out.stdout).unwrap();
+        assert!(!conf.contains("old-password"), "{conf}");
+        assert!(!conf.contains("user default"), "{conf}");
+        assert!(
+            conf.contains("sentinel myid abc"),
+            "the rest is kept: {conf}"
+        );
+        assert!(
+            conf.ends_with(
+                "requirepass \"new-Pa55word#1\"\nsentinel sentinel-pass \"new-Pa55word#1\"\n"
+            ),
+            "{conf}"
+        );
+        let refused = run("two\nlines-password");
+        assert!(!refused.status.success());
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("refusing to start"));
+        std::fs::remove_file(data.join(CONFIG_KEY)).unwrap();
+        let fresh = String::from_utf8(run("first-Pa55word").stdout).unwrap();
+        assert!(fresh.starts_with(&base_config()), "{fresh}");
+        assert_eq!(fresh.matches("requirepass").count(), 1);
     }
 }
