@@ -148,6 +148,9 @@ demo: ## Start the local testbed, helm install the operator, apply examples/ and
 	@echo "Reach kvrocks (once the pods run) from this machine, at the pod IPs:"
 	@echo "  kubectl get pods -o wide -l app.kubernetes.io/instance=standard"
 	@echo "  REDISCLI_AUTH=\"\$$(kubectl get secret standard-auth -o jsonpath='{.data.password}' | base64 -d)\" redis-cli -h <pod IP> -p 6379"
+	@echo "Ask the sentinel group for the master, with the group's own password:"
+	@echo "  kubectl get pods -o wide -l app.kubernetes.io/instance=sentinel"
+	@echo "  REDISCLI_AUTH=\"\$$(kubectl get secret sentinel-auth -o jsonpath='{.data.password}' | base64 -d)\" redis-cli -h <sentinel pod IP> -p 26379 SENTINEL GET-MASTER-ADDR-BY-NAME standard_standard"
 	@echo "Check it with the chart's test: target/debug/testbed helm -n $(OPERATOR_NS) test kvrocks-operator"
 	@echo "Remove it all with: make demo-down"
 

@@ -222,6 +222,12 @@ fn helm_lint_and_template_with_defaults_and_every_option() {
         "{everything}"
     );
     assert!(everything.contains("app: checkout") && everything.contains("port: 9121"));
+    // The helm test pod asks the named sentinel group, with the group's own password.
+    assert!(
+        everything.contains("name: guards-auth")
+            && everything.contains("value: \"standard_orders\""),
+        "{everything}"
+    );
     // Namespaced mode: Roles only, never a ClusterRole.
     assert!(!all_kinds.contains("ClusterRole"), "{everything}");
     assert!(everything.contains("--namespaces=chart-team-a,chart-team-b"));

@@ -27,6 +27,9 @@ const NS: &str = "sentinel-e2e";
 const GROUP: &str = "guards";
 const STANDARD: &str = "db";
 const PASSWORD: &str = "e2e-sentinel-Pa55";
+/// The group's own password, in a Secret the test makes (`spec.auth.secretName`).
+const GROUP_SECRET: &str = "guards-pass";
+const GROUP_PASSWORD: &str = "e2e-guards-Pa55";
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn condition<'a>(group: &'a KvrocksSentinel, type_: &str) -> Option<(&'a str, &'a str)> {
@@ -68,7 +71,7 @@ async fn sentinel_master(
         .redis_at(
             &PodRef::new(NS, pod),
             26379,
-            None,
+            Some(GROUP_PASSWORD),
             &["SENTINEL", "MASTER", name],
         )
         .await
@@ -203,7 +206,19 @@ async fn a_sentinel_group_monitors_scales_and_outlives_its_users() {
     let groups: Api<KvrocksSentinel> = Api::namespaced(client.clone(), NS);
     let standards: Api<KvrocksStandard> = Api::namespaced(client.clone(), NS);
 
-    // A group of 3.
+    // A group of 3, its password in a Secret of the test's own, labelled for the operator.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": GROUP_SECRET, "labels": {"kvrocks.io/auth": "true"}},
+                "stringData": {"password": GROUP_PASSWORD},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
     let started = Instant::now();
     groups
         .create(
@@ -211,7 +226,8 @@ async fn a_sentinel_group_monitors_scales_and_outlives_its_users() {
             &serde_json::from_value(json!({
                 "apiVersion": "kvrocks.io/v1alpha1", "kind": "KvrocksSentinel",
                 "metadata": {"name": GROUP},
-                "spec": {"replicas": 3, "downAfterMilliseconds": 3000},
+                "spec": {"replicas": 3, "downAfterMilliseconds": 3000,
+                         "auth": {"secretName": GROUP_SECRET}},
             }))
             .unwrap(),
         )
@@ -255,8 +271,30 @@ async fn a_sentinel_group_monitors_scales_and_outlives_its_users() {
         .unwrap();
     assert!(config.data.unwrap()["sentinel.conf"].contains("port 26379"));
 
+    // Every sentinel requires the group's password: nothing else gets in.
+    for i in 0..3 {
+        let pod = PodRef::new(NS, &format!("{GROUP}-{i}"));
+        let anonymous = testbed
+            .redis_at(&pod, 26379, None, &["SENTINEL", "MASTERS"])
+            .await;
+        assert!(
+            anonymous
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("NOAUTH")),
+            "{pod} answers without a password: {anonymous:?}"
+        );
+        let wrong = testbed
+            .redis_at(&pod, 26379, Some("not-the-Pa55word"), &["PING"])
+            .await;
+        assert!(wrong.is_err(), "{pod} takes a wrong password: {wrong:?}");
+        let right = testbed
+            .redis_at(&pod, 26379, Some(GROUP_PASSWORD), &["PING"])
+            .await
+            .unwrap();
+        assert_eq!(right.trim(), "PONG");
+    }
+
     // A Standard, its Secret and a master the test runs itself.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     secrets
         .create(
             &PostParams::default(),

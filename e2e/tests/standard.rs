@@ -282,7 +282,7 @@ async fn scaling_in_with_the_master_on_the_highest_ordinal_loses_no_write() {
                     .redis_at(
                         &sentinel0,
                         SENTINEL_PORT,
-                        None,
+                        Some(&std.sentinel_password.get()),
                         &["SENTINEL", "REPLICAS", "standard_std"],
                     )
                     .await
@@ -305,7 +305,7 @@ async fn scaling_in_with_the_master_on_the_highest_ordinal_loses_no_write() {
             .redis_at(
                 &sentinel0,
                 SENTINEL_PORT,
-                None,
+                Some(&std.sentinel_password.get()),
                 &["SENTINEL", "FAILOVER", "standard_std"],
             )
             .await
@@ -511,6 +511,88 @@ async fn an_operator_restart_and_a_password_rotation_lose_no_write_and_deletion_
         .unwrap()
         .assert_none_lost("standard: password rotation");
 
+    // The sentinel group's own password rotated: every sentinel takes the new one live, no
+    // sentinel restarts, nothing fails over, and the old one is refused once it is done.
+    let sentinel_uids = std.sc.pod_uids(&format!("{GROUP}-")).await;
+    let master_before = std.master().await;
+    let old_sentinel_password = std.sentinel_password.get();
+    let writer = std.writer("sentinel password rotation").await;
+    let new_sentinel_password = "sentinel-Rotated-2026";
+    std.sc
+        .set_password(&format!("{GROUP}-auth"), new_sentinel_password)
+        .await;
+    std.sentinel_password.set(new_sentinel_password);
+    let groups = std.sc.api::<KvrocksSentinel>();
+    let rotated_in = Instant::now();
+    wait::until(
+        "every sentinel to take the new password and drop the old one",
+        READY_TIMEOUT,
+        async || {
+            for i in 0..3 {
+                let pod = std.sc.pod(&format!("{GROUP}-{i}"));
+                let new = std
+                    .sc
+                    .testbed
+                    .redis_at(&pod, SENTINEL_PORT, Some(new_sentinel_password), &["PING"])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let old = std
+                    .sc
+                    .testbed
+                    .redis_at(&pod, SENTINEL_PORT, Some(&old_sentinel_password), &["PING"])
+                    .await;
+                if new.trim() != "PONG" || old.is_ok_and(|o| o.trim() == "PONG") {
+                    return Err(format!("{pod}: new -> {new:?}, the old one still works"));
+                }
+            }
+            let group = groups.get(GROUP).await.map_err(|e| e.to_string())?;
+            let steady = group.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Progressing" && c.status == "False" && c.reason == "Steady"
+                })
+            });
+            if steady {
+                Ok(())
+            } else {
+                Err("the group is still progressing".into())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    kvrocks_e2e::say!(
+        "standard: sentinel password rotated on 3 sentinels in {:.1} s",
+        rotated_in.elapsed().as_secs_f64()
+    );
+    for i in 0..3 {
+        let quorum = std
+            .sc
+            .testbed
+            .redis_at(
+                &std.sc.pod(&format!("{GROUP}-{i}")),
+                SENTINEL_PORT,
+                Some(new_sentinel_password),
+                &["SENTINEL", "CKQUORUM", "standard_std"],
+            )
+            .await
+            .unwrap();
+        assert!(
+            quorum.starts_with("OK 3 usable Sentinels"),
+            "{GROUP}-{i} after the rotation: {quorum}"
+        );
+    }
+    let log = std.finish(writer).await;
+    log.verify(&std.target().await)
+        .await
+        .unwrap()
+        .assert_none_lost("standard: sentinel password rotation");
+    assert_eq!(std.master().await, master_before, "no failover");
+    assert_eq!(
+        std.sc.pod_uids(&format!("{GROUP}-")).await,
+        sentinel_uids,
+        "no sentinel restarted"
+    );
+
     // A key the running kvrocks does not know is named in a condition, neither rendered nor set,
     // and restarts nothing.
     let uids = std.sc.pod_uids("std-").await;
@@ -570,7 +652,7 @@ async fn an_operator_restart_and_a_password_rotation_lose_no_write_and_deletion_
             .redis_at(
                 &std.sc.pod(&format!("{GROUP}-{i}")),
                 SENTINEL_PORT,
-                None,
+                Some(&std.sentinel_password.get()),
                 &["SENTINEL", "MASTERS"],
             )
             .await

@@ -195,9 +195,23 @@ pub async fn applied_password<K>(client: &kube::Client, owner: &K) -> Result<Opt
 where
     K: Resource<DynamicType = ()>,
 {
-    let ns = owner.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let name = names::applied_auth_secret(&owner.name_any());
+    applied_password_of(
+        client,
+        &owner.namespace().unwrap_or_default(),
+        &owner.name_any(),
+    )
+    .await
+}
+
+/// The password in effect on the pods of the resource `name` in `ns` (see [`applied_password`]):
+/// how a Standard's controller finds its sentinel group's password.
+pub async fn applied_password_of(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Password>> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let name = names::applied_auth_secret(name);
     let found = secrets.get_opt(&name).await.map_err(|source| Error::Get {
         kind: "Secret".into(),
         object: format!("{ns}/{name}"),

@@ -18,7 +18,7 @@ use kvrocks_operator_core::node::{self, LiveConfig};
 use kvrocks_operator_core::{Context, pods};
 
 use crate::objects;
-use crate::observe::{sentinel_endpoint, sentinel_ips};
+use crate::observe::sentinels;
 use crate::plan::{Action, Plan};
 
 /// Where an action failed, for the error metric's `reason` label.
@@ -295,8 +295,9 @@ async fn set_sentinel_auth_pass(env: &Env<'_>) -> Vec<Failure> {
     let ns = env.cr.namespace().unwrap_or_default();
     let monitor = names::standard_monitor(&env.cr.name_any());
     let mut failures = Vec::new();
-    for ip in sentinel_ips(env.ctx, &ns, &env.cr.spec.sentinel.name).await {
-        let client = SentinelClient::new(sentinel_endpoint(&ip));
+    for endpoint in sentinels(env.ctx, &ns, &env.cr.spec.sentinel.name).await {
+        let ip = endpoint.addr.host.clone();
+        let client = SentinelClient::new(endpoint);
         if let Err(e) = client.set_auth_pass(&monitor, env.password).await {
             failures.push(Failure {
                 kind: Failed::Sentinel,
@@ -444,10 +445,11 @@ async fn sentinels_see_replicas(
     let ns = env.cr.namespace().unwrap_or_default();
     let monitor = names::standard_monitor(&env.cr.name_any());
     // In a fixed order, so the reason in status is the same from pass to pass.
-    let mut ips = sentinel_ips(env.ctx, &ns, &env.cr.spec.sentinel.name).await;
-    ips.sort();
-    for ip in ips {
-        let client = SentinelClient::new(sentinel_endpoint(&ip));
+    let mut endpoints = sentinels(env.ctx, &ns, &env.cr.spec.sentinel.name).await;
+    endpoints.sort_by(|a, b| a.addr.host.cmp(&b.addr.host));
+    for endpoint in endpoints {
+        let ip = endpoint.addr.host.clone();
+        let client = SentinelClient::new(endpoint);
         let seen = client.replicas(&monitor).await;
         client.close().await;
         let Ok(seen) = seen else { continue };
@@ -553,8 +555,9 @@ async fn sentinel_failover(env: &Env<'_>, from: &str) -> std::result::Result<(),
         message: format!("switchover off {from}: {message}"),
     };
     let mut last = String::from("no sentinel pod answers");
-    for ip in sentinel_ips(env.ctx, &ns, &env.cr.spec.sentinel.name).await {
-        let client = SentinelClient::new(sentinel_endpoint(&ip));
+    for endpoint in sentinels(env.ctx, &ns, &env.cr.spec.sentinel.name).await {
+        let ip = endpoint.addr.host.clone();
+        let client = SentinelClient::new(endpoint);
         let result = client.failover(&monitor).await;
         client.close().await;
         match result {

@@ -236,14 +236,10 @@ async fn node_view(ip: &str, password: &Password) -> Result<NodeView, kvrocks_cl
     })
 }
 
-/// The sentinel port of the pod at `ip` (sentinels take no password).
-pub fn sentinel_endpoint(ip: &str) -> Endpoint {
-    Endpoint::new(NodeAddr::new(ip, labels::SENTINEL_PORT as u16))
-        .with_timeouts(Timeouts::new(CONNECT_TIMEOUT, REPLY_TIMEOUT))
-}
-
-/// The IPs of the sentinel group's pods that are not being deleted.
-pub async fn sentinel_ips(ctx: &Context, ns: &str, group: &str) -> Vec<String> {
+/// The sentinel group's pods that are not being deleted, as endpoints that authenticate with
+/// the group's password in effect (the sentinel controller's record; none before the group was
+/// first reconciled).
+pub async fn sentinels(ctx: &Context, ns: &str, group: &str) -> Vec<Endpoint> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let Ok(list) = pods
         .list(&ListParams::default().labels(&labels::selector(group, Component::Sentinel)))
@@ -251,11 +247,20 @@ pub async fn sentinel_ips(ctx: &Context, ns: &str, group: &str) -> Vec<String> {
     else {
         return Vec::new();
     };
+    let password = kvrocks_operator_core::auth::applied_password_of(&ctx.client, ns, group)
+        .await
+        .ok()
+        .flatten();
     list.items
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
         .filter(|ip| !ip.is_empty())
+        .map(|ip| {
+            Endpoint::new(NodeAddr::new(ip, labels::SENTINEL_PORT as u16))
+                .with_optional_password(password.clone())
+                .with_timeouts(Timeouts::new(CONNECT_TIMEOUT, REPLY_TIMEOUT))
+        })
         .collect()
 }
 
@@ -281,16 +286,16 @@ pub struct SentinelView {
 /// `SENTINEL MASTER <monitor>` on every sentinel of the group: the master IP most of them report
 /// and whether one of them is in the middle of a failover.
 pub async fn sentinel_view(ctx: &Context, ns: &str, group: &str, monitor: &str) -> SentinelView {
-    let ips = sentinel_ips(ctx, ns, group).await;
-    let answers = futures::future::join_all(ips.iter().map(|ip| async move {
-        let client = SentinelClient::connect(sentinel_endpoint(ip)).await.ok()?;
+    let endpoints = sentinels(ctx, ns, group).await;
+    let answers = futures::future::join_all(endpoints.iter().map(|e| async move {
+        let client = SentinelClient::connect(e.clone()).await.ok()?;
         let master = client.master(monitor).await.ok();
         client.close().await;
         master
     }))
     .await;
     let mut view = SentinelView {
-        group: ips.len(),
+        group: endpoints.len(),
         answered: answers.iter().filter(|a| a.is_some()).count(),
         ..Default::default()
     };

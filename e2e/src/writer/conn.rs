@@ -119,6 +119,8 @@ pub enum Target {
         master_name: String,
         /// The instance's password.
         password: SharedPassword,
+        /// The sentinel group's own password.
+        sentinel_password: SharedPassword,
     },
 }
 
@@ -154,13 +156,16 @@ impl Conn {
                 sentinels,
                 master_name,
                 password,
+                sentinel_password,
             } => {
-                let addr = discover(sentinels, master_name).await.ok_or_else(|| {
-                    Error::invalid(
-                        format!("sentinel master {master_name}"),
-                        "no sentinel names a master",
-                    )
-                })?;
+                let addr = discover(sentinels, master_name, &sentinel_password.get())
+                    .await
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            format!("sentinel master {master_name}"),
+                            "no sentinel names a master",
+                        )
+                    })?;
                 let password = password.get();
                 Ok(Self::Sentinel {
                     master: Some(node_client(&addr, &password)),
@@ -226,9 +231,11 @@ impl Conn {
                     sentinels,
                     master_name,
                     password: current,
+                    sentinel_password,
                 },
             ) => {
-                let Some(addr) = discover(sentinels, master_name).await else {
+                let Some(addr) = discover(sentinels, master_name, &sentinel_password.get()).await
+                else {
                     return;
                 };
                 let current = current.get();
@@ -295,11 +302,16 @@ impl Conn {
 }
 
 /// The master address the first answering sentinel gives.
-async fn discover(sentinels: &[NodeAddr], name: &str) -> Option<NodeAddr> {
+async fn discover(sentinels: &[NodeAddr], name: &str, password: &str) -> Option<NodeAddr> {
     for addr in sentinels {
-        let sentinel = SentinelClient::new(Endpoint::new(addr.clone()).with_timeouts(
-            Timeouts::new(Duration::from_millis(300), Duration::from_millis(500)),
-        ));
+        let sentinel = SentinelClient::new(
+            Endpoint::new(addr.clone())
+                .with_password(Password::new(password))
+                .with_timeouts(Timeouts::new(
+                    Duration::from_millis(300),
+                    Duration::from_millis(500),
+                )),
+        );
         let found = sentinel.master_addr(name).await;
         sentinel.close().await;
         if let Ok(Some(master)) = found {

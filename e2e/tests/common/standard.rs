@@ -44,6 +44,8 @@ pub struct Std {
     pub down_after_ms: u64,
     pub failover_timeout_ms: u64,
     pub password: SharedPassword,
+    /// The sentinel group's own password (Secret `sentinel-auth`).
+    pub sentinel_password: SharedPassword,
 }
 
 impl Std {
@@ -90,6 +92,7 @@ impl Std {
             .unwrap();
         let std = Self {
             password: SharedPassword::default(),
+            sentinel_password: SharedPassword::default(),
             sc,
             down_after_ms,
             failover_timeout_ms,
@@ -105,6 +108,8 @@ impl Std {
             started.elapsed().as_secs_f64()
         );
         std.password.set(std.sc.password("std-auth").await);
+        std.sentinel_password
+            .set(std.sc.password(&format!("{GROUP}-auth")).await);
         Some(std)
     }
 
@@ -138,6 +143,7 @@ impl Std {
             sentinels,
             master_name: format!("standard_{STD}"),
             password: self.password.clone(),
+            sentinel_password: self.sentinel_password.clone(),
         }
     }
 
