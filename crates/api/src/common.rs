@@ -167,7 +167,7 @@ pub struct KvrocksPodSpec {
     /// latency; kvrocks 2.17 replaces it with `migrate-batch-rate-limit-mb`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = MAX_CONFIG_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": MAX_CONFIG_VALUE_LEN}))]
-    #[x_kube(validation = config_rules()[0].clone(), validation = config_rules()[1].clone(), validation = config_rules()[2].clone(), validation = config_rules()[3].clone())]
+    #[x_kube(validation = config_rules()[0].clone(), validation = config_rules()[1].clone(), validation = config_rules()[2].clone(), validation = config_rules()[3].clone(), validation = config_rules()[4].clone(), validation = config_rules()[5].clone(), validation = config_rules()[6].clone(), validation = config_rules()[7].clone())]
     pub config: BTreeMap<String, String>,
     /// Persistent storage; an emptyDir when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use kube::core::{Message, Rule};
 
+use crate::config_keys;
+
 /// Keys of kvrocks.conf that the operator sets itself and `spec.config` may not set.
 ///
 /// - `bind`, `port`, `dir`, `pidfile`, `daemonize`, `supervised`, `unixsocket`, `unixsocketperm`:
@@ -88,6 +90,9 @@ pub fn config_rules() -> Vec<Rule> {
             CREDENTIAL_PREFIXES.join(", ")
         ))),
     ]
+    .into_iter()
+    .chain(crate::config_keys::typed_rules())
+    .collect()
 }
 
 /// Why a `spec.config` map is refused.
@@ -110,6 +115,19 @@ pub enum ConfigError {
     /// Too many entries.
     #[error("config has {0} entries, at most {MAX_CONFIG_ENTRIES} are allowed")]
     TooMany(usize),
+    /// The key names a path of the pod's filesystem.
+    #[error("config key {0:?} names a path of the pod's filesystem and cannot be set")]
+    Path(String),
+    /// The value does not have the key's type.
+    #[error("config value of {key:?} is {value:?}: kvrocks expects {expected}")]
+    Value {
+        /// The key.
+        key: String,
+        /// The value given (config values carry no secret: credential keys are refused).
+        value: String,
+        /// What kvrocks expects.
+        expected: String,
+    },
 }
 
 fn is_plain_key(key: &str) -> bool {
@@ -133,10 +151,23 @@ pub fn check_config(config: &BTreeMap<String, String>) -> Vec<ConfigError> {
     for (key, value) in config {
         if OPERATOR_OWNED_KEYS.contains(&key.as_str()) {
             problems.push(ConfigError::Owned(key.clone()));
-        } else if CREDENTIAL_PREFIXES.iter().any(|p| key.starts_with(p)) {
+        } else if CREDENTIAL_PREFIXES.iter().any(|p| key.starts_with(p))
+            || config_keys::CREDENTIAL_KEYS.contains(&key.as_str())
+        {
             problems.push(ConfigError::Credential(key.clone()));
+        } else if config_keys::PATH_KEYS.contains(&key.as_str()) {
+            problems.push(ConfigError::Path(key.clone()));
         } else if !is_plain_key(key) {
             problems.push(ConfigError::BadKey(key.clone()));
+        } else if let Some(ty) = config_keys::value_type(key)
+            && !config_keys::fits(ty, value)
+            && !value.contains(['\n', '\r'])
+        {
+            problems.push(ConfigError::Value {
+                key: key.clone(),
+                value: value.chars().take(64).collect(),
+                expected: config_keys::expected(ty),
+            });
         }
         if value.len() > MAX_CONFIG_VALUE_LEN as usize
             || value.contains('\n')
@@ -179,6 +210,30 @@ mod tests {
             config_rules()[3]
                 .rule
                 .contains("!k.startsWith('namespace.')")
+        );
+    }
+
+    #[test]
+    fn typed_values_paths_and_tls_passwords_are_refused() {
+        assert_eq!(
+            check_config(&map(&[("workers", "lots")])),
+            vec![ConfigError::Value {
+                key: "workers".into(),
+                value: "lots".into(),
+                expected: "an integer from 1 to 256".into()
+            }]
+        );
+        assert_eq!(
+            check_config(&map(&[("tls-cert-file", "/etc/passwd")])),
+            vec![ConfigError::Path("tls-cert-file".into())]
+        );
+        assert_eq!(
+            check_config(&map(&[("tls-key-file-pass", "x")])),
+            vec![ConfigError::Credential("tls-key-file-pass".into())]
+        );
+        assert!(
+            check_config(&map(&[("no-such-key", "1")])).is_empty(),
+            "left to the running kvrocks"
         );
     }
 

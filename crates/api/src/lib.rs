@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod common;
 pub mod config;
+pub mod config_keys;
 pub mod labels;
 pub mod sentinel;
 pub mod slots;

@@ -277,6 +277,28 @@ fn cel_owned_config_keys() {
 }
 
 #[test]
+fn cel_typed_config_values_name_the_key() {
+    for (key, value, says) in [
+        ("slave-serve-stale-data", "maybe", "must be yes or no"),
+        ("workers", "lots", "must be an integer"),
+        ("rocksdb.compression", "brotli", "values kvrocks knows"),
+        ("log-level", "loud", "values kvrocks knows"),
+        ("tls-cert-file", "/etc/passwd", "may not be set"),
+        ("tls-key-file-pass", "secret", "may not be set"),
+    ] {
+        let spec = json!({"sentinel": {"name": "s"}, "config": {key: value, "workers": if key == "workers" { value } else { "4" }}});
+        let err = check("KvrocksStandard", spec).expect_err(key);
+        assert!(
+            err.contains(says) && err.contains(key),
+            "{key}={value}: {err}"
+        );
+    }
+    let fine = json!({"config": {"slave-serve-stale-data": "no", "rocksdb.compression": "zstd",
+        "log-level": "warning", "proto-max-bulk-len": "64M", "compact-cron": "0 3 * * *"}});
+    assert!(check("KvrocksCluster", fine).is_ok());
+}
+
+#[test]
 fn cel_storage_class_is_immutable_once_set() {
     let with = |class: Option<&str>| {
         let mut storage = json!({"size": "1Gi"});

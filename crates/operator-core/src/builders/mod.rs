@@ -209,6 +209,22 @@ pub fn pdb(
     }
 }
 
+/// The environment variable `name` holding the password (key `password`) of the Secret `secret`.
+pub fn password_env(name: &str, secret: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: kvrocks_api::labels::PASSWORD_KEY.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -289,18 +305,3 @@ mod tests {
     }
 }
 
-/// The environment variable `name` holding the password (key `password`) of the Secret `secret`.
-pub fn password_env(name: &str, secret: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: kvrocks_api::labels::PASSWORD_KEY.into(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
