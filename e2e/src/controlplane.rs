@@ -63,19 +63,27 @@ pub fn free_ports() -> Result<Ports> {
     })
 }
 
-/// Users whose requests the apiserver audits; empty (the default): no audit log at all.
-static AUDITED_USERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Users whose requests the apiserver audits; `None` (the default): the operator's identities
+/// of the scenarios ([`DEFAULT_AUDITED`]), whose requests the least-privilege test reads.
+static AUDITED_USERS: Mutex<Option<Vec<String>>> = Mutex::new(None);
+
+/// The identities the operator has in the scenarios: its own user when it runs as a process
+/// (`crate::operator::E2E_OPERATOR_USER`) and the chart's ServiceAccount when it runs in a pod.
+pub const DEFAULT_AUDITED: [&str; 2] = [
+    crate::operator::E2E_OPERATOR_USER,
+    "system:serviceaccount:kvrocks-system:kvrocks-operator",
+];
 
 /// Makes every apiserver started after this call write an audit log of the requests of `users`
 /// (by username), and of no one else: one JSON line per request at the Metadata level (verb,
-/// resource, namespace, name, user agent, status code; no bodies), at [`audit_log_path`]. Off
-/// unless asked, so the tests never pay for it; `make bench` turns it on for the operator's
-/// own identity to count the operator's API requests by verb.
+/// resource, namespace, name, user agent, status code; no bodies), at [`audit_log_path`]. Without
+/// this call the operator's identities of the scenarios are audited ([`DEFAULT_AUDITED`]);
+/// `make bench` names its own operator identity to count its API requests by verb.
 pub fn audit_requests_of(users: &[&str]) {
     let mut audited = AUDITED_USERS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    *audited = users.iter().map(|u| (*u).to_owned()).collect();
+    *audited = Some(users.iter().map(|u| (*u).to_owned()).collect());
 }
 
 /// The apiserver's audit log under the state root (written only after [`audit_requests_of`]).
@@ -274,7 +282,8 @@ async fn start_apiserver(
     let audited = AUDITED_USERS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+        .clone()
+        .unwrap_or_else(|| DEFAULT_AUDITED.iter().map(|u| (*u).to_owned()).collect());
     list.extend(audit_flags(&root, &audited)?);
     launcher.start(Spec {
         name: "kube-apiserver",

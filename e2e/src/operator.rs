@@ -1,6 +1,9 @@
 //! Running the operator itself against the testbed: the `kvrocks-operator run` binary built by
-//! `cargo build -p kvrocks-operator`, with the admin kubeconfig, its own metrics port and its own
-//! Lease, so several tests (or several operators in one test) never share a leader election.
+//! `cargo build -p kvrocks-operator`, as a user of its own ([`E2E_OPERATOR_USER`]) that holds
+//! exactly the ClusterRole of `config/rbac/role.yaml` (so every scenario also proves those
+//! permissions suffice, and the apiserver's audit log shows what the operator uses), with its own
+//! metrics port and its own Lease, so several tests (or several operators in one test) never
+//! share a leader election.
 //! Each runs in a cgroup (v2) of its own, so a test can cut the operator alone off a pod
 //! ([`Operator::cut_from`]) while the pods, and the test's own clients, still reach it.
 
@@ -182,7 +185,60 @@ impl Drop for Operator {
 /// Returns `None` after printing a `SKIPPED` line (counted by `make test`) when the binary has
 /// not been built: `cargo build -p kvrocks-operator`.
 pub async fn start_operator(testbed: &Testbed, args: &[&str]) -> Result<Option<Operator>> {
-    start_operator_as(testbed, testbed.kubeconfig_path(), args).await
+    let kubeconfig = e2e_identity(testbed).await?;
+    start_operator_as(testbed, &kubeconfig, args).await
+}
+
+/// The user every operator of the scenarios runs as (a client certificate, no group).
+pub const E2E_OPERATOR_USER: &str = "kvrocks-operator-e2e";
+
+/// The ClusterRole the operator needs (`config/rbac/role.yaml`).
+pub fn cluster_role_file() -> PathBuf {
+    crate::binaries::repo_root().join("config/rbac/role.yaml")
+}
+
+/// The kubeconfig of [`E2E_OPERATOR_USER`], made on first use, with the ClusterRole of
+/// [`cluster_role_file`] applied and bound to that user (and nothing else granted).
+pub async fn e2e_identity(testbed: &Testbed) -> Result<PathBuf> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use kube::api::{Patch, PatchParams};
+    static MADE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _once = MADE.lock().await;
+    let stem = "e2e-operator";
+    let path = testbed.root().join(format!("{stem}.kubeconfig"));
+    if !path.is_file() {
+        let pki = crate::pki::Pki::open(&testbed.root().join("pki"));
+        pki.client(stem, E2E_OPERATOR_USER, None)?;
+        let server = format!("https://127.0.0.1:{}", testbed.state().ports.apiserver);
+        crate::kubeconfig::write(testbed.root(), stem, &server, &pki, stem)?;
+    }
+    let file = cluster_role_file();
+    let text = std::fs::read_to_string(&file).map_err(|e| Error::io("read", &file, e))?;
+    let role: ClusterRole = serde_saphyr::from_str(&text)
+        .map_err(|e| Error::invalid(file.display().to_string(), e.to_string()))?;
+    let role_name = role.metadata.name.clone().unwrap_or_default();
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": E2E_OPERATOR_USER},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": E2E_OPERATOR_USER}],
+    }))
+    .map_err(|e| Error::invalid("the e2e ClusterRoleBinding", e.to_string()))?;
+    let client = testbed.client().await?;
+    let apply = PatchParams::apply("kvrocks-e2e").force();
+    let kube_err = |action: &str| {
+        let action = action.to_owned();
+        move |source| Error::Kube { action, source }
+    };
+    kube::Api::<ClusterRole>::all(client.clone())
+        .patch(&role_name, &apply, &Patch::Apply(&role))
+        .await
+        .map_err(kube_err("applying the operator's ClusterRole"))?;
+    kube::Api::<ClusterRoleBinding>::all(client)
+        .patch(E2E_OPERATOR_USER, &apply, &Patch::Apply(&binding))
+        .await
+        .map_err(kube_err("binding the operator's ClusterRole"))?;
+    Ok(path)
 }
 
 /// [`start_operator`] with another kubeconfig than the admin one: another identity (the bench

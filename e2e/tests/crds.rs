@@ -417,6 +417,36 @@ async fn every_invalid_spec_of_the_table_is_refused_naming_its_field() {
             "metadata.name",
             "at most 40",
         ),
+        (
+            "standard.yaml",
+            json!({"config": {"slave-serve-stale-data": "maybe"}}),
+            "slave-serve-stale-data",
+            "must be yes or no",
+        ),
+        (
+            "cluster.yaml",
+            json!({"config": {"workers": "lots"}}),
+            "workers",
+            "must be an integer",
+        ),
+        (
+            "standard.yaml",
+            json!({"config": {"rocksdb.compression": "brotli"}}),
+            "rocksdb.compression",
+            "must be one of no, snappy",
+        ),
+        (
+            "cluster.yaml",
+            json!({"config": {"tls-cert-file": "/etc/passwd"}}),
+            "tls-cert-file",
+            "may not set",
+        ),
+        (
+            "standard.yaml",
+            json!({"config": {"tls-key-file-pass": "hunter2"}}),
+            "tls-key-file-pass",
+            "may not set",
+        ),
     ];
     assert!(table.len() >= 25);
     for (i, (file, patch, field, says)) in table.into_iter().enumerate() {

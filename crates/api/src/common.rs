@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{MAX_CONFIG_ENTRIES, MAX_CONFIG_VALUE_LEN, check_config, config_rules};
+use crate::config::{MAX_CONFIG_ENTRIES, MAX_CONFIG_VALUE_LEN, check_config, config_validations};
 
 /// Where pods are placed. Every field is passed to the pod template as it is.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
@@ -166,8 +166,7 @@ pub struct KvrocksPodSpec {
     /// per second, default 4096, 0 = unlimited) trades slot-migration speed against client
     /// latency; kvrocks 2.17 replaces it with `migrate-batch-rate-limit-mb`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = MAX_CONFIG_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": MAX_CONFIG_VALUE_LEN}))]
-    #[x_kube(validation = config_rules()[0].clone(), validation = config_rules()[1].clone(), validation = config_rules()[2].clone(), validation = config_rules()[3].clone(), validation = config_rules()[4].clone(), validation = config_rules()[5].clone(), validation = config_rules()[6].clone(), validation = config_rules()[7].clone())]
+    #[schemars(extend("maxProperties" = MAX_CONFIG_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": MAX_CONFIG_VALUE_LEN}, "x-kubernetes-validations" = config_validations()))]
     pub config: BTreeMap<String, String>,
     /// Persistent storage; an emptyDir when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

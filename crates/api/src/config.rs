@@ -95,6 +95,22 @@ pub fn config_rules() -> Vec<Rule> {
     .collect()
 }
 
+/// Every CEL rule of `spec.config` ([`config_rules`]) as the schema's `x-kubernetes-validations`.
+pub fn config_validations() -> serde_json::Value {
+    serde_json::Value::Array(
+        config_rules()
+            .into_iter()
+            .map(|r| {
+                let mut v = serde_json::json!({"rule": r.rule});
+                if let Some(Message::Message(m)) = r.message {
+                    v["message"] = serde_json::Value::String(m);
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
 /// Why a `spec.config` map is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {

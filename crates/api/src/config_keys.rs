@@ -228,54 +228,45 @@ fn quoted(keys: impl Iterator<Item = &'static str>) -> String {
     format!("[{}]", keys.join(", "))
 }
 
-fn keys_of(pick: fn(ValueType) -> bool) -> impl Iterator<Item = &'static str> {
-    KNOWN_KEYS
-        .iter()
-        .filter(move |(_, t)| pick(*t))
-        .map(|(k, _)| *k)
-}
-
-/// The CEL rules over `spec.config` for the value types CEL can check cheaply: yes/no keys,
-/// integer keys (the digits; the ranges are checked by the operator), the enumerations, and the
-/// path and credential keys refused. Each message names the offending keys.
+/// The CEL rules over `spec.config` for the value types CEL can check cheaply, one per key so
+/// each message names its key: yes/no keys, integer keys (the digits; the ranges are checked by
+/// the operator), the enumerations; and one refusing the path and credential keys.
 pub fn typed_rules() -> Vec<kube::core::Rule> {
     use kube::core::{Message, Rule};
-    let bools = quoted(keys_of(|t| t == ValueType::YesNo));
-    let ints = quoted(keys_of(|t| matches!(t, ValueType::Int(..))));
-    let enums: Vec<String> = KNOWN_KEYS
+    let mut rules: Vec<Rule> = KNOWN_KEYS
         .iter()
-        .filter_map(|(k, t)| match t {
-            ValueType::Enum(words) => Some(format!(
-                "(k == '{k}' && !(self[k] in {}))",
-                quoted(words.iter().copied())
-            )),
-            _ => None,
+        .filter_map(|(key, ty)| {
+            let (test, what) = match ty {
+                ValueType::YesNo => ("in ['yes', 'no']".to_owned(), "yes or no".to_owned()),
+                ValueType::Int(..) => (
+                    ".matches('^-?[0-9]{1,19}$')".to_owned(),
+                    "an integer".to_owned(),
+                ),
+                ValueType::Enum(words) => (
+                    format!("in {}", quoted(words.iter().copied())),
+                    format!("one of {}", words.join(", ")),
+                ),
+                _ => return None,
+            };
+            let check = if test.starts_with('.') {
+                format!("self['{key}']{test}")
+            } else {
+                format!("self['{key}'] {test}")
+            };
+            Some(
+                Rule::new(format!("!('{key}' in self) || {check}"))
+                    .message(Message::Message(format!("config {key} must be {what}"))),
+            )
         })
         .collect();
     let refused = quoted(PATH_KEYS.iter().chain(CREDENTIAL_KEYS).copied());
-    let rule = |bad: String, what: &str| {
-        Rule::new(format!("!self.exists(k, {bad})")).message(Message::Expression(format!(
-            "'config: ' + self.filter(k, {bad}).join(', ') + ' {what}'"
-        )))
-    };
-    vec![
-        rule(
-            format!("k in {bools} && !(self[k] in ['yes', 'no'])"),
-            "must be yes or no",
-        ),
-        rule(
-            format!("k in {ints} && !self[k].matches('^-?[0-9]{{1,19}}$')"),
-            "must be an integer",
-        ),
-        rule(
-            enums.join(" || "),
-            "must be one of the values kvrocks knows for it",
-        ),
-        rule(
-            format!("k in {refused}"),
-            "may not be set: a path in the pod filesystem, or a credential that would end up in a ConfigMap",
-        ),
-    ]
+    rules.push(
+        Rule::new(format!("self.all(k, !(k in {refused}))")).message(Message::Message(format!(
+            "config may not set {}: paths in the pod filesystem, or a credential that would end up in a ConfigMap",
+            PATH_KEYS.iter().chain(CREDENTIAL_KEYS).copied().collect::<Vec<_>>().join(", ")
+        ))),
+    );
+    rules
 }
 
 /// Every key the checks know of is either settable, owned, a path or a credential; none twice.
@@ -333,7 +324,7 @@ mod tests {
             assert_eq!(covered, checkable, "{key}");
         }
         for key in PATH_KEYS.iter().chain(CREDENTIAL_KEYS) {
-            assert!(rules[3].rule.contains(&format!("'{key}'")));
+            assert!(rules.last().unwrap().rule.contains(&format!("'{key}'")));
         }
     }
 }

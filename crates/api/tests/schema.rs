@@ -281,10 +281,10 @@ fn cel_typed_config_values_name_the_key() {
     for (key, value, says) in [
         ("slave-serve-stale-data", "maybe", "must be yes or no"),
         ("workers", "lots", "must be an integer"),
-        ("rocksdb.compression", "brotli", "values kvrocks knows"),
-        ("log-level", "loud", "values kvrocks knows"),
-        ("tls-cert-file", "/etc/passwd", "may not be set"),
-        ("tls-key-file-pass", "secret", "may not be set"),
+        ("rocksdb.compression", "brotli", "must be one of no, snappy"),
+        ("log-level", "loud", "must be one of debug"),
+        ("tls-cert-file", "/etc/passwd", "may not set"),
+        ("tls-key-file-pass", "secret", "may not set"),
     ] {
         let spec = json!({"sentinel": {"name": "s"}, "config": {key: value, "workers": if key == "workers" { value } else { "4" }}});
         let err = check("KvrocksStandard", spec).expect_err(key);

@@ -304,4 +304,3 @@ mod tests {
         assert_eq!(pod.affinity, Some(Affinity::default()));
     }
 }
-
