@@ -33,6 +33,27 @@ pub async fn request(
     json_body: Option<&str>,
     timeout: Duration,
 ) -> Result<Response> {
+    request_as(addr, method, path, json_body, None, timeout).await
+}
+
+/// `GET path` with `Authorization: Bearer <token>` when a token is given; any status.
+pub async fn get_with_token(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<Response> {
+    request_as(addr, "GET", path, None, token, timeout).await
+}
+
+async fn request_as(
+    addr: SocketAddr,
+    method: &'static str,
+    path: &str,
+    json_body: Option<&str>,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<Response> {
     let fail = |reason: String| Error::Http {
         method,
         addr: addr.to_string(),
@@ -42,9 +63,12 @@ pub async fn request(
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
         let body = json_body.unwrap_or("");
+        let authorization = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         let head = format!(
             "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+             {authorization}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
         stream.write_all(head.as_bytes()).await?;

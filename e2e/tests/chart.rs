@@ -228,8 +228,27 @@ fn helm_lint_and_template_with_defaults_and_every_option() {
             && everything.contains("value: \"standard_orders\""),
         "{everything}"
     );
-    // Namespaced mode: Roles only, never a ClusterRole.
-    assert!(!all_kinds.contains("ClusterRole"), "{everything}");
+    // Namespaced mode: the operator's rules in Roles only; the only ClusterRoles are the metrics
+    // authentication's (TokenReview and SubjectAccessReview are cluster-scoped).
+    let docs_all: Vec<serde_json::Value> = everything
+        .split("\n---")
+        .filter_map(|d| serde_saphyr::from_str::<serde_json::Value>(d).ok())
+        .collect();
+    let cluster_roles: Vec<&str> = docs_all
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole")
+        .filter_map(|d| d["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        cluster_roles,
+        [
+            "kvrocks-operator-all-metrics-auth",
+            "kvrocks-operator-all-metrics-reader"
+        ],
+        "{everything}"
+    );
+    assert!(everything.contains("--metrics-auth") && everything.contains("bearerTokenFile"));
+    assert!(everything.contains("name: prometheus"));
     assert!(everything.contains("--namespaces=chart-team-a,chart-team-b"));
     // Least privilege: no wildcard anywhere in the rules.
     for text in [&defaults, &everything] {

@@ -74,6 +74,12 @@ pub struct RunArgs {
         default_value = "0.0.0.0:8080"
     )]
     pub metrics_address: SocketAddr,
+    /// Serve /metrics only to a bearer token the apiserver authenticates (TokenReview) and
+    /// authorizes for `get` on the non-resource URL /metrics (SubjectAccessReview), as
+    /// kube-rbac-proxy does; /healthz and /readyz stay open for the kubelet. Needs `create` on
+    /// tokenreviews and subjectaccessreviews.
+    #[arg(long, env = "KVROCKS_OPERATOR_METRICS_AUTH")]
+    pub metrics_auth: bool,
     /// Name of the Lease that elects the one replica that reconciles.
     #[arg(
         long,

@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use anyhow::{Context as _, Result};
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kvrocks_operator_core::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics_auth::{MetricsAuth, Verdict};
 
 /// What this replica is doing, as /readyz reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,18 +53,44 @@ impl Health {
 struct AppState {
     metrics: Arc<Metrics>,
     health: Health,
+    auth: Option<Arc<MetricsAuth>>,
 }
 
 /// The router, separate from the listener so tests can call it directly.
-fn router(metrics: Arc<Metrics>, health: Health) -> Router {
+fn router(metrics: Arc<Metrics>, health: Health, auth: Option<Arc<MetricsAuth>>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, health })
+        .with_state(AppState {
+            metrics,
+            health,
+            auth,
+        })
 }
 
-async fn metrics_handler(State(state): State<AppState>) -> Response {
+async fn metrics_handler(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(auth) = &state.auth {
+        let header = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match auth.check(header).await {
+            Verdict::Allowed => {}
+            Verdict::Unauthenticated(why) => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    why,
+                )
+                    .into_response();
+            }
+            Verdict::Forbidden(why) => return (StatusCode::FORBIDDEN, why).into_response(),
+            Verdict::Unavailable(why) => {
+                tracing::warn!(error = %why, "cannot review a /metrics request");
+                return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+            }
+        }
+    }
     match state.metrics.encode() {
         Ok(body) => ([(header::CONTENT_TYPE, state.metrics.content_type())], body).into_response(),
         Err(e) => (
@@ -83,18 +111,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Binds `addr` and serves until `shutdown` is cancelled.
+/// Binds `addr` and serves until `shutdown` is cancelled; /metrics only to reviewed tokens when
+/// `auth` is set (see [`crate::metrics_auth`]).
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     health: Health,
+    auth: Option<Arc<MetricsAuth>>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the metrics address {addr}"))?;
-    tracing::info!(address = %addr, "serving /metrics, /healthz and /readyz");
-    axum::serve(listener, router(metrics, health))
+    tracing::info!(address = %addr, authenticated = auth.is_some(), "serving /metrics, /healthz and /readyz");
+    axum::serve(listener, router(metrics, health, auth))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .context("metrics server failed")
@@ -129,7 +159,7 @@ mod tests {
         let server = tokio::spawn({
             let (metrics, health, shutdown) = (metrics.clone(), health.clone(), shutdown.clone());
             async move {
-                axum::serve(listener, router(metrics, health))
+                axum::serve(listener, router(metrics, health, None))
                     .with_graceful_shutdown(async move { shutdown.cancelled().await })
                     .await
             }

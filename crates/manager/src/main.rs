@@ -6,6 +6,7 @@ mod crd;
 mod http;
 mod leader;
 mod logging;
+mod metrics_auth;
 mod preflight;
 
 use std::collections::BTreeSet;
@@ -65,10 +66,14 @@ async fn run(args: RunArgs) -> Result<()> {
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
     metrics.set_leader(false);
+    let auth = args
+        .metrics_auth
+        .then(|| Arc::new(metrics_auth::MetricsAuth::new(client.clone())));
     let server = tokio::spawn(http::serve(
         args.metrics_address,
         metrics.clone(),
         health.clone(),
+        auth,
         shutdown.clone(),
     ));
 
