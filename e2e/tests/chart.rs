@@ -418,6 +418,50 @@ async fn operator_pods(client: &kube::Client) -> Vec<Pod> {
         .collect()
 }
 
+/// The ServiceAccount allowed to scrape the operator (`metricsAuth.readers`).
+const SCRAPER: &str = "metrics-scraper";
+/// Its token, once made (see [`metrics_need_a_token`]).
+static SCRAPER_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// A token of ServiceAccount `name` in the release namespace, made by the apiserver.
+async fn token_of(testbed: &Testbed, name: &str) -> String {
+    let _ = testbed
+        .kubectl(&["create", "serviceaccount", name, "-n", RELEASE_NS])
+        .await;
+    testbed
+        .kubectl(&["create", "token", name, "-n", RELEASE_NS, "--duration=2h"])
+        .await
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// With metricsAuth on, the operator's /metrics answers 401 without a token, 403 to a
+/// ServiceAccount not bound to the metrics-reader role, and 200 to the scraper's token.
+async fn metrics_need_a_token(testbed: &Testbed, client: &kube::Client) {
+    let scraper = token_of(testbed, SCRAPER).await;
+    let stranger = token_of(testbed, "not-a-scraper").await;
+    let pod = operator_pods(client).await.remove(0);
+    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
+    let addr: SocketAddr = format!("{ip}:8080").parse().unwrap();
+    let status = async |token: Option<&str>| {
+        http::get_with_token(addr, "/metrics", token, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .status
+    };
+    assert_eq!(status(None).await, 401, "no token");
+    assert_eq!(status(Some("not-a-token")).await, 401, "a made-up token");
+    assert_eq!(status(Some(&stranger)).await, 403, "a ServiceAccount not bound");
+    assert_eq!(status(Some(&scraper)).await, 200, "the scraper");
+    let healthz = http::get_with_token(addr, "/healthz", None, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(healthz.status, 200, "the kubelet's probes need no token");
+    kvrocks_e2e::say!("metrics auth: 401 without a token, 403 for a stranger, 200 for {SCRAPER}");
+    let _ = SCRAPER_TOKEN.set(scraper);
+}
+
 async fn metrics_of(pod: &Pod) -> Result<String, String> {
     let ip = pod
         .status
@@ -425,9 +469,15 @@ async fn metrics_of(pod: &Pod) -> Result<String, String> {
         .and_then(|s| s.pod_ip.clone())
         .ok_or("no pod IP")?;
     let addr: SocketAddr = format!("{ip}:8080").parse().map_err(|e| format!("{e}"))?;
-    http::get_ok(addr, "/metrics", Duration::from_secs(3))
+    let token = SCRAPER_TOKEN.get().map(String::as_str);
+    let response = http::get_with_token(addr, "/metrics", token, Duration::from_secs(3))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    if response.is_success() {
+        Ok(response.body)
+    } else {
+        Err(format!("HTTP {}: {}", response.status, response.body))
+    }
 }
 
 /// The name of the operator pod that leads (its `kvrocks_operator_leader` is 1) and its page,
@@ -501,6 +551,11 @@ async fn helm_install_runs_the_examples_and_every_named_metric_exists() {
             &format!("test.namespace={EXAMPLES_NS}"),
             "--set",
             "logLevel=info\\,kvrocks_operator_core=debug",
+            // /metrics only for the scraper's token (TokenReview + SubjectAccessReview).
+            "--set",
+            "metricsAuth.enabled=true",
+            "--set",
+            &format!("metricsAuth.readers[0].kind=ServiceAccount,metricsAuth.readers[0].name={SCRAPER},metricsAuth.readers[0].namespace={RELEASE_NS}"),
             "--wait",
             "--timeout",
             "4m",
@@ -515,6 +570,7 @@ async fn helm_install_runs_the_examples_and_every_named_metric_exists() {
         Some(2),
         "both operator replicas ready"
     );
+    metrics_need_a_token(testbed, &client).await;
     let (first_leader, _) = leader(&client, None).await;
     kvrocks_e2e::say!("operator leader: {first_leader}");
 
