@@ -452,7 +452,11 @@ async fn metrics_need_a_token(testbed: &Testbed, client: &kube::Client) {
     };
     assert_eq!(status(None).await, 401, "no token");
     assert_eq!(status(Some("not-a-token")).await, 401, "a made-up token");
-    assert_eq!(status(Some(&stranger)).await, 403, "a ServiceAccount not bound");
+    assert_eq!(
+        status(Some(&stranger)).await,
+        403,
+        "a ServiceAccount not bound"
+    );
     assert_eq!(status(Some(&scraper)).await, 200, "the scraper");
     let healthz = http::get_with_token(addr, "/healthz", None, Duration::from_secs(5))
         .await
@@ -555,7 +559,9 @@ async fn helm_install_runs_the_examples_and_every_named_metric_exists() {
             "--set",
             "metricsAuth.enabled=true",
             "--set",
-            &format!("metricsAuth.readers[0].kind=ServiceAccount,metricsAuth.readers[0].name={SCRAPER},metricsAuth.readers[0].namespace={RELEASE_NS}"),
+            &format!(
+                "metricsAuth.readers[0].kind=ServiceAccount,metricsAuth.readers[0].name={SCRAPER},metricsAuth.readers[0].namespace={RELEASE_NS}"
+            ),
             "--wait",
             "--timeout",
             "4m",

@@ -600,6 +600,59 @@ async fn a_sentinel_group_monitors_scales_and_outlives_its_users() {
         "sentinel e2e: monitor removed and group deleted {:.1} s after the Standard",
         started.elapsed().as_secs_f64()
     );
+    // A spec the schema takes but whose StatefulSet the apiserver refuses (requests above
+    // limits): Ready=False with the apiserver's words, then Ready once fixed.
+    let broken = "broken";
+    groups
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "kvrocks.io/v1alpha1", "kind": "KvrocksSentinel",
+                "metadata": {"name": broken},
+                "spec": {"replicas": 3, "auth": {"secretName": GROUP_SECRET},
+                         "resources": {"requests": {"memory": "64Mi"}, "limits": {"memory": "32Mi"}}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let refused = wait::for_object(&groups, broken, TIMEOUT, "Ready=False ApplyRefused", |g| {
+        condition(g, "Ready") == Some(("False", "ApplyRefused"))
+    })
+    .await
+    .unwrap();
+    let message = refused
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("StatefulSet") && message.contains("limit"),
+        "{message}"
+    );
+    kvrocks_e2e::say!("sentinel e2e: refused apply reported: {message}");
+    groups
+        .patch(
+            broken,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resources": {"limits": {"memory": "128Mi"}}}})),
+        )
+        .await
+        .unwrap();
+    wait::for_object(&groups, broken, TIMEOUT, "Ready once fixed", |g| {
+        ready_with(g, 3, 2)
+    })
+    .await
+    .unwrap();
+    groups
+        .delete(broken, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait::for_deletion(&groups, broken, TIMEOUT).await.unwrap();
+
     let metrics = operator.metrics().await.unwrap();
     assert!(
         metrics.contains(

@@ -48,12 +48,15 @@ pub async fn run<K, F, Fut, E, C>(
     shutdown: CancellationToken,
 ) where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + HasStatus
+        + Serialize
         + Clone
         + DeserializeOwned
         + Debug
         + Send
         + Sync
         + 'static,
+    K::Status: CommonStatus + Send + Sync,
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = std::result::Result<Action, E>> + Send + 'static,
     E: ReconcileError + Send + Sync + 'static,
@@ -66,8 +69,9 @@ pub async fn run<K, F, Fut, E, C>(
             async move {
                 let _timer = ctx.measure_reconcile(name);
                 let result = reconcile(obj.clone(), ctx.clone()).await;
-                if result.is_ok() {
-                    ctx.reconcile_succeeded(name, obj.as_ref());
+                match &result {
+                    Ok(_) => ctx.reconcile_succeeded(name, obj.as_ref()),
+                    Err(e) => report_refused_apply(&ctx, name, obj.as_ref(), e).await,
                 }
                 result
             }
@@ -108,12 +112,15 @@ pub async fn run_owning_statefulsets<K, F, Fut, E>(
     shutdown: CancellationToken,
 ) where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + HasStatus
+        + Serialize
         + Clone
         + DeserializeOwned
         + Debug
         + Send
         + Sync
         + 'static,
+    K::Status: CommonStatus + Send + Sync,
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = std::result::Result<Action, E>> + Send + 'static,
     E: ReconcileError + Send + Sync + 'static,
@@ -140,6 +147,37 @@ pub async fn run_owning_statefulsets<K, F, Fut, E>(
         shutdown,
     )
     .await;
+}
+
+/// Reason of Ready=False while the apiserver refuses an object the operator applies.
+pub const REASON_APPLY_REFUSED: &str = "ApplyRefused";
+
+/// A reconcile that failed because the apiserver refused an object it applied says so in
+/// `Ready=False` ([`REASON_APPLY_REFUSED`]) with the apiserver's message, besides the log and the
+/// error metric: a user reading the resource sees why nothing progresses. Best effort.
+async fn report_refused_apply<K, E>(ctx: &Context, controller: &str, cr: &K, error: &E)
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + HasStatus
+        + Serialize
+        + Clone
+        + DeserializeOwned
+        + Debug,
+    K::Status: CommonStatus,
+    E: ReconcileError,
+{
+    let Some(message) = error.refused_apply() else {
+        return;
+    };
+    let ready = conditions::ready(
+        ConditionStatus::False,
+        REASON_APPLY_REFUSED,
+        message,
+        cr.meta().generation,
+    );
+    if let Err(e) = report_not_ready(ctx, controller, cr, [ready]).await {
+        tracing::debug!(controller, error = %e, "could not report a refused apply");
+    }
 }
 
 /// An early exit of a reconcile (a missing Secret, an invalid spec): `updates` (Ready=False,

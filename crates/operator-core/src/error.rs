@@ -147,11 +147,39 @@ impl Error {
 pub trait ReconcileError: std::error::Error {
     /// A short, stable, low-cardinality label naming what failed (`apply`, `invalid_spec`, ...).
     fn metric_label(&self) -> &'static str;
+
+    /// When the apiserver refused an object the operator applied (invalid, forbidden, too
+    /// large: a 4xx other than a conflict or throttling), what it said, for a condition: retrying
+    /// will not help until the spec (or the operator's permissions) change.
+    fn refused_apply(&self) -> Option<String> {
+        None
+    }
 }
 
 impl ReconcileError for Error {
     fn metric_label(&self) -> &'static str {
         Error::metric_label(self)
+    }
+
+    fn refused_apply(&self) -> Option<String> {
+        match self {
+            Error::Apply {
+                kind,
+                object,
+                source,
+            } => match source.as_ref() {
+                kube::Error::Api(status)
+                    if (400..500).contains(&status.code) && ![409, 429].contains(&status.code) =>
+                {
+                    Some(format!(
+                        "the apiserver refused {kind} {object} ({}): {}",
+                        status.code, status.message
+                    ))
+                }
+                _ => None,
+            },
+            _ => None,
+        }
     }
 }
 
@@ -192,6 +220,13 @@ impl ReconcileError for ControllerError {
             ControllerError::Core(e) => e.metric_label(),
             ControllerError::Kube { .. } => "kube",
             ControllerError::NoNamespace(_) => "no_namespace",
+        }
+    }
+
+    fn refused_apply(&self) -> Option<String> {
+        match self {
+            ControllerError::Core(e) => e.refused_apply(),
+            _ => None,
         }
     }
 }
@@ -243,6 +278,33 @@ mod tests {
         };
         assert_eq!(object_name(&cluster_scoped), "a");
         assert_eq!(object_name(&ConfigMap::default()), "<unnamed>");
+    }
+
+    #[test]
+    fn only_a_refusal_of_the_object_itself_is_a_refused_apply() {
+        let apply = |code: u16| Error::Apply {
+            kind: "StatefulSet".into(),
+            object: "ns/db".into(),
+            source: Box::new(kube::Error::Api(Box::new(
+                kube::core::Status::failure("spec.volumeClaimTemplates: Forbidden", "Invalid")
+                    .with_code(code),
+            ))),
+        };
+        let said = apply(422).refused_apply().unwrap();
+        assert!(
+            said.contains("StatefulSet ns/db (422)") && said.contains("Forbidden"),
+            "{said}"
+        );
+        assert!(apply(403).refused_apply().is_some());
+        assert_eq!(apply(409).refused_apply(), None, "a conflict is retried");
+        assert_eq!(apply(429).refused_apply(), None, "throttling is retried");
+        assert_eq!(
+            apply(500).refused_apply(),
+            None,
+            "a server error is retried"
+        );
+        let wrapped = ControllerError::Core(apply(422));
+        assert!(wrapped.refused_apply().is_some());
     }
 
     #[test]
