@@ -34,6 +34,34 @@ pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 /// Reason of the condition a controller sets before its reconciler has landed.
 pub const REASON_NOT_IMPLEMENTED: &str = "NotImplemented";
 
+/// A kvrocks custom resource as the shared controller code runs it: namespaced, with a status
+/// that has conditions.
+pub trait Kvrocks:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + HasStatus<Status: CommonStatus + Send + Sync>
+    + Serialize
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Kvrocks for T where
+    T: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + HasStatus<Status: CommonStatus + Send + Sync>
+        + Serialize
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Runs the controller `name` for `K` in every watched namespace until `shutdown`.
 ///
 /// `configure` adds the controller's own watches (`owns`, `watches`, `reconcile_on`) to each
@@ -47,16 +75,7 @@ pub async fn run<K, F, Fut, E, C>(
     reconcile: F,
     shutdown: CancellationToken,
 ) where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + HasStatus
-        + Serialize
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-    K::Status: CommonStatus + Send + Sync,
+    K: Kvrocks,
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = std::result::Result<Action, E>> + Send + 'static,
     E: ReconcileError + Send + Sync + 'static,
@@ -111,16 +130,7 @@ pub async fn run_owning_statefulsets<K, F, Fut, E>(
     reconcile: F,
     shutdown: CancellationToken,
 ) where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + HasStatus
-        + Serialize
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-    K::Status: CommonStatus + Send + Sync,
+    K: Kvrocks,
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = std::result::Result<Action, E>> + Send + 'static,
     E: ReconcileError + Send + Sync + 'static,
@@ -157,13 +167,7 @@ pub const REASON_APPLY_REFUSED: &str = "ApplyRefused";
 /// error metric: a user reading the resource sees why nothing progresses. Best effort.
 async fn report_refused_apply<K, E>(ctx: &Context, controller: &str, cr: &K, error: &E)
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + HasStatus
-        + Serialize
-        + Clone
-        + DeserializeOwned
-        + Debug,
-    K::Status: CommonStatus,
+    K: Kvrocks,
     E: ReconcileError,
 {
     let Some(message) = error.refused_apply() else {
