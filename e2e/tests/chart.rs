@@ -735,6 +735,41 @@ async fn helm_install_runs_the_examples_and_every_named_metric_exists() {
         delete.extend(["-f", p.as_str()]);
     }
     testbed.kubectl(&delete).await.unwrap();
+    // The operator stops before its permissions go: `helm uninstall` removes the RBAC while the
+    // pods of the deleted Deployment still terminate, and their last request (releasing the
+    // Lease) would be refused (harmless: the Lease expires), which the least-privilege suite
+    // would count against the role.
+    testbed
+        .kubectl(&[
+            "scale",
+            "deployment",
+            RELEASE,
+            "-n",
+            RELEASE_NS,
+            "--replicas=0",
+        ])
+        .await
+        .unwrap();
+    wait::until(
+        "the operator pods gone before uninstalling",
+        Duration::from_secs(60),
+        async || {
+            // Terminating ones included: they still send requests.
+            let left = Api::<Pod>::namespaced(client.clone(), RELEASE_NS)
+                .list(&ListParams::default().labels("app.kubernetes.io/name=kvrocks-operator"))
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .len();
+            if left == 0 {
+                Ok(())
+            } else {
+                Err(format!("{left} operator pods left"))
+            }
+        },
+    )
+    .await
+    .unwrap();
     helm(
         testbed.binaries(),
         &home,

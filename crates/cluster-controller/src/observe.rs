@@ -276,10 +276,25 @@ async fn read_node(ip: &str, password: &Password, connect: std::time::Duration) 
         }
         Err(_) => return NodeObs::default(),
     };
-    let myid = client.clusterx_myid().await.ok().flatten();
-    let version = client.clusterx_version().await.ok().flatten();
-    let info = client.info_replication().await.ok();
+    // A node that stops answering in the middle of the reads is unreachable, not a node without
+    // a topology (a master read as "no version, offset 0" would look restarted on an empty
+    // volume and lose its shard while it still serves it).
+    let (myid, version, info) = (
+        client.clusterx_myid().await,
+        client.clusterx_version().await,
+        client.info_replication().await,
+    );
     client.close().await;
+    let broke = |e: &kvrocks_client::Error| e.is_unreachable();
+    if myid.as_ref().is_err_and(broke)
+        || version.as_ref().is_err_and(broke)
+        || info.as_ref().is_err_and(broke)
+    {
+        return NodeObs::default();
+    }
+    let myid = myid.ok().flatten();
+    let version = version.ok().flatten();
+    let info = info.ok();
     let (offset, link_up) = match &info {
         Some(i) if matches!(i.role, ReplicationRole::Master) => {
             (i.master_repl_offset.unwrap_or(0), true)
