@@ -53,33 +53,43 @@ The rules of config/rbac/role.yaml except leader election: what the operator nee
 watches. Keep both in step with config/rbac/role.yaml (no wildcards).
 */}}
 {{- define "kvrocks-operator.rules" -}}
-# The three custom resources: watched, finalized, and their status written.
+# The three custom resources: watched, finalized (a patch), their status patched; read by
+# name only where the cache may be stale: a cluster before each pass (its migration record),
+# a sentinel group when a Standard or Cluster that names it goes. `update` on finalizers is what
+# the OwnerReferencesPermissionEnforcement admission plugin asks of a blockOwnerDeletion owner.
 - apiGroups: ["kvrocks.io"]
   resources: ["kvrockssentinels", "kvrocksstandards", "kvrocksclusters"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["kvrocks.io"]
+  resources: ["kvrockssentinels", "kvrocksclusters"]
+  verbs: ["get"]
 - apiGroups: ["kvrocks.io"]
   resources: ["kvrockssentinels/status", "kvrocksstandards/status", "kvrocksclusters/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 - apiGroups: ["kvrocks.io"]
   resources: ["kvrockssentinels/finalizers", "kvrocksstandards/finalizers", "kvrocksclusters/finalizers"]
   verbs: ["update"]
-# The workloads it builds.
+# The workloads it builds, created and changed by server-side apply (a patch); a cluster's
+# StatefulSets, Services and PodDisruptionBudgets of a shard scaled away are listed and deleted.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 - apiGroups: [""]
-  resources: ["services", "configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  resources: ["services"]
+  verbs: ["get", "list", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "patch"]
 # Secrets: read by name (a named one only when labelled kvrocks.io/auth=true), the generated
 # password Secret and the record of the password in effect created and patched; never listed,
 # watched or deleted (owned ones go with their resource through garbage collection).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch"]
-# Pods: read state and IPs, keep the role label true, delete a pod to roll it.
+# Pods: listed for state and IPs, the role label kept true, a pod deleted to roll or stop it.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["list", "patch", "delete"]
 # A cluster created over kept claims: the topology each node persisted, from its log.
 - apiGroups: [""]
   resources: ["pods/log"]
@@ -95,7 +105,7 @@ watches. Keep both in step with config/rbac/role.yaml (no wildcards).
   verbs: ["get"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
@@ -106,7 +116,7 @@ watches. Keep both in step with config/rbac/role.yaml (no wildcards).
 # Leader election.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "create", "update", "patch"]
+  verbs: ["get", "create", "patch"]
 {{- end }}
 
 {{- define "kvrocks-operator.testNamespace" -}}
