@@ -69,17 +69,18 @@ watches. Keep both in step with config/rbac/role.yaml (no wildcards).
 - apiGroups: ["kvrocks.io"]
   resources: ["kvrockssentinels/finalizers", "kvrocksstandards/finalizers", "kvrocksclusters/finalizers"]
   verbs: ["update"]
-# The workloads it builds, created and changed by server-side apply (a patch); a cluster's
+# The workloads it builds, created and changed by server-side apply (a patch, which the
+# apiserver also authorizes as create when the object does not exist yet); a cluster's
 # StatefulSets, Services and PodDisruptionBudgets of a shard scaled away are listed and deleted.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "patch", "delete"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "create", "patch"]
 # Secrets: read by name (a named one only when labelled kvrocks.io/auth=true), the generated
 # password Secret and the record of the password in effect created and patched; never listed,
 # watched or deleted (owned ones go with their resource through garbage collection).
@@ -105,7 +106,7 @@ watches. Keep both in step with config/rbac/role.yaml (no wildcards).
   verbs: ["get"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "patch", "delete"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
