@@ -124,6 +124,9 @@ async fn reconcile(
         now: SystemTime::now(),
     };
     let mut plan = plan::plan(&input);
+    if !plan.actions.is_empty() || !plan.notes.is_empty() {
+        tracing::debug!(version = plan.version, wait = ?plan.wait, notes = ?plan.notes, actions = ?plan.actions, "plan");
+    }
     if let Err(why) = act::fence(&plan, &password).await {
         plan = plan::hold(&input, plan, why);
     }

@@ -366,3 +366,69 @@ async fn migration_state(
         .filter(|m| m.slots == Some(mv.range))
         .map(|m| m.state)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    /// A server on `ip:6379` that answers every command (`PING` with `PONG`, `CLIENT` with an
+    /// integer, `INFO` with a bulk string, the rest `OK`) until `stall_on` arrives, and from then
+    /// on answers nothing: a node cut off between the operator's connect and its reads.
+    async fn stalling_server(
+        ip: &str,
+        stall_on: &'static str,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let listener = tokio::net::TcpListener::bind((ip, 6379)).await.ok()?;
+        Some(tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    while let Ok(Some(header)) = lines.next_line().await {
+                        // `*<n>` then n times `$<len>` and the argument.
+                        let n: usize = header.trim_start_matches('*').parse().unwrap_or(0);
+                        let mut args = Vec::new();
+                        for _ in 0..n {
+                            let _len = lines.next_line().await;
+                            args.push(lines.next_line().await.ok().flatten().unwrap_or_default());
+                        }
+                        let name = args
+                            .first()
+                            .map(|a| a.to_ascii_uppercase())
+                            .unwrap_or_default();
+                        if name == stall_on {
+                            std::future::pending::<()>().await;
+                        }
+                        let info = "# Server\r\nredis_version:7.0.0\r\n";
+                        let reply = match name.as_str() {
+                            "PING" => "+PONG\r\n".to_owned(),
+                            "CLIENT" => ":1\r\n".to_owned(),
+                            "INFO" => format!("${}\r\n{info}\r\n", info.len()),
+                            _ => "+OK\r\n".to_owned(),
+                        };
+                        if write.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_node_that_stops_answering_mid_read_is_unreachable_not_without_topology() {
+        let ip = "127.0.0.77";
+        let Some(server) = stalling_server(ip, "CLUSTERX").await else {
+            eprintln!("SKIPPED: cannot listen on {ip}:6379 here");
+            return;
+        };
+        let obs = read_node(ip, &Password::new("pw"), std::time::Duration::from_secs(1)).await;
+        server.abort();
+        assert!(
+            !obs.reachable,
+            "a node whose reads time out must not be read as a node without topology: {obs:?}"
+        );
+    }
+}
